@@ -1,0 +1,164 @@
+"""SWAConfig: the encoder's fields, their validation, and the receptive-field / latency / cost math.
+
+Window convention (FlashAttention's `window_size`): `window=(left, right)` lets query i attend key j
+iff `i - left <= j <= i + right`. So `(255, 0)` is causal with 256 keys counting the query itself,
+`(w, w)` is centred, and `right > 0` is lookahead. Positions are counted in the units of the
+layer's own input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from swa_stream.errors import ConfigError
+
+Window = tuple[int, int]
+
+# Rotary angles repeat exactly every ROPE_PERIOD positions (see positions.py), so a window must be
+# shorter than that for relative distances to stay unambiguous.
+ROPE_PERIOD = 1 << 24
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _pair(value, where: str) -> Window:
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(_is_int(v) for v in value):
+        raise ConfigError(f"{where}: expected a (left, right) pair of integers, got {value!r}")
+    left, right = value
+    if left < 0 or right < 0:
+        raise ConfigError(f"{where}: left and right must be >= 0, got ({left}, {right})")
+    if left + right >= ROPE_PERIOD:
+        raise ConfigError(f"{where}: left + right must be below {ROPE_PERIOD}, got {left + right}")
+    return (left, right)
+
+
+@dataclass
+class SWAConfig:
+    """Configuration of a streaming sliding-window-attention encoder.
+
+    `window` is one `(left, right)` pair for every layer, or a list with one pair per layer
+    (hierarchical windows). `frame_rate` (input positions per `frame_unit`, e.g. 25 per "s" after
+    4x subsampling of 10 ms frames, or 1 per "bp" for DNA) only feeds the human-readable report.
+    """
+
+    d_model: int = 256
+    n_heads: int = 4
+    n_layers: int = 4
+    window: Window | list[Window] = (128, 0)
+    d_ff: int | None = None
+    dropout: float = 0.0
+    norm_eps: float = 1e-5
+    rope_base: float = 10000.0
+    frame_rate: float | None = None
+    frame_unit: str = "s"
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "n_heads", "n_layers"):
+            value = getattr(self, name)
+            if not _is_int(value) or value <= 0:
+                raise ConfigError(f"{name}: must be a positive integer, got {value!r}")
+        if self.d_model % self.n_heads:
+            raise ConfigError(
+                f"d_model: {self.d_model} is not divisible by n_heads ({self.n_heads})"
+            )
+        if self.head_dim % 2:
+            raise ConfigError(
+                f"d_model: head size d_model / n_heads = {self.head_dim} must be even for rotary positions"
+            )
+        if self.d_ff is not None and (not _is_int(self.d_ff) or self.d_ff <= 0):
+            raise ConfigError(f"d_ff: must be a positive integer or null, got {self.d_ff!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout: must be in [0, 1), got {self.dropout!r}")
+        if self.norm_eps <= 0:
+            raise ConfigError(f"norm_eps: must be > 0, got {self.norm_eps!r}")
+        if self.rope_base <= 1:
+            raise ConfigError(f"rope_base: must be > 1, got {self.rope_base!r}")
+        if self.frame_rate is not None and self.frame_rate <= 0:
+            raise ConfigError(f"frame_rate: must be > 0 or null, got {self.frame_rate!r}")
+        self._normalise_window()
+
+    def _normalise_window(self) -> None:
+        """Store `window` as one tuple pair, or as a list of tuple pairs of length n_layers."""
+        w = self.window
+        is_single = isinstance(w, (list, tuple)) and len(w) == 2 and all(_is_int(v) for v in w)
+        if is_single:
+            self.window = _pair(w, "window")
+            return
+        if not isinstance(w, (list, tuple)):
+            raise ConfigError(f"window: expected (left, right) or a list of pairs, got {w!r}")
+        if len(w) == 0:
+            raise ConfigError("window: the per-layer list is empty; give one (left, right) pair per layer")
+        pairs = [_pair(p, f"window[{i}]") for i, p in enumerate(w)]
+        if len(pairs) != self.n_layers:
+            raise ConfigError(
+                f"window: {len(pairs)} per-layer pairs given but n_layers is {self.n_layers}"
+            )
+        self.window = pairs
+
+    # ---- derived sizes -------------------------------------------------------------------------
+    @property
+    def windows(self) -> list[Window]:
+        """The `(left, right)` pair of each layer."""
+        w = self.window
+        return list(w) if isinstance(w, list) else [w] * self.n_layers
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def ffn_dim(self) -> int:
+        return self.d_ff if self.d_ff is not None else 4 * self.d_model
+
+    def receptive_field(self, n_layers: int | None = None) -> Window:
+        """(left, right) input positions that reach one output of the first `n_layers` layers.
+
+        Exact, not estimated: each layer widens the field by its own left and right, so the
+        stack sees `(sum of left, sum of right)`.
+        """
+        ws = self.windows[: self.n_layers if n_layers is None else n_layers]
+        return (sum(left for left, _ in ws), sum(right for _, right in ws))
+
+    @property
+    def lookahead(self) -> int:
+        """Delay in input positions between receiving a position and `step` emitting it."""
+        return self.receptive_field()[1]
+
+    def state_bytes(self, element_size: int = 4) -> int:
+        """Bytes of stream state per stream: each layer caches left + right keys and values, and
+        holds back `right` pending positions (their residual input and their query)."""
+        d = self.d_model
+        return sum((2 * (left + right) + 2 * right) * d for left, right in self.windows) * element_size
+
+    def param_count(self) -> int:
+        d, f = self.d_model, self.ffn_dim
+        per_layer = 2 * d + (3 * d * d + 3 * d) + (d * d + d) + 2 * d + (d * f + f) + (f * d + d)
+        return self.n_layers * per_layer + 2 * d
+
+    def flops_per_position(self) -> int:
+        """Multiply-add FLOPs (2 per MAC) to encode one position at steady state."""
+        d, f = self.d_model, self.ffn_dim
+        total = 0
+        for left, right in self.windows:
+            projections = 2 * (3 * d * d + d * d + 2 * d * f)
+            attention = 2 * 2 * d * (left + right + 1)  # scores and weighted sum over the keys
+            total += projections + attention
+        return total
+
+    # ---- serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        w = out["window"]
+        out["window"] = [list(p) for p in w] if isinstance(w, list) else list(w)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SWAConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: not a field of SWAConfig (known: {', '.join(sorted(known))})")
+        return cls(**data)
+

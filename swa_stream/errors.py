@@ -1,0 +1,13 @@
+"""The one error type users see.
+
+The CLI prints a `SWAStreamError` as a single line (`swa-stream: error: <message>`) and exits 2;
+anything else is a bug and keeps its traceback.
+"""
+
+
+class SWAStreamError(Exception):
+    """A problem with the user's input (a file, a config, an argument), stated in one line."""
+
+
+class ConfigError(SWAStreamError, ValueError):
+    """An invalid configuration value. The message starts with the field's name."""

@@ -1,0 +1,52 @@
+"""Rotary positions that stay exact at any absolute position.
+
+Plain RoPE rotates by `p * theta` in floating point, which loses precision as p grows: at p = 1e9 a
+float32 angle is off by whole radians. We make every rotary frequency an integer harmonic of one
+period P = 2**24 positions:
+
+    theta_k = 2*pi * n_k / P        with integer n_k ~ P * base**(-2k/D) / (2*pi)
+
+so the angle of position p is `2*pi * ((n_k * (p mod P)) mod P) / P`, computed in integer arithmetic
+and exactly periodic in P. The score between a query at i and a key at j then depends only on
+i - j (mod P), and windows are validated to be shorter than P, so a stream can run forever and a
+stream started at 10**9 sees exactly the geometry of one started at 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from swa_stream.config import ROPE_PERIOD
+
+
+def rope_harmonics(head_dim: int, base: float) -> torch.Tensor:
+    """Integer harmonics n_k (head_dim // 2,) approximating the usual RoPE frequencies."""
+    k = torch.arange(head_dim // 2, dtype=torch.float64)
+    inv_freq = base ** (-2.0 * k / head_dim)
+    return torch.clamp(torch.round(inv_freq * ROPE_PERIOD / (2 * math.pi)), min=1).to(torch.int64)
+
+
+class RotaryPositions(nn.Module):
+    """Computes rotation tables for a run of consecutive positions and applies them."""
+
+    def __init__(self, head_dim: int, base: float = 10000.0):
+        super().__init__()
+        self.register_buffer("harmonics", rope_harmonics(head_dim, base), persistent=False)
+
+    def tables(self, start: int, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin, each (length, head_dim // 2), for positions start .. start + length - 1."""
+        device = self.harmonics.device
+        # Reduce the (possibly huge) Python int first; everything after stays below 2**48.
+        p = (start % ROPE_PERIOD + torch.arange(length, device=device, dtype=torch.int64)) % ROPE_PERIOD
+        phase = (p[:, None] * self.harmonics[None, :]) % ROPE_PERIOD  # < 2**24: exact in float32
+        angle = phase.to(torch.float32) * (2 * math.pi / ROPE_PERIOD)
+        return angle.cos().to(dtype), angle.sin().to(dtype)
+
+    @staticmethod
+    def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Rotate x (..., T, D) by the tables (T, D/2), pairing dimension i with i + D/2."""
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)

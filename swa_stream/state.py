@@ -1,0 +1,100 @@
+"""Stream state: per-layer key/value ring buffers plus the positions that lookahead holds back.
+
+For a layer with window (left, right), answering the oldest query that is still open needs keys back
+to `left` positions before it, and that query is `right` positions behind the newest input. So the
+layer caches exactly C = left + right keys and values, in a ring where position p lives in slot
+`p % C`, and holds the `right` newest positions (their residual input and their rotated query) until
+their right context has arrived. Nothing here grows with the stream.
+
+The state is a plain dataclass of tensors plus two integers, passed in and returned explicitly: it can
+be moved with `.to()`, saved with `to_tensors()` (e.g. into safetensors) and restored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+# ---- ring arithmetic: every "position mod capacity" in the project lives here ------------------------
+def _slots(first_position: int, count: int, capacity: int, device) -> torch.Tensor:
+    return (first_position + torch.arange(count, device=device)) % capacity
+
+
+def ring_read(ring: torch.Tensor, end: int) -> torch.Tensor:
+    """The ring (B, H, C, D) in position order: rows for positions end - C .. end - 1."""
+    capacity = ring.shape[2]
+    if capacity == 0:
+        return ring
+    return ring.index_select(2, _slots(end - capacity, capacity, capacity, ring.device))
+
+
+def ring_write(ring: torch.Tensor, rows: torch.Tensor, end: int) -> torch.Tensor:
+    """A new ring holding `rows` (B, H, t, D), positions end - t .. end - 1, over the old one."""
+    capacity = ring.shape[2]
+    keep = min(capacity, rows.shape[2])
+    if keep == 0:
+        return ring
+    return ring.index_copy(2, _slots(end - keep, keep, capacity, ring.device), rows[:, :, rows.shape[2] - keep :])
+
+
+@dataclass
+class LayerState:
+    """One layer's stream state; C = left + right, R = right."""
+
+    k: torch.Tensor  # (B, H, C, D) rotated keys, ring-ordered
+    v: torch.Tensor  # (B, H, C, D) values, ring-ordered
+    pending_x: torch.Tensor  # (B, R, d_model) residual input of the R newest positions, oldest first
+    pending_q: torch.Tensor  # (B, H, R, D) their rotated queries
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"k": self.k, "v": self.v, "pending_x": self.pending_x, "pending_q": self.pending_q}
+
+
+@dataclass
+class StreamState:
+    """State of a batch of streams that advance together.
+
+    `start` is the absolute position of the first input; `received` counts the inputs taken so far.
+    """
+
+    start: int
+    received: int
+    layers: list[LayerState]
+
+    @property
+    def batch_size(self) -> int:
+        return self.layers[0].k.shape[0]
+
+    def layer_inputs_received(self, rights: list[int]) -> list[int]:
+        """How many positions each layer has received: layer i+1 gets what layer i has emitted, which
+        is everything layer i received except the `right` newest positions it still holds."""
+        counts = [self.received]
+        for right in rights[:-1]:
+            counts.append(max(0, counts[-1] - right))
+        return counts
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for layer in self.layers for t in layer.tensors().values())
+
+    def to(self, *args, **kwargs) -> StreamState:
+        """Like `Tensor.to`: move or cast every tensor (positions are plain integers)."""
+        layers = [LayerState(**{n: t.to(*args, **kwargs) for n, t in ls.tensors().items()}) for ls in self.layers]
+        return StreamState(self.start, self.received, layers)
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        """A flat name -> tensor mapping, e.g. for `safetensors.torch.save_file`."""
+        out = {"start": torch.tensor(self.start), "received": torch.tensor(self.received)}
+        for i, layer in enumerate(self.layers):
+            out.update({f"layers.{i}.{n}": t.contiguous() for n, t in layer.tensors().items()})
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> StreamState:
+        n_layers = len({name.split(".")[1] for name in tensors if name.startswith("layers.")})
+        layers = [
+            LayerState(**{n: tensors[f"layers.{i}.{n}"] for n in ("k", "v", "pending_x", "pending_q")})
+            for i in range(n_layers)
+        ]
+        return cls(int(tensors["start"]), int(tensors["received"]), layers)
