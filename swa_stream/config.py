@@ -126,11 +126,15 @@ class SWAConfig:
         """Delay in input positions between receiving a position and `step` emitting it."""
         return self.receptive_field()[1]
 
+    def layer_state_bytes(self, layer: int, element_size: int = 4) -> int:
+        """Bytes of one layer's state per stream: it caches left + right keys and values, and holds
+        back `right` pending positions (their residual input and their query)."""
+        left, right = self.windows[layer]
+        return (2 * (left + right) + 2 * right) * self.d_model * element_size
+
     def state_bytes(self, element_size: int = 4) -> int:
-        """Bytes of stream state per stream: each layer caches left + right keys and values, and
-        holds back `right` pending positions (their residual input and their query)."""
-        d = self.d_model
-        return sum((2 * (left + right) + 2 * right) * d for left, right in self.windows) * element_size
+        """Bytes of stream state per stream, over all layers."""
+        return sum(self.layer_state_bytes(i, element_size) for i in range(self.n_layers))
 
     def param_count(self) -> int:
         d, f = self.d_model, self.ffn_dim

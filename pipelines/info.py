@@ -1,0 +1,153 @@
+"""`swa-stream info`: what an encoder config costs and sees, computed exactly from SWAConfig."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from swa_stream.config import SWAConfig
+from swa_stream.errors import ConfigError, SWAStreamError
+
+ENCODER_KEYS = {"d_model", "n_heads", "n_layers", "window"}
+
+
+def _find_encoder_sections(node, path=()):
+    """Yield (dotted path, mapping) for every mapping that looks like an SWAConfig."""
+    if isinstance(node, dict):
+        if ENCODER_KEYS <= node.keys():
+            yield ".".join(path), node
+        for key, value in node.items():
+            yield from _find_encoder_sections(value, path + (str(key),))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _find_encoder_sections(value, path + (str(i),))
+
+
+def load_encoder_config(path: str | Path) -> SWAConfig:
+    """Read the encoder section of a YAML file: SWAConfig fields at the top level, or one mapping with
+    d_model, n_heads, n_layers and window anywhere inside (e.g. a LightningCLI `model.init_args.encoder`)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SWAStreamError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SWAStreamError(f"{path}: cannot read: {err}") from None
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where else ""
+        raise SWAStreamError(f"{path}: not valid YAML{line}") from None
+    sections = list(_find_encoder_sections(data))
+    if not sections:
+        raise SWAStreamError(
+            f"{path}: no encoder section (a mapping with {', '.join(sorted(ENCODER_KEYS))})"
+        )
+    if len(sections) > 1:
+        raise SWAStreamError(f"{path}: several encoder sections ({', '.join(p for p, _ in sections)})")
+    where, section = sections[0]
+    try:
+        return SWAConfig.from_dict(section)
+    except (ConfigError, TypeError) as err:
+        prefix = f"{path}: {where}." if where else f"{path}: "
+        raise SWAStreamError(f"{prefix}{err}") from None
+
+
+def _span(positions: int, cfg: SWAConfig) -> str:
+    if cfg.frame_rate is None:
+        return f"{positions} positions"
+    amount = positions / cfg.frame_rate
+    value = f"{amount:.3g}" if cfg.frame_unit == "s" else f"{amount:,.0f}"
+    return f"{positions} positions = {value} {cfg.frame_unit}"
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _runs(windows: list[tuple[int, int]]) -> str:
+    """(16, 0) x 2, (32, 1) x 4 ..."""
+    runs: list[list] = []
+    for w in windows:
+        if runs and runs[-1][0] == w:
+            runs[-1][1] += 1
+        else:
+            runs.append([w, 1])
+    return ", ".join(f"({l}, {r}) x {n}" if n > 1 else f"({l}, {r})" for (l, r), n in runs)
+
+
+def describe(cfg: SWAConfig) -> str:
+    left, right = cfg.receptive_field()
+    lines = [
+        f"encoder           {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads of "
+        f"{cfg.head_dim}, feed-forward {cfg.ffn_dim}",
+        f"windows           (left, right) per layer: {_runs(cfg.windows)}",
+        f"receptive field   {_span(left, cfg)} back, {_span(right, cfg)} ahead "
+        f"({left + right + 1} positions in all)",
+        f"lookahead latency {_span(cfg.lookahead, cfg)}: step emits position t after receiving "
+        f"t + {cfg.lookahead}",
+        f"state per stream  {_bytes(cfg.state_bytes())} in float32 ({_bytes(cfg.state_bytes(2))} in "
+        f"bf16), fixed for any stream length",
+        f"parameters        {cfg.param_count():,}",
+        f"FLOPs / position  {cfg.flops_per_position() / 1e6:,.2f} M",
+        "",
+        "layer  window (left, right)  receptive field (left, right)  cached keys  state (float32)",
+    ]
+    shown = range(cfg.n_layers)
+    if cfg.n_layers > 16:  # the plot shows the whole growth; the table keeps the ends
+        shown = [*range(4), None, *range(cfg.n_layers - 3, cfg.n_layers)]
+    for i in shown:
+        if i is None:
+            lines.append(f"{'...':>5}")
+            continue
+        w_left, w_right = cfg.windows[i]
+        field_left, field_right = cfg.receptive_field(i + 1)
+        lines.append(
+            f"{i:>5}  {f'({w_left}, {w_right})':>20}  {f'({field_left}, {field_right})':>29}  "
+            f"{w_left + w_right:>11}  {_bytes(cfg.layer_state_bytes(i)):>15}"
+        )
+    return "\n".join(lines)
+
+
+def plot_receptive_field(cfg: SWAConfig, out: str | Path, title: str = "") -> None:
+    """Draw the field's growth layer by layer: the cone of input positions that reach one output."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = list(range(cfg.n_layers + 1))
+    lefts = [-cfg.receptive_field(n)[0] for n in layers]
+    rights = [cfg.receptive_field(n)[1] for n in layers]
+    scale = 1.0 if cfg.frame_rate is None else 1.0 / cfg.frame_rate
+    unit = "input positions" if cfg.frame_rate is None else cfg.frame_unit
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.fill_betweenx(layers, [v * scale for v in lefts], [v * scale for v in rights], alpha=0.3)
+    ax.plot([v * scale for v in lefts], layers, marker="o", label="left edge (past)")
+    ax.plot([v * scale for v in rights], layers, marker="o", label="right edge (lookahead)")
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel(f"offset from the output position ({unit})")
+    ax.set_ylabel("layer")
+    ax.set_title(title or f"Receptive field of {cfg.n_layers} SWA layers: {lefts[-1]}..+{rights[-1]} positions")
+    ax.legend(loc="lower left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    try:
+        fig.savefig(out, dpi=120)
+    except OSError as err:
+        raise SWAStreamError(f"{out}: cannot write the plot: {err.strerror or err}") from None
+    finally:
+        plt.close(fig)
+
+
+def run(config: str, plot: str | None = None) -> None:
+    cfg = load_encoder_config(config)
+    print(f"config            {config}")
+    print(describe(cfg))
+    if plot:
+        plot_receptive_field(cfg, plot, title=f"Receptive field by layer: {Path(config).name}")
+        print(f"plot              {plot}")

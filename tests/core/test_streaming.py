@@ -1,0 +1,160 @@
+"""The key property of the project: streaming with step/flush equals the offline forward pass."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from swa_stream import StreamState, SWAConfig, SWAEncoder
+
+D_MODEL, HEADS = 16, 2
+
+
+def make_encoder(window, n_layers, seed=0, backend="auto"):
+    torch.manual_seed(seed)
+    cfg = SWAConfig(d_model=D_MODEL, n_heads=HEADS, n_layers=n_layers, window=window)
+    return SWAEncoder(cfg, backend=backend).eval()
+
+
+def stream(enc, x, chunk_sizes, start_position=0):
+    """Feed x (B, T, d) in chunks; return cat(step outputs + flush) and the per-step outputs."""
+    state = enc.init_state(batch_size=x.shape[0], start_position=start_position)
+    outs, i = [], 0
+    for size in chunk_sizes:
+        out, state = enc.step(x[:, i : i + size], state)
+        outs.append(out)
+        i += size
+    assert i == x.shape[1]
+    return torch.cat(outs + [enc.flush(state)], dim=1), outs
+
+
+def chunking(draw, total):
+    sizes = []
+    while sum(sizes) < total:
+        sizes.append(min(total - sum(sizes), draw(st.integers(1, 40))))
+    return sizes
+
+
+windows = st.tuples(st.integers(0, 12), st.integers(0, 4))
+
+
+@st.composite
+def stream_case(draw):
+    n_layers = draw(st.integers(1, 3))
+    window = draw(st.one_of(windows, st.lists(windows, min_size=n_layers, max_size=n_layers)))
+    batch = draw(st.integers(1, 2))
+    length = draw(st.integers(1, 70))
+    return window, n_layers, batch, length, chunking(draw, length)
+
+
+@settings(deadline=None, max_examples=60)
+@given(case=stream_case())
+@torch.no_grad()
+def test_streaming_equals_offline_for_any_chunking(case):
+    window, n_layers, batch, length, sizes = case
+    enc = make_encoder(window, n_layers)
+    x = torch.randn(batch, length, D_MODEL)
+    streamed, _ = stream(enc, x, sizes)
+    torch.testing.assert_close(streamed, enc(x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("window", [(8, 0), (6, 3), [(3, 0), (8, 2), (5, 1)]])
+@pytest.mark.parametrize("chunk", [1, 5, 8, 9, 17, 100])  # below, at and above the window, uneven
+@torch.no_grad()
+def test_chunks_below_at_and_above_the_window(window, chunk):
+    enc = make_encoder(window, 3)
+    x = torch.randn(2, 61, D_MODEL)
+    sizes = [chunk] * (61 // chunk) + ([61 % chunk] if 61 % chunk else [])
+    streamed, _ = stream(enc, x, sizes)
+    torch.testing.assert_close(streamed, enc(x), rtol=0, atol=1e-5)
+
+
+@torch.no_grad()
+def test_step_emits_a_position_once_every_layer_has_its_right_context():
+    enc = make_encoder([(4, 2), (4, 0), (4, 3)], 3)
+    lookahead = enc.cfg.lookahead
+    assert lookahead == 5
+    _, outs = stream(enc, torch.randn(1, 30, D_MODEL), [1] * 30)
+    emitted = torch.tensor([o.shape[1] for o in outs]).cumsum(0)
+    received = torch.arange(1, 31)
+    assert torch.equal(emitted, (received - lookahead).clamp(min=0))
+
+
+@torch.no_grad()
+def test_flush_of_a_stream_shorter_than_the_lookahead():
+    enc = make_encoder((3, 6), 2)
+    x = torch.randn(1, 4, D_MODEL)
+    streamed, outs = stream(enc, x, [1, 3])
+    assert sum(o.shape[1] for o in outs) == 0
+    torch.testing.assert_close(streamed, enc(x), rtol=0, atol=1e-5)
+
+
+@torch.no_grad()
+def test_state_size_is_constant_over_a_long_stream():
+    enc = make_encoder([(5, 2), (3, 1)], 2)
+    state = enc.init_state(batch_size=2)
+    shapes = [tuple(t.shape) for t in state.to_tensors().values()]
+    for size in [1, 7, 50, 3, 200, 1]:
+        _, state = enc.step(torch.randn(2, size, D_MODEL), state)
+        assert [tuple(t.shape) for t in state.to_tensors().values()] == shapes
+        assert state.nbytes() == 2 * enc.cfg.state_bytes()
+
+
+@torch.no_grad()
+def test_start_position_does_not_change_outputs():
+    enc = make_encoder([(9, 2), (9, 0)], 2)
+    x = torch.randn(2, 40, D_MODEL)
+    at_zero, _ = stream(enc, x, [3, 13, 24])
+    far, _ = stream(enc, x, [3, 13, 24], start_position=10**9)
+    forever, _ = stream(enc, x, [40], start_position=10**15 + 12345)
+    torch.testing.assert_close(far, at_zero, rtol=0, atol=1e-4)
+    torch.testing.assert_close(forever, at_zero, rtol=0, atol=1e-4)
+
+
+@torch.no_grad()
+def test_state_survives_a_save_and_restore_mid_stream(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    enc = make_encoder((6, 2), 2)
+    x = torch.randn(1, 30, D_MODEL)
+    state = enc.init_state(1, start_position=77)
+    first, state = enc.step(x[:, :13], state)
+    save_file(state.to_tensors(), tmp_path / "state.safetensors")
+    restored = StreamState.from_tensors(load_file(tmp_path / "state.safetensors"))
+    second, restored = enc.step(x[:, 13:], restored)
+    streamed = torch.cat([first, second, enc.flush(restored)], dim=1)
+    offline, _ = stream(enc, x, [30], start_position=77)
+    torch.testing.assert_close(streamed, offline, rtol=0, atol=1e-5)
+
+
+@settings(deadline=None, max_examples=20)
+@given(case=stream_case(), data=st.data())
+@torch.no_grad()
+def test_padded_batch_rows_equal_each_sequence_alone(case, data):
+    window, n_layers, _, length, _ = case
+    enc = make_encoder(window, n_layers)
+    lengths = torch.tensor([length, data.draw(st.integers(1, length))])
+    x = torch.randn(2, length, D_MODEL)
+    y = enc(x, lengths=lengths)
+    for b in range(2):
+        n = int(lengths[b])
+        torch.testing.assert_close(y[b, :n], enc(x[b : b + 1, :n])[0], rtol=0, atol=1e-5)
+        assert torch.count_nonzero(y[b, n:]) == 0
+
+
+@torch.no_grad()
+def test_encoder_on_the_dense_reference_kernel_agrees():
+    x = torch.randn(2, 45, D_MODEL)
+    fast = make_encoder([(7, 2), (3, 0)], 2, backend="torch")
+    ref = make_encoder([(7, 2), (3, 0)], 2, backend="reference")
+    torch.testing.assert_close(fast(x), ref(x), rtol=0, atol=1e-5)
+
+
+def test_wrong_chunk_shape_is_rejected():
+    enc = make_encoder((4, 0), 1)
+    with pytest.raises(ValueError, match="chunk must be"):
+        enc.step(torch.randn(2, 3, D_MODEL + 1), enc.init_state(2))
+
+
+def test_receptive_field_is_reported_by_the_encoder():
+    assert make_encoder([(4, 2), (6, 0)], 2).receptive_field() == (10, 2)
