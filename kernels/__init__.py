@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from .cpu import blocked_attention
-from .reference import attention_reference
+from swa_stream.kernels.cpu import blocked_attention
+from swa_stream.kernels.reference import attention_reference
 
 BACKENDS = ("auto", "torch", "reference")
 

@@ -77,7 +77,7 @@ def _runs(windows: list[tuple[int, int]]) -> str:
             runs[-1][1] += 1
         else:
             runs.append([w, 1])
-    return ", ".join(f"({l}, {r}) x {n}" if n > 1 else f"({l}, {r})" for (l, r), n in runs)
+    return ", ".join(f"({a}, {b}) x {n}" if n > 1 else f"({a}, {b})" for (a, b), n in runs)
 
 
 def describe(cfg: SWAConfig) -> str:

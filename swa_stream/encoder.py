@@ -129,7 +129,7 @@ class SWAEncoder(nn.Module):
         self._check_chunk(chunk, state)
         x, layers = chunk, []
         received = state.layer_inputs_received([r for _, r in self.cfg.windows])
-        for block, st, n in zip(self.blocks, state.layers, received):
+        for block, st, n in zip(self.blocks, state.layers, received, strict=True):
             if x.shape[1] == 0:  # nothing new reaches this layer yet
                 layers.append(st)
                 continue
@@ -141,7 +141,7 @@ class SWAEncoder(nn.Module):
         """Finish the stream: emit every held-back position, as offline does at the end of a sequence."""
         received = state.layer_inputs_received([r for _, r in self.cfg.windows])
         x = state.layers[0].pending_x[:, :0]
-        for block, st, n in zip(self.blocks, state.layers, received):
+        for block, st, n in zip(self.blocks, state.layers, received, strict=True):
             b = state.start + n
             if x.shape[1]:
                 emitted, st = block.step(x, st, b, state.start)

@@ -1,0 +1,78 @@
+"""Model bundles: a folder with `config.json` and `model.safetensors`.
+
+Weights never go through pickle, so a bundle from anyone is safe to load. `config.json` records what
+kind of model the bundle holds and the config needed to rebuild it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_model
+from torch import nn
+
+from swa_stream.config import SWAConfig
+from swa_stream.encoder import SWAEncoder
+from swa_stream.errors import ConfigError, SWAStreamError
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT = "swa-stream-bundle"
+VERSION = 1
+
+
+def save_bundle(directory: str | Path, module: nn.Module, kind: str, config: dict) -> Path:
+    """Write `module`'s weights and `{kind, config}` into `directory` (created if needed)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT, "version": VERSION, "kind": kind, "config": config}
+    (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    save_model(module, str(directory / WEIGHTS_FILE), metadata={"kind": kind})
+    return directory
+
+
+def load_bundle(directory: str | Path, kind: str | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Read a bundle: (its config, its weights). Raises SWAStreamError naming the file on any problem."""
+    directory = Path(directory)
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise SWAStreamError(f"{path}: missing (a model bundle holds {CONFIG_FILE} and {WEIGHTS_FILE})")
+    try:
+        meta = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SWAStreamError(f"{config_path}: not valid JSON ({err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "config" not in meta:
+        raise SWAStreamError(f"{config_path}: not a swa-stream bundle config")
+    if kind is not None and meta.get("kind") != kind:
+        raise SWAStreamError(f"{config_path}: holds a {meta.get('kind')!r} model, expected {kind!r}")
+    try:
+        weights = load_file(str(weights_path))
+    except (SafetensorError, OSError) as err:
+        raise SWAStreamError(f"{weights_path}: not a readable safetensors file ({err})") from None
+    return meta["config"], weights
+
+
+def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], source: str | Path) -> nn.Module:
+    """Load weights strictly, turning a mismatch into one clear line."""
+    missing, unexpected = module.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise SWAStreamError(f"{source}: weights do not fit the config ({detail})")
+    return module
+
+
+def save_encoder(directory: str | Path, encoder: SWAEncoder) -> Path:
+    return save_bundle(directory, encoder, "encoder", encoder.cfg.to_dict())
+
+
+def load_encoder(directory: str | Path) -> SWAEncoder:
+    config, weights = load_bundle(directory, kind="encoder")
+    try:
+        cfg = SWAConfig.from_dict(config)
+    except (ConfigError, TypeError) as err:
+        raise SWAStreamError(f"{Path(directory) / CONFIG_FILE}: {err}") from None
+    return load_weights(SWAEncoder(cfg), weights, Path(directory) / WEIGHTS_FILE).eval()
