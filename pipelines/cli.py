@@ -1,4 +1,8 @@
-"""The `swa-stream` command. User errors print one line and exit 2; `--debug` shows the traceback."""
+"""The `swa-stream` command. User errors print one line and exit 2; `--debug` shows the traceback.
+
+`fit`, `validate`, `test` and `predict` go to the LightningCLI (tasks/cli.py) untouched; the other
+subcommands are thin argparse front-ends over pipelines/*.py, imported only when used.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,14 @@ import sys
 
 from swa_stream.errors import SWAStreamError
 
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="swa-stream", description="Exact streaming sliding-window attention for speech and DNA."
+        prog="swa-stream",
+        description="Exact streaming sliding-window attention for speech and DNA. "
+        f"Training: swa-stream {{{','.join(LIGHTNING_COMMANDS)}}} --config FILE.yaml",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -22,22 +30,38 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="show the bundled configs and check streaming == offline")
     demo.add_argument("--configs", default="configs", help="folder of YAML configs (default: configs)")
     demo.add_argument("--length", type=int, default=2000, help="positions to stream per config")
+
+    data = commands.add_parser("demo-data", help="write a synthetic data set for a task")
+    data.add_argument("task", choices=["dna"])
+    data.add_argument("--out", required=True, help="output folder")
+    data.add_argument("--n-train", type=int, default=8000)
+    data.add_argument("--n-val", type=int, default=1000)
+    data.add_argument("--n-test", type=int, default=1000)
+    data.add_argument("--length", type=int, default=1024, help="bases per DNA record")
+    data.add_argument("--seed", type=int, default=0)
+
+    fasta = commands.add_parser("score-fasta", help="score FASTA records into zarr (and TSV), resumably")
+    fasta.add_argument("inputs", nargs="+", metavar="IN.fa", help="FASTA files, plain or gzip")
+    fasta.add_argument("--out", required=True, metavar="OUT.zarr", help="zarr v3 store to create")
+    fasta.add_argument("--tsv", metavar="OUT.tsv", help="also write one row per record")
+    fasta.add_argument("--per-position", action="store_true", help="store per-position score tracks")
+    fasta.add_argument("--rc-average", action="store_true", help="average with the reverse complement")
+    fasta.add_argument("--chunk-size", type=int, default=1 << 14, help="positions per streaming step")
+    fasta.add_argument("--batch-size", type=int, default=16, help="short records scored together")
+    fasta.add_argument("--model", metavar="DIR", help="model bundle (default: the bundled dna-demo)")
+    fasta.add_argument("--devices", type=int, default=1, help="processes (or GPUs) to spread records over")
+
+    export = commands.add_parser("export", help="turn a training checkpoint into a model bundle")
+    export.add_argument("checkpoint", help="a Lightning .ckpt that you trained (it is unpickled)")
+    export.add_argument("--out", required=True, help="bundle folder: config.json + model.safetensors")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def _guarded(action, debug: bool) -> int:
     try:
-        if args.command == "info":
-            from swa_stream.pipelines import info
-
-            info.run(args.config, args.plot)
-        elif args.command == "demo":
-            from swa_stream.pipelines import demo
-
-            demo.run(args.configs, args.length)
+        action()
     except SWAStreamError as err:
-        if args.debug:
+        if debug:
             raise
         print(f"swa-stream: error: {err}", file=sys.stderr)
         return 2
@@ -45,6 +69,40 @@ def main(argv: list[str] | None = None) -> int:
         print("swa-stream: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _dispatch(args: argparse.Namespace) -> None:
+    if args.command == "info":
+        from swa_stream.pipelines import info
+
+        info.run(args.config, args.plot)
+    elif args.command == "demo":
+        from swa_stream.pipelines import demo
+
+        demo.run(args.configs, args.length)
+    elif args.command == "demo-data":
+        from swa_stream.pipelines import demo_data
+
+        demo_data.run(args)
+    elif args.command == "score-fasta":
+        from swa_stream.pipelines import score_fasta
+
+        score_fasta.run(args)
+    elif args.command == "export":
+        from swa_stream.pipelines import export
+
+        export.run(args.checkpoint, args.out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    if any(a in LIGHTNING_COMMANDS for a in argv[:2]):  # training goes through LightningCLI untouched
+        from swa_stream.tasks.cli import run as lightning_run
+
+        return _guarded(lambda: lightning_run([a for a in argv if a != "--debug"]), debug)
+    args = _parser().parse_args(argv)
+    return _guarded(lambda: _dispatch(args), args.debug)
 
 
 if __name__ == "__main__":

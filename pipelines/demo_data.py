@@ -1,0 +1,24 @@
+"""`swa-stream demo-data TASK --out DIR`: write a synthetic data set to train and test a demo model."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from swa_stream.errors import SWAStreamError
+
+
+def run(args) -> None:
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SWAStreamError(f"{out}: exists and is not a folder")
+    if args.task == "dna":
+        from swa_stream.tasks.dna.synthetic import write_benchmark
+
+        if min(args.n_train, args.n_val, args.n_test) < 1 or args.length < 1000:
+            raise SWAStreamError("demo-data dna: every split needs >= 1 record and --length >= 1000 bp")
+        write_benchmark(
+            out, args.n_train, args.n_val, args.n_test, args.length, seed=args.seed,
+            progress=lambda split, n: print(f"wrote {n} {split} records", file=sys.stderr),
+        )
+        print(f"DNA long-range benchmark in {out}: train/val/test .fa, .labels.tsv, .bed, classes.txt")

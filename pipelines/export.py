@@ -1,0 +1,54 @@
+"""`swa-stream export CKPT --out DIR`: a training checkpoint -> a bundle (config.json + model.safetensors).
+
+The checkpoint is loaded with `weights_only=True`, which refuses arbitrary pickled objects; only the
+config dataclasses that our tasks save as hyperparameters are allowed through.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from swa_stream.bundle import save_bundle
+from swa_stream.config import SWAConfig
+from swa_stream.errors import SWAStreamError
+
+
+def _dna(hparams: dict, weights: dict):
+    from swa_stream.tasks.dna.model import DNAModel
+
+    model = DNAModel(hparams["encoder"], hparams["labels"])
+    config = {"encoder": hparams["encoder"].to_dict(), "classes": model.classes, "tracks": model.tracks}
+    return model, "dna", config
+
+
+# task class -> builder of (plain model, bundle kind, bundle config); other tasks add theirs here
+EXPORTERS = {"GenomicsTask": _dna}
+
+
+def _load_checkpoint(path: Path) -> dict:
+    if not path.is_file():
+        raise SWAStreamError(f"{path}: no such checkpoint")
+    try:
+        with torch.serialization.safe_globals([SWAConfig]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for damaged or foreign files
+        raise SWAStreamError(f"{path}: not a loadable swa-stream checkpoint ({str(err).splitlines()[0]})") from None
+
+
+def run(checkpoint: str, out: str) -> None:
+    path = Path(checkpoint)
+    ckpt = _load_checkpoint(path)
+    hparams = ckpt.get("hyper_parameters", {})
+    task = str(hparams.get("_class_path", "GenomicsTask" if "labels" in hparams else "")).rsplit(".", 1)[-1]
+    if task not in EXPORTERS:
+        raise SWAStreamError(f"{path}: cannot export a {task or 'unknown'} checkpoint")
+    model, kind, config = EXPORTERS[task](hparams, ckpt["state_dict"])
+    weights = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise SWAStreamError(f"{path}: weights do not match the task ({(missing or unexpected)[:3]})")
+    save_bundle(out, model, kind, config)
+    size = sum(p.numel() for p in model.parameters())
+    print(f"exported {kind} model ({size:,} parameters) to {out}/config.json and {out}/model.safetensors")

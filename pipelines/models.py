@@ -1,0 +1,28 @@
+"""The demo models shipped inside the package, and loading any model bundle by task."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from swa_stream.bundle import load_bundle, load_weights
+from swa_stream.config import SWAConfig
+from swa_stream.errors import ConfigError, SWAStreamError
+
+DEFAULT_MODELS = {"dna": "dna-demo"}
+
+
+def default_model_dir(kind: str) -> Path:
+    return Path(str(resources.files("swa_stream.pipelines").joinpath("models", DEFAULT_MODELS[kind])))
+
+
+def load_dna_model(directory: str | Path | None = None):
+    from swa_stream.tasks.dna.model import DNAModel
+
+    directory = Path(directory) if directory else default_model_dir("dna")
+    config, weights = load_bundle(directory, kind="dna")
+    try:
+        model = DNAModel(SWAConfig.from_dict(config["encoder"]), config["classes"], config.get("tracks"))
+    except (ConfigError, KeyError, TypeError, ValueError) as err:
+        raise SWAStreamError(f"{directory / 'config.json'}: {err}") from None
+    return load_weights(model, weights, directory / "model.safetensors").eval()

@@ -1,0 +1,212 @@
+"""Genomic classification data: FASTA + labels TSV, or the Genomic Benchmarks folder layout.
+
+FASTA layout (what `swa-stream demo-data dna` writes):
+
+    ROOT/train.fa  ROOT/train.labels.tsv  [ROOT/train.bed]      likewise val and test
+    (.fa, .fasta, .fna, optionally gzipped; TSV rows `id<TAB>label`, a header line `id<TAB>label` allowed;
+     BED intervals `id<TAB>start<TAB>end` mark the positions that the per-position track should call 1)
+
+Genomic Benchmarks layout: ROOT/train/<class>/*.txt and ROOT/test/<class>/*.txt, one sequence per file.
+It has no validation split, so `val_fraction` of train (a fixed, seeded choice) becomes one.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from swa_stream.errors import SWAStreamError
+from swa_stream.tasks.dna.tokenizer import INVALID, encode, read_fasta
+
+FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fa.gz", ".fasta.gz", ".fna.gz")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Example:
+    tokens: np.ndarray  # uint8 (T,)
+    label: int
+    track: np.ndarray | None  # uint8 (T,) 0/1, or None when the data has no per-position truth
+
+
+def _read_labels(path: Path) -> dict[str, str]:
+    labels = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip() or line.startswith("#") or (number == 1 and line.lower().startswith("id\t")):
+            continue
+        parts = line.split("\t")
+        if len(parts) < 2:
+            raise SWAStreamError(f"{path}: line {number}: expected id<TAB>label")
+        labels[parts[0]] = parts[1].strip()
+    return labels
+
+
+def _read_bed(path: Path) -> dict[str, list[tuple[int, int]]]:
+    intervals: dict[str, list[tuple[int, int]]] = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip() or line.startswith(("#", "track", "browser")):
+            continue
+        parts = line.split("\t")
+        try:
+            intervals.setdefault(parts[0], []).append((int(parts[1]), int(parts[2])))
+        except (IndexError, ValueError):
+            raise SWAStreamError(f"{path}: line {number}: expected chrom<TAB>start<TAB>end") from None
+    return intervals
+
+
+def _find_fasta(root: Path, split: str) -> Path | None:
+    return next((root / f"{split}{s}" for s in FASTA_SUFFIXES if (root / f"{split}{s}").is_file()), None)
+
+
+def load_fasta_split(root: Path, split: str) -> tuple[list[str], list[np.ndarray], list[np.ndarray | None]]:
+    """(labels, tokens, tracks) of one split in the FASTA layout."""
+    fasta = _find_fasta(root, split)
+    labels_path = root / f"{split}.labels.tsv"
+    if fasta is None or not labels_path.is_file():
+        raise SWAStreamError(f"{root}: missing {split}.fa or {split}.labels.tsv")
+    labels = _read_labels(labels_path)
+    bed = _read_bed(root / f"{split}.bed") if (root / f"{split}.bed").is_file() else None
+    names, tokens, tracks = [], [], []
+    for rec in read_fasta(fasta):
+        if rec.id not in labels:
+            raise SWAStreamError(f"{labels_path}: no label for record {rec.id!r} of {fasta}")
+        names.append(labels[rec.id])
+        tokens.append(rec.tokens)
+        track = None
+        if bed is not None:
+            track = np.zeros(rec.length, dtype=np.uint8)
+            for start, end in bed.get(rec.id, []):
+                track[start:end] = 1
+        tracks.append(track)
+    return names, tokens, tracks
+
+
+def load_genomic_benchmarks_split(root: Path, split: str) -> tuple[list[str], list[np.ndarray], list[None]]:
+    folder = root / split
+    if not folder.is_dir():
+        raise SWAStreamError(f"{root}: missing the {split}/ folder of the Genomic Benchmarks layout")
+    names, tokens = [], []
+    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for path in sorted(class_dir.glob("*.txt")):
+            seq = "".join(path.read_text().split())
+            ids = encode(seq)
+            if (ids == INVALID).any():
+                bad = seq[int(np.flatnonzero(ids == INVALID)[0])]
+                raise SWAStreamError(f"{path}: {bad!r} is not a nucleotide")
+            names.append(class_dir.name)
+            tokens.append(ids)
+    return names, tokens, [None] * len(tokens)
+
+
+class SequenceDataset(Dataset):
+    def __init__(self, examples: list[Example], max_length: int | None = None, seed: int = 0):
+        self.examples, self.max_length, self.rng = examples, max_length, random.Random(seed)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> Example:
+        ex = self.examples[i]
+        if self.max_length is None or len(ex.tokens) <= self.max_length:
+            return ex
+        start = self.rng.randrange(len(ex.tokens) - self.max_length + 1)  # a random crop of long records
+        stop = start + self.max_length
+        return Example(ex.tokens[start:stop], ex.label, None if ex.track is None else ex.track[start:stop])
+
+
+def collate(batch: list[Example]) -> dict[str, torch.Tensor]:
+    lengths = torch.tensor([len(ex.tokens) for ex in batch])
+    width = int(lengths.max()) if len(batch) else 0
+    tokens = torch.full((len(batch), width), 4, dtype=torch.long)
+    track = torch.zeros((len(batch), width))
+    has_track = torch.tensor([ex.track is not None for ex in batch])
+    for i, ex in enumerate(batch):
+        tokens[i, : len(ex.tokens)] = torch.from_numpy(ex.tokens.astype(np.int64))
+        if ex.track is not None:
+            track[i, : len(ex.track)] = torch.from_numpy(ex.track.astype(np.float32))
+    return {
+        "tokens": tokens,
+        "lengths": lengths,
+        "labels": torch.tensor([ex.label for ex in batch]),
+        "track": track,
+        "has_track": has_track,
+    }
+
+
+class DNADataModule(L.LightningDataModule):
+    """Reads ROOT in the FASTA layout or the Genomic Benchmarks layout (detected from the folder).
+
+    `labels` (the class names, in order) comes from ROOT/classes.txt if present, else the sorted labels
+    of the training split; the CLI links it into the task so the head has one output per class.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        batch_size: int = 32,
+        max_length: int | None = None,
+        val_fraction: float = 0.1,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.root = Path(root)
+        self.batch_size, self.max_length, self.val_fraction = batch_size, max_length, val_fraction
+        self.num_workers, self.seed = num_workers, seed
+        if not self.root.is_dir():
+            raise SWAStreamError(f"{self.root}: no such data folder")
+        self.layout = "fasta" if _find_fasta(self.root, "train") else "genomic_benchmarks"
+        self._splits: dict[str, list[Example]] | None = None
+        self.labels = self._read_class_names()
+
+    def _read_class_names(self) -> list[str]:
+        listed = self.root / "classes.txt"
+        if listed.is_file():
+            return [line.strip() for line in listed.read_text().splitlines() if line.strip()]
+        if self.layout == "fasta":
+            return sorted(set(_read_labels(self.root / "train.labels.tsv").values()))
+        return sorted(p.name for p in (self.root / "train").iterdir() if p.is_dir())
+
+    def _load(self, split: str) -> list[Example]:
+        loader = load_fasta_split if self.layout == "fasta" else load_genomic_benchmarks_split
+        names, tokens, tracks = loader(self.root, split)
+        index = {name: i for i, name in enumerate(self.labels)}
+        unknown = sorted(set(names) - index.keys())
+        if unknown:
+            raise SWAStreamError(f"{self.root}: {split} has labels {unknown} that are not among {self.labels}")
+        return [Example(t, index[n], tr) for n, t, tr in zip(names, tokens, tracks, strict=True)]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._splits is not None:
+            return
+        train = self._load("train")
+        if self.layout == "fasta":
+            val = self._load("val")
+        else:  # Genomic Benchmarks ships no validation split: hold out a seeded fraction of train
+            order = list(range(len(train)))
+            random.Random(self.seed).shuffle(order)
+            cut = max(1, int(len(order) * self.val_fraction))
+            val, train = [train[i] for i in order[:cut]], [train[i] for i in order[cut:]]
+        self._splits = {"train": train, "val": val, "test": self._load("test")}
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        self.setup()
+        dataset = SequenceDataset(self._splits[split], self.max_length if shuffle else None, self.seed)
+        return DataLoader(
+            dataset, batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate, num_workers=self.num_workers
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

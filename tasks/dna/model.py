@@ -1,0 +1,128 @@
+"""The DNA model: nucleotide embedding -> SWAEncoder -> a per-position head and a sequence-level head.
+
+The sequence head max-pools a projection of the encoder output over the record. A running maximum is
+O(1) state and exact under any chunking (max does not depend on the order it sees values in), so a
+chromosome streams through `step`/`flush` with the same class scores as `forward` on the whole record.
+No Lightning here: inference does not pay for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from swa_stream.config import SWAConfig
+from swa_stream.encoder import SWAEncoder
+from swa_stream.state import StreamState
+from swa_stream.tasks.dna.tokenizer import ALPHABET, reverse_complement
+
+
+@dataclass
+class DNAState:
+    encoder: StreamState
+    pooled: torch.Tensor  # (B, d_model) running max of the pooled projection; -inf before any position
+    seen: int  # positions emitted so far
+
+
+class DNAModel(nn.Module):
+    """tokens (B, T) in 0..4 -> (class logits (B, n_classes), track logits (B, T, n_tracks))."""
+
+    def __init__(self, encoder: SWAConfig, classes: list[str], tracks: list[str] | None = None):
+        super().__init__()
+        if len(classes) < 2:
+            raise ValueError(f"classes: need at least two class names, got {classes!r}")
+        self.classes, self.tracks = list(classes), list(tracks or ["signal"])
+        d = encoder.d_model
+        self.embed = nn.Embedding(len(ALPHABET), d)
+        self.encoder = SWAEncoder(encoder)
+        self.track_head = nn.Linear(d, len(self.tracks))
+        self.pool_proj = nn.Linear(d, d)
+        self.class_head = nn.Linear(d, len(self.classes))
+
+    @property
+    def cfg(self) -> SWAConfig:
+        return self.encoder.cfg
+
+    def _pool_features(self, h: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.pool_proj(h))
+
+    def _classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        # A record with no positions has nothing to pool: it gets the scores of an all-zero summary.
+        return self.class_head(torch.where(torch.isinf(pooled), torch.zeros_like(pooled), pooled))
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None):
+        h = self.encoder(self.embed(tokens), lengths)
+        features = self._pool_features(h)
+        if lengths is not None:
+            valid = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths.to(tokens.device)[:, None]
+            features = features.masked_fill(~valid[..., None], float("-inf"))
+        pooled = features.amax(dim=1) if tokens.shape[1] else features.new_full(
+            (tokens.shape[0], features.shape[-1]), float("-inf")
+        )
+        return self._classify(pooled), self.track_head(h)
+
+    # ---- streaming -----------------------------------------------------------------------------
+    def init_state(self, batch_size: int, start_position: int = 0) -> DNAState:
+        ref = self.class_head.weight
+        pooled = torch.full((batch_size, self.cfg.d_model), float("-inf"), device=ref.device, dtype=ref.dtype)
+        return DNAState(self.encoder.init_state(batch_size, start_position), pooled, 0)
+
+    def _absorb(self, h: torch.Tensor, state: DNAState, encoder_state: StreamState):
+        pooled = state.pooled
+        if h.shape[1]:
+            pooled = torch.maximum(pooled, self._pool_features(h).amax(dim=1))
+        return self.track_head(h), DNAState(encoder_state, pooled, state.seen + h.shape[1])
+
+    def step(self, tokens: torch.Tensor, state: DNAState) -> tuple[torch.Tensor, DNAState]:
+        """tokens (B, t) -> track logits of the positions that became final, next state."""
+        h, encoder_state = self.encoder.step(self.embed(tokens), state.encoder)
+        return self._absorb(h, state, encoder_state)
+
+    def flush(self, state: DNAState) -> tuple[torch.Tensor, torch.Tensor]:
+        """End of record -> (track logits of the held-back tail, class logits of the whole record)."""
+        h = self.encoder.flush(state.encoder)
+        tracks, state = self._absorb(h, state, state.encoder)
+        return tracks, self._classify(state.pooled)
+
+
+@torch.no_grad()
+def stream_record(model: DNAModel, tokens: np.ndarray, chunk_size: int, on_tracks=None) -> torch.Tensor:
+    """Stream one record (uint8 tokens) through `model` in chunks of `chunk_size`; return class
+    probabilities (n_classes,). `on_tracks(start, probs)` receives per-position track probabilities
+    (n, n_tracks) for positions start.. as they become final, in order."""
+    device = model.class_head.weight.device
+    state = model.init_state(batch_size=1)
+    emitted = 0
+
+    def deliver(track_logits: torch.Tensor) -> None:
+        nonlocal emitted
+        if on_tracks is not None and track_logits.shape[1]:
+            on_tracks(emitted, torch.sigmoid(track_logits[0]).float().cpu().numpy())
+        emitted += track_logits.shape[1]
+
+    for start in range(0, len(tokens), chunk_size):
+        chunk = torch.from_numpy(tokens[start : start + chunk_size].astype(np.int64)).to(device)[None]
+        track_logits, state = model.step(chunk, state)
+        deliver(track_logits)
+    track_logits, class_logits = model.flush(state)
+    deliver(track_logits)
+    return torch.softmax(class_logits[0].float(), dim=-1).cpu()
+
+
+def score_record(
+    model: DNAModel, tokens: np.ndarray, chunk_size: int, rc_average: bool = False, on_tracks=None
+) -> np.ndarray:
+    """Class probabilities of one record; with `rc_average`, the mean of the record and its reverse
+    complement, so a sequence and its reverse complement score the same. Tracks (if `on_tracks`) are
+    delivered for the forward strand, then, with `rc_average`, as `on_tracks(start, probs, strand=-1)`
+    for the reverse strand in reverse-complement coordinates."""
+    forward = stream_record(model, tokens, chunk_size, on_tracks)
+    if not rc_average:
+        return forward.numpy()
+    reverse_cb = None if on_tracks is None else (lambda start, probs: on_tracks(start, probs, strand=-1))
+    reverse = stream_record(model, reverse_complement(tokens), chunk_size, reverse_cb)
+    return ((forward + reverse) / 2).numpy()

@@ -1,0 +1,86 @@
+"""GenomicsTask: training logic for DNAModel (sequence classes plus an optional per-position track)."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, MulticlassMatthewsCorrCoef
+
+from swa_stream.config import SWAConfig
+from swa_stream.tasks.dna.model import DNAModel
+
+
+class GenomicsTask(L.LightningModule):
+    """Cross-entropy on the record's class, plus `track_weight` x binary cross-entropy on the
+    per-position track where the data provides one. `labels` (class names) is linked from the data."""
+
+    def __init__(
+        self,
+        encoder: SWAConfig,
+        labels: list[str] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 100,
+        track_weight: float = 0.2,
+    ):
+        super().__init__()
+        if not labels:
+            raise ValueError("labels: the class names are required (the CLI links them from data.labels)")
+        self.save_hyperparameters()
+        self.model = DNAModel(encoder, labels)
+        n = len(labels)
+
+        def metrics(prefix: str) -> MetricCollection:
+            return MetricCollection(
+                {
+                    "acc": MulticlassAccuracy(num_classes=n, average="micro"),
+                    "auroc": MulticlassAUROC(num_classes=n),
+                    "mcc": MulticlassMatthewsCorrCoef(num_classes=n),
+                },
+                prefix=prefix,
+            )
+
+        self.val_metrics, self.test_metrics = metrics("val/"), metrics("test/")
+
+    def _losses(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        class_logits, track_logits = self.model(batch["tokens"], batch["lengths"])
+        loss = F.cross_entropy(class_logits, batch["labels"])
+        valid = torch.arange(batch["tokens"].shape[1], device=self.device)[None, :] < batch["lengths"][:, None]
+        valid = valid & batch["has_track"][:, None]
+        if valid.any():
+            track_loss = F.binary_cross_entropy_with_logits(track_logits[..., 0][valid], batch["track"][valid])
+            loss = loss + self.hparams.track_weight * track_loss
+        return loss, class_logits
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, _ = self._losses(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
+        return loss
+
+    def _evaluate(self, batch: dict, metrics: MetricCollection, prefix: str) -> None:
+        loss, logits = self._losses(batch)
+        metrics.update(logits.softmax(-1), batch["labels"])
+        self.log(f"{prefix}loss", loss, sync_dist=True, batch_size=len(batch["labels"]))
+        self.log_dict(metrics, prog_bar=True, batch_size=len(batch["labels"]))
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metrics, "val/")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, self.test_metrics, "test/")
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = max(1, self.trainer.estimated_stepping_batches)
+        warmup = min(self.hparams.warmup_steps, total // 2)
+
+        def schedule(step: int) -> float:  # linear warm-up, then cosine decay to 5%
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.05 + 0.95 * 0.5 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item())
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
