@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return _guarded(lambda: lightning_run([a for a in argv if a != "--debug"]), debug)
     args = _parser().parse_args(argv)
+    args.argv = argv  # recorded in outputs' metadata
     return _guarded(lambda: _dispatch(args), args.debug)
 
 

@@ -91,7 +91,8 @@ def _write_atomically(path: Path, text: str) -> None:
 class Run:
     """The partial folder of one scoring run."""
 
-    def __init__(self, out: Path, inputs: list[Path], model_dir: str, options: ScoreOptions):
+    def __init__(self, out: Path, inputs: list[Path], model_dir: str, options: ScoreOptions, command: str = ""):
+        self.command = command
         self.out, self.partial = out, out.with_name(out.name + ".partial")
         self.done_dir, self.store_path = self.partial / "done", self.partial / "store.zarr"
         stats = [{"path": str(p.resolve()), "size": p.stat().st_size, "mtime": int(p.stat().st_mtime)} for p in inputs]
@@ -168,6 +169,7 @@ def score(
     rank: int = 0,
     world_size: int = 1,
     barrier=lambda: None,
+    command: str = "",
 ) -> dict:
     """Score every record of `inputs` into `out`; this process takes records n with n % world_size == rank."""
     paths = [Path(p) for p in inputs]
@@ -175,7 +177,7 @@ def score(
         if not p.is_file():
             raise SWAStreamError(f"{p}: no such file")
     out_path = Path(out)
-    run = Run(out_path, paths, model_dir, options)
+    run = Run(out_path, paths, model_dir, options, command)
     if out_path.exists() and not run.partial.exists():
         raise SWAStreamError(f"{out_path}: already exists and is complete; remove it or choose another --out")
     if rank == 0:
@@ -256,7 +258,7 @@ def finalise(run: Run, model: DNAModel, options: ScoreOptions, tsv: str | None) 
             "classes": model.classes,
             "tracks": model.tracks if options.per_position else [],
             "options": vars(options),
-            "command": shlex.join(sys.argv),
+            "command": run.command,
         }
     )
     if tsv:
@@ -285,7 +287,8 @@ def run(args) -> None:
             raise SWAStreamError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     options = ScoreOptions(args.per_position, args.rc_average, args.chunk_size, args.batch_size)
     model_dir = args.model or str(default_model_dir("dna"))
-    kwargs = dict(inputs=args.inputs, out=args.out, model_dir=model_dir, options=options, tsv=args.tsv)
+    kwargs = dict(inputs=args.inputs, out=args.out, model_dir=model_dir, options=options, tsv=args.tsv,
+                  command=shlex.join(["swa-stream", *args.argv]))
     if args.devices == 1:
         summary = score(model=load_dna_model(model_dir), **kwargs)
     else:
