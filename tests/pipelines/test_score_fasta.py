@@ -68,7 +68,8 @@ def test_soft_masking_does_not_change_scores(tmp_path, model_dir):
 def test_chunk_size_never_changes_a_score(tmp_path, model_dir):
     inputs = [str(REAL / "sequence.fa"), str(REAL / "NC_005816.fna")]
     _, whole = score(tmp_path, model_dir, inputs, "whole", "--per-position")
-    out, small = score(tmp_path, model_dir, inputs, "small", "--per-position", "--chunk-size", "37", "--batch-size", "1")
+    extra = ["--per-position", "--chunk-size", "37", "--batch-size", "1"]
+    out, small = score(tmp_path, model_dir, inputs, "small", *extra)
     for a, b in zip(whole, small, strict=True):
         assert abs(float(a["p_near"]) - float(b["p_near"])) <= 2e-6
     tracks_whole = zarr.open_group(tmp_path / "whole.zarr", mode="r")["tracks/6"][:]
@@ -92,7 +93,9 @@ def test_empty_record_is_scored_and_flagged(tmp_path, model_dir):
     assert list(zarr.open_group(out, mode="r")["records/empty"][:]) == [False, True, False]
 
 
-@pytest.mark.parametrize("content, message", [("ACGT\n", "expected a '>' header"), (">x\nAC?T\n", "is not a nucleotide")])
+@pytest.mark.parametrize(
+    "content, message", [("ACGT\n", "expected a '>' header"), (">x\nAC?T\n", "is not a nucleotide")]
+)
 def test_bad_fasta_is_one_line_exit_2(tmp_path, model_dir, content, message):
     path = tmp_path / "bad.fa"
     path.write_text(content)
