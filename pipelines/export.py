@@ -18,8 +18,10 @@ from swa_stream.errors import SWAStreamError
 def _dna(hparams: dict, weights: dict):
     from swa_stream.tasks.dna.model import DNAModel
 
-    model = DNAModel(hparams["encoder"], hparams["labels"])
-    config = {"encoder": hparams["encoder"].to_dict(), "classes": model.classes, "tracks": model.tracks}
+    encoder = hparams["encoder"]  # a dict when LightningCLI built the task, else the dataclass
+    encoder = SWAConfig.from_dict(encoder) if isinstance(encoder, dict) else encoder
+    model = DNAModel(encoder, hparams["labels"])
+    config = {"encoder": encoder.to_dict(), "classes": model.classes, "tracks": model.tracks}
     return model, "dna", config
 
 
@@ -33,8 +35,8 @@ def _load_checkpoint(path: Path) -> dict:
     try:
         with torch.serialization.safe_globals([SWAConfig]):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for damaged or foreign files
-        raise SWAStreamError(f"{path}: not a loadable swa-stream checkpoint ({str(err).splitlines()[0]})") from None
+    except Exception:  # torch raises several types for damaged, foreign or unsafe files
+        raise SWAStreamError(f"{path}: not a training checkpoint that swa-stream can load safely") from None
 
 
 def run(checkpoint: str, out: str) -> None:

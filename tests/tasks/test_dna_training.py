@@ -1,0 +1,74 @@
+"""The DNA task trains through the LightningCLI (one process and 2-process DDP on CPU) and exports a
+bundle that score-fasta uses."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from swa_stream.pipelines.cli import main
+from swa_stream.tasks.dna.data import DNADataModule
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "swa_stream.pipelines.cli"]
+TINY = ["--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
+        "--model.init_args.encoder.n_layers", "2", "--model.init_args.encoder.d_model", "32",
+        "--data.batch_size", "8"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dna_data")
+    assert main(["demo-data", "dna", "--out", str(root), "--n-train", "32", "--n-val", "8", "--n-test", "8",
+                 "--length", "1000"]) == 0
+    return root
+
+
+def test_demo_data_is_a_labelled_fasta_layout(data_root):
+    dm = DNADataModule(str(data_root), batch_size=4)
+    assert dm.labels == ["far", "near"] and dm.layout == "fasta"
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["tokens"].shape == (4, 1000) and batch["track"].sum() > 0
+
+
+def test_genomic_benchmarks_layout(tmp_path):
+    for split in ("train", "test"):
+        for label, seq in (("coding", "ACGTACGT"), ("intergenic", "TTTTGGGN")):
+            folder = tmp_path / split / label
+            folder.mkdir(parents=True)
+            for i in range(5):
+                (folder / f"{i}.txt").write_text(seq * (i + 1) + "\n")
+    dm = DNADataModule(str(tmp_path), batch_size=3)
+    dm.setup()
+    assert dm.layout == "genomic_benchmarks" and dm.labels == ["coding", "intergenic"]
+    assert len(dm._splits["val"]) == 1 and len(dm._splits["train"]) == 9 and len(dm._splits["test"]) == 10
+
+
+def test_fit_test_export_and_score(data_root, tmp_path):
+    run = tmp_path / "run"
+    assert main(["fit", "--config", str(REPO / "configs/dna_demo.yaml"), "--data.root", str(data_root),
+                 "--trainer.default_root_dir", str(run), *TINY]) == 0
+    ckpt = next(run.glob("**/last.ckpt"))
+    assert main(["test", "--config", str(REPO / "configs/dna_demo.yaml"), "--data.root", str(data_root),
+                 "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(run), *TINY]) == 0
+    assert main(["export", str(ckpt), "--out", str(tmp_path / "bundle")]) == 0
+    assert main(["score-fasta", str(data_root / "test.fa"), "--out", str(tmp_path / "s.zarr"),
+                 "--tsv", str(tmp_path / "s.tsv"), "--model", str(tmp_path / "bundle")]) == 0
+    assert len((tmp_path / "s.tsv").read_text().splitlines()) == 1 + 8
+
+
+def test_two_process_ddp_fit_on_cpu(data_root, tmp_path):
+    result = subprocess.run(
+        CLI + ["fit", "--config", str(REPO / "configs/dna_demo.yaml"), "--data.root", str(data_root),
+               "--trainer.default_root_dir", str(tmp_path), "--trainer.devices", "2", "--trainer.strategy", "ddp",
+               "--trainer.accelerator", "cpu", *TINY],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "max_steps=2" in result.stderr + result.stdout
+
+
+def test_missing_data_folder_is_one_line(tmp_path, capsys):
+    code = main(["fit", "--config", str(REPO / "configs/dna_demo.yaml"), "--data.root", str(tmp_path / "nope")])
+    assert code == 2 and "nope: no such data folder" in capsys.readouterr().err
