@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     fasta.add_argument("--model", metavar="DIR", help="model bundle (default: the bundled dna-demo)")
     fasta.add_argument("--devices", type=int, default=1, help="processes (or GPUs) to spread records over")
 
+    track = commands.add_parser("export-track", help="write a per-position track as bedGraph")
+    track.add_argument("store", metavar="OUT.zarr", help="a finished score-fasta --per-position store")
+    track.add_argument("--bedgraph", required=True, metavar="FILE", help="bedGraph file to write")
+    track.add_argument("--track", help="track name (default: the first)")
+    track.add_argument("--precision", type=int, default=3, help="decimals kept; equal runs merge")
+
     export = commands.add_parser("export", help="turn a training checkpoint into a model bundle")
     export.add_argument("checkpoint", help="a Lightning .ckpt that you trained (it is unpickled)")
     export.add_argument("--out", required=True, help="bundle folder: config.json + model.safetensors")
@@ -88,6 +94,10 @@ def _dispatch(args: argparse.Namespace) -> None:
         from swa_stream.pipelines import score_fasta
 
         score_fasta.run(args)
+    elif args.command == "export-track":
+        from swa_stream.pipelines import export_track
+
+        export_track.run(args)
     elif args.command == "export":
         from swa_stream.pipelines import export
 

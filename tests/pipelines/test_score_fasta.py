@@ -157,3 +157,31 @@ def test_an_existing_complete_store_is_not_overwritten(tmp_path, model_dir):
     score(tmp_path, model_dir, [str(REAL / "ex1.fa")], "done")
     code = main(["score-fasta", str(REAL / "ex1.fa"), "--out", str(tmp_path / "done.zarr"), "--model", model_dir])
     assert code == 2
+
+
+def test_bedgraph_export_reconstructs_the_rounded_track(tmp_path, model_dir, monkeypatch):
+    from swa_stream.pipelines import score_fasta
+
+    monkeypatch.setattr(score_fasta, "TRACK_CHUNK", 7)  # runs must merge across chunk boundaries
+    path = tmp_path / "in.fa"
+    path.write_text(">a\n" + "A" * 40 + "CGTACGGT" + "\n>b\nNNNNNNNNNNNNNNNNNNNNNNN\n")
+    out, rows = score(tmp_path, model_dir, [str(path)], "bg", "--per-position")
+    bedgraph = tmp_path / "t.bedgraph"
+    assert main(["export-track", str(out), "--bedgraph", str(bedgraph), "--precision", "2"]) == 0
+    lines = bedgraph.read_text().splitlines()
+    assert lines[0].startswith("track type=bedGraph")
+    group = zarr.open_group(out, mode="r")
+    for n, row in enumerate(rows):
+        rebuilt = np.full(int(row["length"]), np.nan)
+        for line in lines[1:]:
+            chrom, start, end, value = line.split("\t")
+            if chrom == row["id"]:
+                rebuilt[int(start) : int(end)] = float(value)
+        np.testing.assert_allclose(rebuilt, np.round(group[f"tracks/{n}"][:, 0].astype(np.float64), 2), atol=1e-9)
+    b_lines = [line for line in lines if line.startswith("b\t")]
+    assert len(b_lines) < 23  # the all-N record's track is nearly flat: equal neighbours merged
+
+
+def test_bedgraph_needs_per_position_tracks(tmp_path, model_dir):
+    out, _ = score(tmp_path, model_dir, [str(REAL / "ex1.fa")], "notrack")
+    assert main(["export-track", str(out), "--bedgraph", str(tmp_path / "x.bg")]) == 2
