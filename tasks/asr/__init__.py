@@ -1,0 +1,1 @@
+"""Speech recognition on the streaming encoder: frontend (log-mel + subsampling), model, data, training."""

@@ -1,0 +1,344 @@
+"""The ASR frontend: 16 kHz audio -> log-mel frames -> fixed normalisation -> causal 4x subsampling.
+
+Every part follows the project's one protocol (`init_state` / `step` / `flush` / `forward`), and a stream
+emits exactly what `forward` computes. Alignment, for a window of W samples, a hop of H and N samples:
+
+    log-mel frames   F = 1 + (N - W) // H if N >= W else 0     (center=False: only complete windows)
+                     frame f covers samples [f*H, f*H + W)
+    subsampled       T_out = F // S                             (S = subsampling, a power of two)
+                     output j's newest input frame is j*S + S - 1
+
+So output j is final, and is emitted, as soon as sample (j*S + S - 1)*H + W - 1 has arrived; nothing is
+held back for the end, and `flush` emits nothing (an incomplete final window or subsampling block is
+dropped, as offline drops it). At 16 kHz, W = 400, H = 160, S = 4 that is 25 outputs per second.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+import torchaudio
+from torch import nn
+
+from swa_stream.errors import ConfigError
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _samples(cfg: FrontendConfig, field: str) -> int:
+    """A duration field in ms as a whole number of samples (a fractional window has no exact STFT)."""
+    ms = getattr(cfg, field)
+    if not isinstance(ms, (int, float)) or isinstance(ms, bool) or not ms > 0:
+        raise ConfigError(f"{field}: must be a positive number of milliseconds, got {ms!r}")
+    n = ms * cfg.sample_rate / 1000
+    if abs(n - round(n)) > 1e-6:
+        raise ConfigError(f"{field}: {ms} ms is not a whole number of samples at {cfg.sample_rate} Hz")
+    return round(n)
+
+
+@dataclass
+class FrontendConfig:
+    """Fields of the frontend. `conv_channels` is the width of the subsampling convolutions."""
+
+    sample_rate: int = 16000
+    n_mels: int = 80
+    win_ms: float = 25.0
+    hop_ms: float = 10.0
+    subsampling: int = 4
+    d_model: int = 256
+    conv_channels: int = 128
+
+    def __post_init__(self) -> None:
+        for name in ("sample_rate", "n_mels", "d_model", "conv_channels"):
+            value = getattr(self, name)
+            if not _is_int(value) or value <= 0:
+                raise ConfigError(f"{name}: must be a positive integer, got {value!r}")
+        s = self.subsampling
+        if not _is_int(s) or s < 2 or s & (s - 1):
+            raise ConfigError(f"subsampling: must be a power of two >= 2 (one stride-2 conv per factor 2), got {s!r}")
+        # A hop longer than the window would skip samples, and the stream buffer would have to discard them.
+        if self.hop_samples > self.win_samples:
+            raise ConfigError(f"hop_ms: must not exceed win_ms ({self.win_ms}), got {self.hop_ms}")
+
+    @property
+    def win_samples(self) -> int:
+        return _samples(self, "win_ms")
+
+    @property
+    def hop_samples(self) -> int:
+        return _samples(self, "hop_ms")
+
+    @property
+    def frames_per_second(self) -> float:
+        """Output frames per second, e.g. the encoder's `frame_rate` (25.0 for a 10 ms hop and 4x)."""
+        return self.sample_rate / self.hop_samples / self.subsampling
+
+
+# ---- log-mel --------------------------------------------------------------------------------------
+@dataclass
+class LogMelState:
+    """Samples not yet in a complete window. `buffer` (B, W-1) holds them left-aligned; `count` are valid."""
+
+    buffer: torch.Tensor
+    count: int
+
+
+class LogMel(nn.Module):
+    """(B, N) audio -> (B, F, n_mels) log-mel, F = 1 + (N - win) // hop (0 if N < win); see module docstring.
+
+    Power spectrum of Hann-windowed frames with n_fft = win (torchaudio MelSpectrogram, center=False, HTK
+    mel scale, no filter normalisation), then log(mel + eps).
+    """
+
+    def __init__(self, sample_rate: int = 16000, n_mels: int = 80, win: int = 400, hop: int = 160, eps: float = 1e-6):
+        super().__init__()
+        self.n_mels, self.win, self.hop, self.eps = n_mels, win, hop, eps
+        # center=False: a frame depends only on its own samples, so streaming needs no lookahead or padding.
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate, n_fft=win, win_length=win, hop_length=hop, n_mels=n_mels, center=False, power=2.0
+        )
+
+    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Complete frames in each row: (B,) sample counts -> (B,) frame counts."""
+        return torch.where(lengths >= self.win, (lengths - self.win) // self.hop + 1, 0)
+
+    def _frames(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[1]
+        if n < self.win:  # the transform rejects signals shorter than one window
+            return x.new_zeros(x.shape[0], 0, self.n_mels)
+        return torch.log(self.mel(x).transpose(1, 2) + self.eps)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None):
+        """x (B, N) -> (B, F, n_mels); with lengths (B,), returns (features, frame_lengths) and zeroes the
+        frames past each row's length."""
+        y = self._frames(x)
+        if lengths is None:
+            return y
+        frames = self.frame_lengths(lengths.to(x.device))
+        return _mask(y, frames), frames
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> LogMelState:
+        ref = self.mel.spectrogram.window
+        buffer = torch.zeros(batch_size, self.win - 1, device=device or ref.device, dtype=dtype or ref.dtype)
+        return LogMelState(buffer, 0)
+
+    def step(self, chunk: torch.Tensor, state: LogMelState) -> tuple[torch.Tensor, LogMelState]:
+        """chunk (B, t) samples, any t >= 0 -> (B, f, n_mels), the frames whose windows completed."""
+        x = torch.cat([state.buffer[:, : state.count], chunk.to(state.buffer.dtype)], dim=1)
+        n_frames = (x.shape[1] - self.win) // self.hop + 1 if x.shape[1] >= self.win else 0
+        # The same transform on just the complete windows: each frame is computed exactly as offline.
+        y = self._frames(x[:, : (n_frames - 1) * self.hop + self.win] if n_frames else x[:, :0])
+        rest = x[:, n_frames * self.hop :]  # at most win - 1 samples: the start of the next window on
+        return y, LogMelState(F.pad(rest, (0, self.win - 1 - rest.shape[1])), rest.shape[1])
+
+    def flush(self, state: LogMelState) -> torch.Tensor:
+        """(B, 0, n_mels): the buffered samples never fill a window, and offline drops them too."""
+        return state.buffer.new_zeros(state.buffer.shape[0], 0, self.n_mels)
+
+
+# ---- normalisation --------------------------------------------------------------------------------
+class FeatureNorm(nn.Module):
+    """(B, T, n_mels) -> (x - mean) / std with fixed per-mel statistics stored as buffers (so they travel
+    in the model's state_dict). Never per-utterance statistics: those would make early frames of a stream
+    depend on later audio. Stateless, so a stream just calls `forward` on each chunk."""
+
+    def __init__(self, n_mels: int = 80):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_mels))
+        self.register_buffer("std", torch.ones(n_mels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    @torch.no_grad()
+    def estimate(self, batches: Iterable, min_std: float = 1e-5) -> FeatureNorm:
+        """Set mean/std in place from features, each batch either (B, T, n_mels) or a pair (features,
+        frame_lengths) whose padding frames are left out. Sums in float64 so long corpora stay exact."""
+        total = torch.zeros((), dtype=torch.float64)
+        s1 = torch.zeros_like(self.mean, dtype=torch.float64)
+        s2 = torch.zeros_like(s1)
+        for batch in batches:
+            feats, lengths = batch if isinstance(batch, (tuple, list)) else (batch, None)
+            feats = feats.to(device=s1.device, dtype=torch.float64)
+            if lengths is not None:
+                feats = feats[torch.arange(feats.shape[1], device=s1.device)[None, :] < lengths.to(s1.device)[:, None]]
+            feats = feats.reshape(-1, feats.shape[-1])
+            total, s1, s2 = total + feats.shape[0], s1 + feats.sum(0), s2 + (feats * feats).sum(0)
+        if total == 0:
+            raise ValueError("FeatureNorm.estimate: no feature frames given")
+        mean = s1 / total
+        var = (s2 / total - mean * mean).clamp_min(0)
+        self.mean.copy_(mean)
+        self.std.copy_(var.sqrt().clamp_min(min_std))
+        return self
+
+
+# ---- causal subsampling ---------------------------------------------------------------------------
+@dataclass
+class ConvState:
+    """Per stride-2 stage: `held[i]` (B, C_i, K-1, F_i) input frames not yet consumed, left-aligned, of
+    which `counts[i]` are valid. A fresh stage holds K - stride zero frames: its causal left padding."""
+
+    held: list[torch.Tensor]
+    counts: list[int]
+
+
+class _CausalStage(nn.Module):
+    """Conv2d over (time, freq), kernel 3, stride 2, then GELU. Time is left-padded by kernel - stride = 1
+    frame, so output i sees input frames 2i-1, 2i, 2i+1: T frames give T // 2 outputs, each final as soon
+    as its newest frame arrives. Frequency is padded by 1 on both sides: F bins -> ceil(F / 2)."""
+
+    K, S = 3, 2
+    PAD = K - S
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, self.K, stride=self.S, padding=(0, 1))
+
+    def _valid(self, x: torch.Tensor) -> torch.Tensor:
+        """Unpadded convolution in time: x (B, C, t, F) -> (B, C', (t - K) // S + 1, F')."""
+        if x.shape[2] < self.K:
+            f_out = (x.shape[3] - 1) // 2 + 1
+            return x.new_zeros(x.shape[0], self.conv.out_channels, 0, f_out)
+        return F.gelu(self.conv(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._valid(F.pad(x, (0, 0, self.PAD, 0)))
+
+    def step(self, x: torch.Tensor, held: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        x = torch.cat([held[:, :, :count], x], dim=2)
+        y = self._valid(x)
+        rest = x[:, :, y.shape[2] * self.S :]  # at most K - 1 frames: the next output's oldest inputs on
+        return y, F.pad(rest, (0, 0, 0, self.K - 1 - rest.shape[2])), rest.shape[2]
+
+
+class ConvSubsampling(nn.Module):
+    """(B, T, n_mels) -> (B, T // subsampling, d_model): log2(subsampling) causal stride-2 stages, then a
+    Linear over (channels x remaining frequency bins). Output j depends on input frames <= j*S + S - 1."""
+
+    def __init__(self, n_mels: int = 80, d_model: int = 256, channels: int = 128, subsampling: int = 4):
+        super().__init__()
+        n_stages = int(math.log2(subsampling))
+        if 2**n_stages != subsampling:
+            raise ConfigError(f"subsampling: must be a power of two, got {subsampling!r}")
+        self.subsampling = subsampling
+        self.stages = nn.ModuleList(_CausalStage(1 if i == 0 else channels, channels) for i in range(n_stages))
+        self.freq_in = [n_mels]
+        for _ in range(n_stages):
+            self.freq_in.append((self.freq_in[-1] - 1) // 2 + 1)
+        self.channels = channels
+        self.out = nn.Linear(channels * self.freq_in[-1], d_model)
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """(B,) input frame counts -> (B,) output frame counts."""
+        return lengths // self.subsampling
+
+    def _project(self, h: torch.Tensor) -> torch.Tensor:
+        b, c, t, f = h.shape
+        return self.out(h.permute(0, 2, 1, 3).reshape(b, t, c * f))
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None):
+        """x (B, T, n_mels) -> (B, T_out, d_model); with lengths (B,), returns (output, output_lengths) and
+        zeroes the frames past each row's length. Padding frames never reach valid outputs (causality)."""
+        h = x[:, None]
+        for stage in self.stages:
+            h = stage(h)
+        y = self._project(h)
+        if lengths is None:
+            return y
+        out_lengths = self.output_lengths(lengths.to(x.device))
+        return _mask(y, out_lengths), out_lengths
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> ConvState:
+        ref = self.out.weight
+        device, dtype = device or ref.device, dtype or ref.dtype
+        held = [
+            torch.zeros(batch_size, 1 if i == 0 else self.channels, _CausalStage.K - 1, f, device=device, dtype=dtype)
+            for i, f in enumerate(self.freq_in[:-1])
+        ]
+        return ConvState(held, [_CausalStage.PAD] * len(self.stages))
+
+    def step(self, chunk: torch.Tensor, state: ConvState) -> tuple[torch.Tensor, ConvState]:
+        """chunk (B, t, n_mels), any t >= 0 -> (B, t_out, d_model), the outputs whose inputs are complete."""
+        h, held, counts = chunk[:, None], [], []
+        for stage, old, count in zip(self.stages, state.held, state.counts, strict=True):
+            h, new, count = stage.step(h, old, count)
+            held.append(new)
+            counts.append(count)
+        return self._project(h), ConvState(held, counts)
+
+    def flush(self, state: ConvState) -> torch.Tensor:
+        """(B, 0, d_model): the held frames never complete a block, and offline drops them too."""
+        return self.out.weight.new_zeros(state.held[0].shape[0], 0, self.out.out_features)
+
+
+def _mask(y: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    valid = torch.arange(y.shape[1], device=y.device)[None, :] < lengths[:, None]
+    return y * valid[..., None].to(y.dtype)
+
+
+# ---- the whole frontend ---------------------------------------------------------------------------
+@dataclass
+class FrontendState:
+    logmel: LogMelState
+    conv: ConvState
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor by name, e.g. to check that the state never grows or to save it."""
+        out = {"logmel.buffer": self.logmel.buffer}
+        out.update({f"conv.held.{i}": t for i, t in enumerate(self.conv.held)})
+        return out
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors().values())
+
+
+class Frontend(nn.Module):
+    """(B, N) 16 kHz audio -> (B, T_out, d_model): LogMel -> FeatureNorm -> ConvSubsampling.
+    T_out = F // subsampling with F the complete log-mel frames (see the module docstring)."""
+
+    def __init__(self, cfg: FrontendConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.logmel = LogMel(cfg.sample_rate, cfg.n_mels, cfg.win_samples, cfg.hop_samples)
+        self.norm = FeatureNorm(cfg.n_mels)
+        self.subsample = ConvSubsampling(cfg.n_mels, cfg.d_model, cfg.conv_channels, cfg.subsampling)
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.cfg.frames_per_second
+
+    def output_lengths(self, sample_lengths: torch.Tensor) -> torch.Tensor:
+        """(B,) sample counts -> (B,) output frame counts."""
+        return self.subsample.output_lengths(self.logmel.frame_lengths(sample_lengths))
+
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor | None = None):
+        """audio (B, N) -> (B, T_out, d_model); with lengths (B,) in samples, returns (output, output_lengths)
+        with frames past each row's length zeroed."""
+        y = self.subsample(self.norm(self.logmel(audio)))
+        if lengths is None:
+            return y
+        out_lengths = self.output_lengths(lengths.to(audio.device))
+        return _mask(y, out_lengths), out_lengths
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> FrontendState:
+        return FrontendState(
+            self.logmel.init_state(batch_size, device, dtype), self.subsample.init_state(batch_size, device, dtype)
+        )
+
+    def step(self, chunk: torch.Tensor, state: FrontendState) -> tuple[torch.Tensor, FrontendState]:
+        """chunk (B, t) samples, any t >= 0 -> (B, t_out, d_model) final outputs, and the next state."""
+        feats, logmel = self.logmel.step(chunk, state.logmel)
+        y, conv = self.subsample.step(self.norm(feats), state.conv)
+        return y, FrontendState(logmel, conv)
+
+    def flush(self, state: FrontendState) -> torch.Tensor:
+        """Finish the stream as offline does at the end: (B, t_tail, d_model), empty for this frontend."""
+        y, conv = self.subsample.step(self.norm(self.logmel.flush(state.logmel)), state.conv)
+        return torch.cat([y, self.subsample.flush(conv)], dim=1)
