@@ -1,10 +1,14 @@
-"""Sliding-window attention behind one entry point.
+"""Sliding-window attention behind one entry point, plus the streaming step over a KV ring buffer.
 
 Semantics (FlashAttention's `window_size` convention): query row i sits at key index
 `q_offset + i` and attends key j iff `q_offset + i - left <= j <= q_offset + i + right`, and the key
 is valid: `k_start <= j < k_lengths[b]` (default: all Nk keys). A row that sees no valid key returns
-zeros. Self-attention over one sequence is the default `q_offset=0`; the streaming encoder uses
-`q_offset` to place a chunk of queries after its cached keys.
+zeros. Self-attention over one sequence is the default `q_offset=0`.
+
+Backends: "triton" (kernels/triton_*.py; CUDA tensors, or CPU tensors when TRITON_INTERPRET=1 was set
+before the first import, which is how the tests run them), "torch" (kernels/cpu.py, the fast CPU path,
+forward and backward), "reference" (the dense masked definition, for tests), and "auto": Triton on CUDA
+tensors it supports, else the PyTorch path.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ import torch
 
 from swa_stream.kernels.cpu import blocked_attention
 from swa_stream.kernels.reference import attention_reference
+from swa_stream.kernels.ring import ring_attention_torch
 
-BACKENDS = ("auto", "torch", "reference")
+BACKENDS = ("auto", "triton", "torch", "reference")
 
 
 def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window) -> tuple[int, int]:
@@ -29,6 +34,26 @@ def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window) -> tuple[i
     return int(window[0]), int(window[1])
 
 
+def _use_triton(backend: str, q, k, v) -> bool:
+    """Decide between Triton and PyTorch; importing Triton is deferred until a CUDA tensor (or an
+    explicit request) needs it, so CPU users never pay for it."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}; got {backend!r}")
+    if backend in ("torch", "reference") or (backend == "auto" and not q.is_cuda):
+        return False
+    from swa_stream.kernels import triton_swa
+
+    if triton_swa.is_supported(q, k, v):
+        return True
+    if backend == "triton":
+        raise ValueError(
+            "backend 'triton' needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1 set before the first "
+            f"import), equal dtypes in {triton_swa.DTYPES} and a power-of-two head size in [16, 256]; got "
+            f"{q.device.type} {q.dtype} with head size {q.shape[-1]}"
+        )
+    return False
+
+
 def sliding_window_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -41,18 +66,45 @@ def sliding_window_attention(
     scale: float | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
-    """Attention of q (B, H, Nq, D) over k, v (B, H, Nk, D) inside a (left, right) window.
-
-    backend: "auto" and "torch" use the blocked O(N * W) PyTorch path; "reference" is the dense
-    masked O(Nq * Nk) definition, for tests.
-    """
+    """Attention of q (B, H, Nq, D) over k, v (B, H, Nk, D) inside a (left, right) window -> (B, H, Nq, D)."""
     window = _check(q, k, v, window)
-    kwargs = dict(q_offset=q_offset, k_start=k_start, k_lengths=k_lengths, scale=scale)
+    placement = dict(q_offset=q_offset, k_start=k_start, k_lengths=k_lengths, scale=scale)
     if backend == "reference":
-        return attention_reference(q, k, v, window, **kwargs)
-    if backend in ("auto", "torch"):
-        return blocked_attention(q, k, v, window, **kwargs)
-    raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}; got {backend!r}")
+        return attention_reference(q, k, v, window, **placement)
+    if _use_triton(backend, q, k, v):
+        from swa_stream.kernels.triton_swa import triton_attention
+
+        return triton_attention(q, k, v, window, **placement)
+    return blocked_attention(q, k, v, window, **placement)
 
 
-__all__ = ["BACKENDS", "sliding_window_attention", "attention_reference", "blocked_attention"]
+def ring_window_attention(
+    q: torch.Tensor,
+    k_ring: torch.Tensor,
+    v_ring: torch.Tensor,
+    k_new: torch.Tensor,
+    v_new: torch.Tensor,
+    window: tuple[int, int],
+    *,
+    end: int,
+    stream_start: int,
+    scale: float | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """One streaming step: queries q (B, H, Tq, D) at positions end - right .. attend the ring buffer
+    k_ring, v_ring (B, H, left + right, D; position p in slot p % C, positions end - C .. end - 1) plus
+    the new keys k_new, v_new (B, H, t, D; positions end .. end + t - 1). Keys before `stream_start`
+    are invisible. Triton reads the ring in place; the PyTorch path unrolls it."""
+    window = _check(q, k_new, v_new, window)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k_ring, v_ring, k_new, v_new))
+    if not needs_grad and _use_triton(backend, q, k_new, v_new):  # the ring kernel is forward-only
+        from swa_stream.kernels.triton_step import triton_ring_attention
+
+        return triton_ring_attention(q, k_ring, v_ring, k_new, v_new, window, end=end, stream_start=stream_start,
+                                     scale=scale)
+    return ring_attention_torch(q, k_ring, v_ring, k_new, v_new, window, end=end, stream_start=stream_start,
+                                scale=scale, dense=backend == "reference")
+
+
+__all__ = ["BACKENDS", "sliding_window_attention", "ring_window_attention", "attention_reference",
+           "blocked_attention"]

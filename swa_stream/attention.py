@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from swa_stream.config import SWAConfig
-from swa_stream.kernels import sliding_window_attention
+from swa_stream.kernels import ring_window_attention, sliding_window_attention
 from swa_stream.positions import RotaryPositions
 
 
@@ -31,6 +31,15 @@ class SWAAttention(nn.Module):
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **placement) -> torch.Tensor:
         """Windowed attention of q over k, v (placement: q_offset, k_start, k_lengths) -> (B, Tq, d_model)."""
-        o = sliding_window_attention(q, k, v, self.window, backend=self.backend, **placement)
+        return self._merge(sliding_window_attention(q, k, v, self.window, backend=self.backend, **placement))
+
+    def attend_ring(self, q, k_ring, v_ring, k_new, v_new, *, end: int, stream_start: int) -> torch.Tensor:
+        """A streaming step: q at positions end - right .. over the ring plus new keys -> (B, Tq, d_model)."""
+        o = ring_window_attention(
+            q, k_ring, v_ring, k_new, v_new, self.window, end=end, stream_start=stream_start, backend=self.backend
+        )
+        return self._merge(o)
+
+    def _merge(self, o: torch.Tensor) -> torch.Tensor:
         batch, _, length, _ = o.shape
         return self.out(o.transpose(1, 2).reshape(batch, length, self.n_heads * self.head_dim))

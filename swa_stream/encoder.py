@@ -19,7 +19,8 @@ from torch import nn
 
 from swa_stream.attention import SWAAttention
 from swa_stream.config import SWAConfig
-from swa_stream.state import LayerState, StreamState, ring_read, ring_write
+from swa_stream.kernels.ring import ring_write
+from swa_stream.state import LayerState, StreamState
 
 
 class SWABlock(nn.Module):
@@ -44,24 +45,21 @@ class SWABlock(nn.Module):
         q, k, v = self.attn.project(self.norm1(x), start=0)
         return self._finish(x, self.attn.attend(q, k, v, k_lengths=lengths))
 
-    def _answer(self, queries, resid, keys, values, first_key: int, stream_start: int) -> torch.Tensor:
-        """Answer queries for positions first_key + L .. given keys from position first_key on, and
-        drop the rows of positions before the stream began (the zero-initialised slots)."""
-        k_start = max(0, stream_start - first_key)
-        attended = self.attn.attend(queries, keys, values, q_offset=self.left, k_start=k_start)
+    def _answer(self, queries, resid, st: LayerState, k_new, v_new, end: int, stream_start: int) -> torch.Tensor:
+        """Answer queries for positions end - R .. with the cached ring plus the new keys, and drop the rows
+        of positions before the stream began (their slots were never written)."""
+        attended = self.attn.attend_ring(queries, st.k, st.v, k_new, v_new, end=end, stream_start=stream_start)
         y = self._finish(resid, attended)
-        skip = min(y.shape[1], max(0, stream_start - (first_key + self.left)))
+        skip = min(y.shape[1], max(0, stream_start - (end - self.right)))
         return y[:, skip:]
 
     def step(self, x: torch.Tensor, st: LayerState, b: int, stream_start: int) -> tuple[torch.Tensor, LayerState]:
         """Take inputs x (B, t, d) for positions b .. b+t-1; emit the positions that became final."""
-        t, cache = x.shape[1], self.left + self.right
+        t = x.shape[1]
         q, k, v = self.attn.project(self.norm1(x), start=b)
-        keys = torch.cat([ring_read(st.k, end=b), k], dim=2)  # positions b-C .. b+t-1
-        values = torch.cat([ring_read(st.v, end=b), v], dim=2)
         queries = torch.cat([st.pending_q, q], dim=2)  # positions b-R .. b+t-1
         resid = torch.cat([st.pending_x, x], dim=1)
-        y = self._answer(queries[:, :, :t], resid[:, :t], keys, values, b - cache, stream_start)
+        y = self._answer(queries[:, :, :t], resid[:, :t], st, k, v, b, stream_start)
         new = LayerState(
             k=ring_write(st.k, k, end=b + t),
             v=ring_write(st.v, v, end=b + t),
@@ -72,8 +70,8 @@ class SWABlock(nn.Module):
 
     def finish(self, st: LayerState, b: int, stream_start: int) -> torch.Tensor:
         """Answer the held-back queries (positions b-R .. b-1) with the keys that exist: the end of stream."""
-        keys, values = ring_read(st.k, end=b), ring_read(st.v, end=b)
-        return self._answer(st.pending_q, st.pending_x, keys, values, b - self.left - self.right, stream_start)
+        none = st.k[:, :, :0]
+        return self._answer(st.pending_q, st.pending_x, st, none, none, b, stream_start)
 
 
 class SWAEncoder(nn.Module):

@@ -3,8 +3,9 @@
 For a layer with window (left, right), answering the oldest query that is still open needs keys back
 to `left` positions before it, and that query is `right` positions behind the newest input. So the
 layer caches exactly C = left + right keys and values, in a ring where position p lives in slot
-`p % C`, and holds the `right` newest positions (their residual input and their rotated query) until
-their right context has arrived. Nothing here grows with the stream.
+`p % C` (the arithmetic is in kernels/ring.py, next to the kernels that read it), and holds the
+`right` newest positions (their residual input and their rotated query) until their right context has
+arrived. Nothing here grows with the stream.
 
 The state is a plain dataclass of tensors plus two integers, passed in and returned explicitly: it can
 be moved with `.to()`, saved with `to_tensors()` (e.g. into safetensors) and restored.
@@ -15,28 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
-
-# ---- ring arithmetic: every "position mod capacity" in the project lives here ------------------------
-def _slots(first_position: int, count: int, capacity: int, device) -> torch.Tensor:
-    return (first_position + torch.arange(count, device=device)) % capacity
-
-
-def ring_read(ring: torch.Tensor, end: int) -> torch.Tensor:
-    """The ring (B, H, C, D) in position order: rows for positions end - C .. end - 1."""
-    capacity = ring.shape[2]
-    if capacity == 0:
-        return ring
-    return ring.index_select(2, _slots(end - capacity, capacity, capacity, ring.device))
-
-
-def ring_write(ring: torch.Tensor, rows: torch.Tensor, end: int) -> torch.Tensor:
-    """A new ring holding `rows` (B, H, t, D), positions end - t .. end - 1, over the old one."""
-    capacity = ring.shape[2]
-    keep = min(capacity, rows.shape[2])
-    if keep == 0:
-        return ring
-    return ring.index_copy(2, _slots(end - keep, keep, capacity, ring.device), rows[:, :, rows.shape[2] - keep :])
 
 
 @dataclass

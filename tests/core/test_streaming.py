@@ -158,3 +158,25 @@ def test_wrong_chunk_shape_is_rejected():
 
 def test_receptive_field_is_reported_by_the_encoder():
     assert make_encoder([(4, 2), (6, 0)], 2).receptive_field() == (10, 2)
+
+
+@torch.no_grad()
+def test_triton_kernels_in_the_encoder_stream_exactly_under_the_interpreter():
+    """The encoder on the Triton backend (fused attention offline, the in-place ring kernel when
+    streaming) agrees with the PyTorch backend and with itself streamed. Head size 16: the kernels'
+    smallest."""
+    pytest.importorskip("triton")
+    from swa_stream.kernels import triton_swa
+
+    if not triton_swa.INTERPRET:
+        pytest.skip("TRITON_INTERPRET=1 was not set before triton was imported")
+    torch.manual_seed(0)
+    cfg = SWAConfig(d_model=32, n_heads=2, n_layers=2, window=[(5, 2), (3, 0)])
+    triton_enc = SWAEncoder(cfg, backend="triton").eval()
+    torch_enc = SWAEncoder(cfg, backend="torch").eval()
+    torch_enc.load_state_dict(triton_enc.state_dict())
+    x = torch.randn(2, 23, 32)
+    offline = triton_enc(x)
+    torch.testing.assert_close(offline, torch_enc(x), rtol=0, atol=1e-5)
+    streamed, _ = stream(triton_enc, x, [1, 6, 9, 7])
+    torch.testing.assert_close(streamed, offline, rtol=0, atol=1e-5)
