@@ -32,13 +32,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--length", type=int, default=2000, help="positions to stream per config")
 
     data = commands.add_parser("demo-data", help="write a synthetic data set for a task")
-    data.add_argument("task", choices=["dna"])
+    data.add_argument("task", choices=["dna", "asr"])
     data.add_argument("--out", required=True, help="output folder")
     data.add_argument("--n-train", type=int, default=8000)
     data.add_argument("--n-val", type=int, default=1000)
     data.add_argument("--n-test", type=int, default=1000)
     data.add_argument("--length", type=int, default=1024, help="bases per DNA record")
     data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--jobs", type=int, default=0, help="worker processes for asr (default: all cores)")
 
     fasta = commands.add_parser("score-fasta", help="score FASTA records into zarr (and TSV), resumably")
     fasta.add_argument("inputs", nargs="+", metavar="IN.fa", help="FASTA files, plain or gzip")
@@ -56,6 +57,27 @@ def _parser() -> argparse.ArgumentParser:
     track.add_argument("--bedgraph", required=True, metavar="FILE", help="bedGraph file to write")
     track.add_argument("--track", help="track name (default: the first)")
     track.add_argument("--precision", type=int, default=3, help="decimals kept; equal runs merge")
+
+    tr = commands.add_parser("transcribe", help="speech to text from a file, stdin or the microphone, streamed")
+    tr.add_argument("input", nargs="?", metavar="PATH|-", help="wav/flac/ogg at any rate; - reads stdin")
+    tr.add_argument("--model", metavar="DIR", help="ASR bundle (default: the bundled asr-demo)")
+    tr.add_argument("--mic", action="store_true", help="record from the default input device (Ctrl-C stops)")
+    tr.add_argument("--raw", action="store_true", help="input is headerless s16le PCM; needs --sample-rate")
+    tr.add_argument("--sample-rate", type=int, help="sample rate of --raw input in Hz")
+    tr.add_argument("--channels", type=int, default=1, help="interleaved channels of --raw input (default 1)")
+    tr.add_argument("--chunk-ms", type=float, default=160.0, help="input per streaming step (default 160); "
+                    "final results do not depend on it")
+    tr.add_argument("--format", choices=["text", "jsonl", "srt", "vtt"], default="text",
+                    help="text: one line per final segment; jsonl: partial and final lines; srt/vtt: subtitles")
+    tr.add_argument("--endpoint-silence", type=float, default=1.2, metavar="S",
+                    help="end a segment after S seconds of silence following speech (default 1.2; 0 disables)")
+    tr.add_argument("--endpoint-silence-no-speech", type=float, default=2.4, metavar="S",
+                    help="restart after S seconds of silence with no speech (default 2.4; 0 disables)")
+    tr.add_argument("--max-segment", type=float, default=20.0, metavar="S",
+                    help="end a segment once it is S seconds long (default 20; 0 disables)")
+    tr.add_argument("--no-endpoint", action="store_true", help="no endpointing: one final segment at the end")
+    tr.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: streaming steps are "
+                    "too small to gain from more, and thread synchronisation costs more than it saves)")
 
     export = commands.add_parser("export", help="turn a training checkpoint into a model bundle")
     export.add_argument("checkpoint", help="a Lightning .ckpt that you trained (it is unpickled)")
@@ -98,6 +120,10 @@ def _dispatch(args: argparse.Namespace) -> None:
         from swa_stream.pipelines import export_track
 
         export_track.run(args)
+    elif args.command == "transcribe":
+        from swa_stream.pipelines import transcribe
+
+        transcribe.run(args)
     elif args.command == "export":
         from swa_stream.pipelines import export
 

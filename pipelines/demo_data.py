@@ -22,3 +22,11 @@ def run(args) -> None:
             progress=lambda split, n: print(f"wrote {n} {split} records", file=sys.stderr),
         )
         print(f"DNA long-range benchmark in {out}: train/val/test .fa, .labels.tsv, .bed, classes.txt")
+    elif args.task == "asr":
+        from swa_stream.tasks.asr.synthetic import describe, main_progress, write_dataset
+
+        if min(args.n_train, args.n_val, args.n_test) < 1 or args.jobs < 0:
+            raise SWAStreamError("demo-data asr: every split needs >= 1 utterance and --jobs must be >= 0")
+        counts = {"train": args.n_train, "val": args.n_val, "test": args.n_test}
+        splits = write_dataset(out, counts, seed=args.seed, jobs=args.jobs or None, progress=main_progress)
+        print(f"spoken digits in {out}: train/val/test .jsonl manifests, wav/, voices.json ({describe(splits)})")

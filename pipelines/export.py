@@ -25,15 +25,34 @@ def _dna(hparams: dict, weights: dict):
     return model, "dna", config
 
 
+def _asr(hparams: dict, weights: dict):
+    from swa_stream.tasks.asr.frontend import FrontendConfig
+    from swa_stream.tasks.asr.model import ASRModel
+
+    encoder = hparams["encoder"]  # dicts when LightningCLI built the task, else the dataclasses
+    encoder = SWAConfig.from_dict(encoder) if isinstance(encoder, dict) else encoder
+    frontend = hparams.get("frontend") or {"d_model": encoder.d_model}
+    frontend = FrontendConfig(**frontend) if isinstance(frontend, dict) else frontend
+    model = ASRModel(frontend, encoder, hparams["labels"], hparams.get("end_silence_ms", 100.0))
+    return model, "asr", model.config()
+
+
 # task class -> builder of (plain model, bundle kind, bundle config); other tasks add theirs here
-EXPORTERS = {"GenomicsTask": _dna}
+EXPORTERS = {"GenomicsTask": _dna, "ASRTask": _asr}
+
+
+def _safe_classes() -> list:
+    """Config dataclasses that a checkpoint's hyperparameters may hold (when a task was built in Python)."""
+    from swa_stream.tasks.asr.frontend import FrontendConfig
+
+    return [SWAConfig, FrontendConfig]
 
 
 def _load_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise SWAStreamError(f"{path}: no such checkpoint")
     try:
-        with torch.serialization.safe_globals([SWAConfig]):
+        with torch.serialization.safe_globals(_safe_classes()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # torch raises several types for damaged, foreign or unsafe files
         raise SWAStreamError(f"{path}: not a training checkpoint that swa-stream can load safely") from None
@@ -43,7 +62,8 @@ def run(checkpoint: str, out: str) -> None:
     path = Path(checkpoint)
     ckpt = _load_checkpoint(path)
     hparams = ckpt.get("hyper_parameters", {})
-    task = str(hparams.get("_class_path", "GenomicsTask" if "labels" in hparams else "")).rsplit(".", 1)[-1]
+    guess = "ASRTask" if "end_silence_ms" in hparams else "GenomicsTask" if "labels" in hparams else ""
+    task = str(hparams.get("_class_path", guess)).rsplit(".", 1)[-1]
     if task not in EXPORTERS:
         raise SWAStreamError(f"{path}: cannot export a {task or 'unknown'} checkpoint")
     model, kind, config = EXPORTERS[task](hparams, ckpt["state_dict"])

@@ -1,0 +1,262 @@
+"""Speech data: NeMo-style JSONL manifests or the LibriSpeech folder layout, in length-bucketed batches.
+
+A source is either
+  * a manifest file (.json / .jsonl), one JSON object per line with `audio_filepath`, `duration` (seconds)
+    and `text`; a relative `audio_filepath` resolves against the manifest's folder; or
+  * a LibriSpeech-layout folder: `<speaker>/<chapter>/<speaker>-<chapter>.trans.txt` (lines `ID TEXT`)
+    beside `ID.flac` (any folder depth works: every *.trans.txt under the folder is read).
+Sources are relative to `root` when one is given. Audio is read with soundfile, downmixed to mono and
+resampled to `sample_rate`. SpecAugment is not here: it masks features, so the task applies it in its
+training step (see module.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from swa_stream.errors import SWAStreamError
+from swa_stream.tasks.asr.audio import read_audio
+from swa_stream.tasks.asr.text import VOCABULARY, encode, normalize
+
+MANIFEST_SUFFIXES = (".json", ".jsonl")
+
+
+@dataclass
+class Utterance:
+    path: Path
+    duration: float  # seconds
+    text: str
+
+
+def read_manifest(path: str | Path) -> list[Utterance]:
+    path = Path(path)
+    if not path.is_file():
+        raise SWAStreamError(f"{path}: no such manifest")
+    out = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            audio, duration, text = entry["audio_filepath"], float(entry["duration"]), str(entry["text"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise SWAStreamError(
+                f"{path}: line {number}: expected a JSON object with audio_filepath, duration and text"
+            ) from None
+        audio_path = Path(audio)
+        out.append(Utterance(audio_path if audio_path.is_absolute() else path.parent / audio_path, duration, text))
+    return out
+
+
+def read_librispeech(folder: str | Path) -> list[Utterance]:
+    import soundfile as sf
+
+    folder = Path(folder)
+    transcripts = sorted(folder.rglob("*.trans.txt"))
+    if not transcripts:
+        raise SWAStreamError(f"{folder}: no *.trans.txt files (expected the LibriSpeech <spk>/<chapter>/ layout)")
+    out = []
+    for trans in transcripts:
+        for number, line in enumerate(trans.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            utt_id, _, text = line.strip().partition(" ")
+            audio = trans.parent / f"{utt_id}.flac"
+            if not audio.is_file():
+                raise SWAStreamError(f"{trans}: line {number}: {audio.name} is missing")
+            try:
+                duration = sf.info(str(audio)).duration
+            except (sf.LibsndfileError, RuntimeError) as err:
+                raise SWAStreamError(f"{audio}: cannot read audio ({' '.join(str(err).split())})") from None
+            out.append(Utterance(audio, duration, text))
+    return out
+
+
+def read_source(source: str | Path) -> list[Utterance]:
+    """A manifest file or a LibriSpeech-layout folder."""
+    source = Path(source)
+    if source.is_dir():
+        return read_librispeech(source)
+    if source.suffix in MANIFEST_SUFFIXES or source.is_file():
+        return read_manifest(source)
+    raise SWAStreamError(f"{source}: no such manifest or folder")
+
+
+class SpeechDataset(Dataset):
+    """Items {"audio": (N,) float32, "targets": (L,) label ids, "text": normalised transcript}."""
+
+    def __init__(self, utterances: list[Utterance], labels: list[str], sample_rate: int):
+        self.utterances, self.labels, self.sample_rate = utterances, labels, sample_rate
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __getitem__(self, i: int) -> dict:
+        utt = self.utterances[i]
+        return {
+            "audio": read_audio(utt.path, self.sample_rate),
+            "targets": torch.tensor(encode(utt.text, self.labels), dtype=torch.long),
+            "text": normalize(utt.text),
+        }
+
+
+def collate(items: list[dict]) -> dict:
+    """Zero-padded audio (B, N) with lengths (B,), padded targets (B, L) with target_lengths (B,), texts."""
+    lengths = torch.tensor([len(it["audio"]) for it in items], dtype=torch.long)
+    target_lengths = torch.tensor([len(it["targets"]) for it in items], dtype=torch.long)
+    audio = torch.zeros(len(items), int(lengths.max()) if items else 0)
+    targets = torch.zeros(len(items), max(1, int(target_lengths.max()) if items else 0), dtype=torch.long)
+    for i, it in enumerate(items):
+        audio[i, : len(it["audio"])] = it["audio"]
+        targets[i, : len(it["targets"])] = it["targets"]
+    return {"audio": audio, "lengths": lengths, "targets": targets, "target_lengths": target_lengths,
+            "texts": [it["text"] for it in items]}
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of similar durations: sort by duration (with a little seeded jitter so batches differ between
+    epochs), cut into batches of at most `batch_size` utterances and `max_batch_seconds` of padded audio
+    (longest x count), then shuffle the batch order. With `num_replicas` > 1 each rank takes every
+    num_replicas-th batch, and all ranks yield the same number of batches (set
+    `trainer.use_distributed_sampler: false` so Lightning leaves this sampler alone)."""
+
+    def __init__(
+        self,
+        durations: list[float],
+        batch_size: int,
+        max_batch_seconds: float | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ):
+        if batch_size < 1:
+            raise SWAStreamError(f"batch_size: must be >= 1, got {batch_size}")
+        self.durations, self.batch_size, self.max_batch_seconds = list(durations), batch_size, max_batch_seconds
+        self.shuffle, self.seed, self.num_replicas, self.rank, self.epoch = shuffle, seed, num_replicas, rank, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        rng = random.Random(self.seed + self.epoch)
+        jitter = (lambda: rng.uniform(0.95, 1.05)) if self.shuffle else (lambda: 1.0)
+        order = sorted(range(len(self.durations)), key=lambda i: self.durations[i] * jitter())
+        batches, current, longest = [], [], 0.0
+        for i in order:
+            longest_if = max(longest, self.durations[i])
+            too_long = self.max_batch_seconds is not None and longest_if * (len(current) + 1) > self.max_batch_seconds
+            if current and (len(current) == self.batch_size or too_long):
+                batches.append(current)
+                current, longest_if = [], self.durations[i]
+            current.append(i)
+            longest = longest_if
+        if current:
+            batches.append(current)
+        if self.shuffle:
+            rng.shuffle(batches)
+        return batches
+
+    def _mine(self) -> list[list[int]]:
+        batches = self._batches()
+        if self.num_replicas == 1 or not batches:
+            return batches
+        per_rank = math.ceil(len(batches) / self.num_replicas)
+        batches += batches[: per_rank * self.num_replicas - len(batches)]  # equal counts on every rank
+        return batches[self.rank :: self.num_replicas]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._mine())
+
+    def __len__(self) -> int:
+        return len(self._mine())
+
+
+class ASRDataModule(L.LightningDataModule):
+    """Speech data from manifests or LibriSpeech folders (see the module docstring).
+
+    `train`, `val`, `test`: one source or a list of sources each, relative to `root` if given.
+    Batches hold at most `batch_size` utterances and `max_batch_seconds` seconds of padded audio.
+    Training utterances longer than `max_duration` seconds are skipped. `labels` is the character
+    vocabulary, which the CLI links into the task.
+    """
+
+    def __init__(
+        self,
+        train: str | list[str],
+        val: str | list[str] | None = None,
+        test: str | list[str] | None = None,
+        root: str | None = None,
+        sample_rate: int = 16000,
+        batch_size: int = 32,
+        max_batch_seconds: float | None = 200.0,
+        max_duration: float | None = 20.0,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.root = Path(root) if root else None
+        if self.root is not None and not self.root.is_dir():
+            raise SWAStreamError(f"{self.root}: no such data folder")
+        self.sources = {"train": train, "val": val, "test": test}
+        self.sample_rate, self.batch_size, self.max_batch_seconds = sample_rate, batch_size, max_batch_seconds
+        self.max_duration, self.num_workers, self.seed = max_duration, num_workers, seed
+        self.labels = list(VOCABULARY)
+        self._splits: dict[str, list[Utterance]] = {}
+
+    def _resolve(self, source: str) -> Path:
+        path = Path(source)
+        return path if self.root is None or path.is_absolute() else self.root / path
+
+    def utterances(self, split: str) -> list[Utterance]:
+        if split not in self._splits:
+            sources = self.sources[split]
+            if sources is None:
+                raise SWAStreamError(f"data.{split}: no {split} source configured")
+            sources = [sources] if isinstance(sources, str) else list(sources)
+            utts = [u for s in sources for u in read_source(self._resolve(s))]
+            if split == "train" and self.max_duration is not None:
+                utts = [u for u in utts if u.duration <= self.max_duration]
+            if not utts:
+                raise SWAStreamError(f"data.{split}: {', '.join(map(str, sources))} holds no utterances")
+            self._splits[split] = utts
+        return self._splits[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage or "", ())
+        for split in wanted:
+            if self.sources[split] is not None:
+                self.utterances(split)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        utts = self.utterances(split)
+        trainer = getattr(self, "trainer", None)
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = BucketBatchSampler(
+            [u.duration for u in utts], self.batch_size, self.max_batch_seconds, shuffle, self.seed, replicas, rank
+        )
+        return DataLoader(
+            SpeechDataset(utts, self.labels, self.sample_rate),
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0 and shuffle,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return [] if self.sources["val"] is None else self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,152 @@
+"""Greedy CTC decoding, offline for batches and as a stream with word timestamps and endpointing.
+
+The streaming decoder reads one frame at a time, so everything it decides (characters, word times, where a
+segment ends) depends only on the frame sequence, never on how the frames were chunked: a transcript is
+identical for any chunking because the model's frames are.
+
+Endpointing follows sherpa-onnx's three rules, checked after every frame. "Silence" is the run of trailing
+frames whose best label is the blank; a segment's length counts from its first frame.
+  rule 1  no speech decoded yet and trailing silence >= `silence_no_speech` s (default 2.4): start over,
+          emitting nothing;
+  rule 2  speech decoded and trailing silence >= `silence_after_speech` s (default 1.2): the segment is final;
+  rule 3  the segment reached `max_segment` s (default 20): final (or start over without speech).
+A word starts at its first character's frame and ends one frame after its last character's frame; times are
+seconds from the start of the stream (frame / frame_rate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from swa_stream.tasks.asr.text import ctc_collapse, decode
+
+
+@dataclass
+class Word:
+    word: str
+    start: float
+    end: float
+
+
+@dataclass
+class Segment:
+    """A final result: its text, its span in seconds and its words."""
+
+    text: str
+    start: float
+    end: float
+    words: list[Word]
+
+    def to_dict(self) -> dict:
+        return {"type": "final", "text": self.text, "start": round(self.start, 3), "end": round(self.end, 3),
+                "words": [{"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3)} for w in self.words]}
+
+
+@dataclass
+class EndpointConfig:
+    """Thresholds of the three endpoint rules, in seconds (see the module docstring). None disables a rule."""
+
+    silence_no_speech: float | None = 2.4
+    silence_after_speech: float | None = 1.2
+    max_segment: float | None = 20.0
+
+
+@dataclass
+class DecoderState:
+    frame: int = 0  # frames consumed
+    last: int = 0  # best label of the previous frame (0 = blank), for CTC's repeat merging
+    silence: int = 0  # trailing frames whose best label is the blank
+    segment_start: int = 0  # first frame of the current segment
+    words: list[tuple[str, int, int]] = field(default_factory=list)  # (word, first frame, last frame) finished
+    chars: str = ""  # the word being spelled
+    word_first: int = -1  # frame of its first character
+    word_last: int = -1  # frame of its last character so far
+
+
+class CTCDecoder:
+    """Streaming greedy CTC: `step(log_probs (T, V), state) -> (final segments, state)`, `flush(state)`."""
+
+    def __init__(self, labels: list[str], frame_rate: float, endpoint: EndpointConfig | None = None):
+        self.labels, self.frame_rate = list(labels), float(frame_rate)
+        self.space = self.labels.index(" ")
+        self.endpoint = endpoint or EndpointConfig(None, None, None)
+
+    def init_state(self) -> DecoderState:
+        return DecoderState()
+
+    def partial(self, state: DecoderState) -> str:
+        """The current segment's text so far, including a word still being spelled."""
+        return " ".join([w for w, _, _ in state.words] + ([state.chars] if state.chars else []))
+
+    def step(self, log_probs: torch.Tensor, state: DecoderState) -> tuple[list[Segment], DecoderState]:
+        """log_probs (T, V) (or (1, T, V)) of consecutive frames -> segments that became final, next state."""
+        if log_probs.dim() == 3:
+            log_probs = log_probs[0]
+        best = log_probs.argmax(-1).tolist()
+        state = replace(state, words=list(state.words))
+        finals = []
+        for label in best:
+            self._read(label, state)
+            segment = self._check_endpoint(state)
+            if segment is not None:
+                finals.append(segment)
+        return [s for s in finals if s.words], state
+
+    def flush(self, state: DecoderState) -> list[Segment]:
+        state = replace(state, words=list(state.words))
+        self._end_word(state)
+        segment = self._segment(state)
+        return [segment] if segment.words else []
+
+    # ---- one frame at a time ----------------------------------------------------------------------
+    def _read(self, label: int, st: DecoderState) -> None:
+        f = st.frame
+        if label != 0 and label != st.last:
+            if label == self.space:
+                self._end_word(st)
+            else:
+                if not st.chars:
+                    st.word_first = f
+                st.chars += self.labels[label]
+                st.word_last = f
+        st.silence = st.silence + 1 if label == 0 else 0
+        st.last, st.frame = label, f + 1
+
+    def _end_word(self, st: DecoderState) -> None:
+        if st.chars:
+            st.words.append((st.chars, st.word_first, st.word_last))
+        st.chars, st.word_first, st.word_last = "", -1, -1
+
+    def _check_endpoint(self, st: DecoderState) -> Segment | None:
+        rules, fps = self.endpoint, self.frame_rate
+        silence, length = st.silence / fps, (st.frame - st.segment_start) / fps
+        speech = bool(st.words or st.chars)
+        hit = (
+            (not speech and rules.silence_no_speech is not None and silence >= rules.silence_no_speech)
+            or (speech and rules.silence_after_speech is not None and silence >= rules.silence_after_speech)
+            or (rules.max_segment is not None and length >= rules.max_segment)
+        )
+        if not hit:
+            return None
+        self._end_word(st)
+        segment = self._segment(st)
+        st.words, st.segment_start, st.silence = [], st.frame, 0
+        return segment
+
+    def _segment(self, st: DecoderState) -> Segment:
+        fps = self.frame_rate
+        words = [Word(w, first / fps, (last + 1) / fps) for w, first, last in st.words]
+        if not words:
+            return Segment("", st.segment_start / fps, st.frame / fps, [])
+        return Segment(" ".join(w.word for w in words), words[0].start, words[-1].end, words)
+
+
+def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, labels: list[str]) -> list[str]:
+    """Offline batch decoding: log_probs (B, T, V), lengths (B,) -> one normalised string per row."""
+    best = log_probs.argmax(-1).cpu()
+    texts = []
+    for row, n in zip(best, lengths.tolist(), strict=True):
+        texts.append(" ".join(decode(ctc_collapse(row[:n].tolist()), labels).split()))
+    return texts

@@ -1,0 +1,155 @@
+"""ASRTask: CTC training of ASRModel, with SpecAugment, fixed feature statistics, and WER / CER."""
+
+from __future__ import annotations
+
+import random
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.text import CharErrorRate, WordErrorRate
+
+from swa_stream.config import SWAConfig
+from swa_stream.tasks.asr.audio import read_audio
+from swa_stream.tasks.asr.decoder import greedy_decode
+from swa_stream.tasks.asr.frontend import FrontendConfig
+from swa_stream.tasks.asr.model import ASRModel
+
+
+class SpecAugment(nn.Module):
+    """Masks bands of normalised log-mel features (B, F, n_mels) with 0 (the training mean), training only:
+    `freq_masks` bands of up to `freq_width` mel bins and `time_masks` spans of up to `time_width` x the
+    utterance's frames each. Spans stay short so that whole words are rarely erased."""
+
+    def __init__(self, freq_masks: int = 2, freq_width: int = 15, time_masks: int = 2, time_width: float = 0.05):
+        super().__init__()
+        self.freq_masks, self.freq_width = freq_masks, freq_width
+        self.time_masks, self.time_width = time_masks, time_width
+
+    def forward(self, feats: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        if not self.training or not (self.freq_masks or self.time_masks):
+            return feats
+        b, t, m = feats.shape
+        keep = torch.ones(b, t, m, dtype=torch.bool, device=feats.device)
+        for row, n in enumerate(frames.tolist()):
+            for _ in range(self.freq_masks):
+                width = int(torch.randint(0, min(self.freq_width, m) + 1, ()))
+                start = int(torch.randint(0, m - width + 1, ()))
+                keep[row, :, start : start + width] = False
+            for _ in range(self.time_masks):
+                width = int(torch.randint(0, int(self.time_width * n) + 1, ()))
+                start = int(torch.randint(0, max(1, n - width + 1), ()))
+                keep[row, start : start + width] = False
+        return feats * keep.to(feats.dtype)
+
+
+class ASRTask(L.LightningModule):
+    """CTC over characters. `labels` (the vocabulary) is linked from the data; `frontend` defaults to the
+    standard 80-mel, 4x frontend with the encoder's width. At the start of fit, the frontend's feature
+    statistics are estimated from `norm_utterances` training utterances (unless the model already holds
+    statistics, e.g. when resuming), so they are fixed and travel with the weights."""
+
+    def __init__(
+        self,
+        encoder: SWAConfig,
+        frontend: FrontendConfig | None = None,
+        labels: list[str] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 500,
+        end_silence_ms: float = 100.0,
+        norm_utterances: int = 300,
+        freq_masks: int = 2,
+        freq_width: int = 15,
+        time_masks: int = 2,
+        time_width: float = 0.05,
+    ):
+        super().__init__()
+        if not labels:
+            raise ValueError("labels: the vocabulary is required (the CLI links it from data.labels)")
+        self.save_hyperparameters()
+        encoder = SWAConfig.from_dict(encoder) if isinstance(encoder, dict) else encoder
+        if frontend is None:
+            frontend = FrontendConfig(d_model=encoder.d_model)
+        elif isinstance(frontend, dict):
+            frontend = FrontendConfig(**frontend)
+        self.model = ASRModel(frontend, encoder, labels, end_silence_ms)
+        self.augment = SpecAugment(freq_masks, freq_width, time_masks, time_width)
+        self.val_wer, self.val_cer = WordErrorRate(), CharErrorRate()
+        self.test_wer, self.test_cer = WordErrorRate(), CharErrorRate()
+
+    # ---- feature statistics ----------------------------------------------------------------------
+    def _norm_is_default(self) -> bool:
+        norm = self.model.frontend.norm
+        return bool((norm.mean == 0).all() and (norm.std == 1).all())
+
+    def _feature_batches(self, n: int):
+        """Log-mel features of up to n training utterances: a seeded choice, the same on every rank."""
+        dm = self.trainer.datamodule
+        logmel, rate = self.model.frontend.logmel, self.model.sample_rate
+        if hasattr(dm, "utterances"):
+            utts = dm.utterances("train")
+            for i in random.Random(0).sample(range(len(utts)), min(n, len(utts))):
+                yield logmel(read_audio(utts[i].path, rate)[None].to(self.device))
+            return
+        seen = 0
+        for batch in dm.train_dataloader():
+            yield logmel(batch["audio"].to(self.device), batch["lengths"].to(self.device))
+            seen += len(batch["lengths"])
+            if seen >= n:
+                return
+
+    def on_fit_start(self) -> None:
+        if self.hparams.norm_utterances <= 0 or not self._norm_is_default() or self.trainer.datamodule is None:
+            return
+        norm = self.model.frontend.norm
+        with torch.no_grad():
+            norm.estimate(self._feature_batches(self.hparams.norm_utterances))
+            # Ranks agree already (same seeded choice); the broadcast guards other data modules.
+            norm.mean.copy_(self.trainer.strategy.broadcast(norm.mean, src=0))
+            norm.std.copy_(self.trainer.strategy.broadcast(norm.std, src=0))
+
+    # ---- steps -----------------------------------------------------------------------------------
+    def _loss(self, batch: dict, augment: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        log_probs, out_lengths = self.model(batch["audio"], batch["lengths"], self.augment if augment else None)
+        loss = F.ctc_loss(
+            log_probs.transpose(0, 1).float(), batch["targets"], out_lengths, batch["target_lengths"],
+            blank=0, zero_infinity=True,
+        )
+        return loss, log_probs, out_lengths
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, _, _ = self._loss(batch, augment=True)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["lengths"]))
+        return loss
+
+    def _evaluate(self, batch: dict, wer, cer, prefix: str) -> None:
+        loss, log_probs, out_lengths = self._loss(batch, augment=False)
+        hyps = greedy_decode(log_probs, out_lengths, self.model.labels)
+        wer.update(hyps, batch["texts"])
+        cer.update(hyps, batch["texts"])
+        n = len(batch["lengths"])
+        self.log(f"{prefix}loss", loss, sync_dist=True, batch_size=n)
+        self.log(f"{prefix}wer", wer, prog_bar=True, batch_size=n)
+        self.log(f"{prefix}cer", cer, batch_size=n)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_wer, self.val_cer, "val/")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, self.test_wer, self.test_cer, "test/")
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = max(1, self.trainer.estimated_stepping_batches)
+        warmup = min(self.hparams.warmup_steps, total // 2)
+
+        def schedule(step: int) -> float:  # linear warm-up, then cosine decay to 5%
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.05 + 0.95 * 0.5 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item())
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

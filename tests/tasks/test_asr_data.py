@@ -1,0 +1,130 @@
+"""The ASR data readers: NeMo manifests with relative paths, the LibriSpeech layout (flac written here),
+resampling and downmixing, length-bucketed batches, and one-line errors that name the file."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from swa_stream.errors import SWAStreamError
+from swa_stream.tasks.asr.audio import read_audio, resample
+from swa_stream.tasks.asr.data import ASRDataModule, BucketBatchSampler, read_librispeech, read_manifest
+from swa_stream.tasks.asr.text import VOCABULARY, encode
+
+
+def tone(seconds: float, rate: int, freq: float = 440.0, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    x = 0.3 * np.sin(2 * np.pi * freq * t).astype(np.float32)
+    return x if channels == 1 else np.stack([x, 0.5 * x], axis=1)
+
+
+@pytest.fixture
+def manifest_dir(tmp_path):
+    (tmp_path / "audio").mkdir()
+    lines = []
+    for i, (seconds, text) in enumerate([(0.5, "One two"), (1.0, "three"), (0.7, "Four-five!"), (1.5, "six")]):
+        sf.write(tmp_path / "audio" / f"{i}.wav", tone(seconds, 16000), 16000)
+        lines.append(json.dumps({"audio_filepath": f"audio/{i}.wav", "duration": seconds, "text": text}))
+    (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "val.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    return tmp_path
+
+
+@pytest.fixture
+def librispeech(tmp_path):
+    """<spk>/<chapter>/<spk>-<chapter>-<utt>.flac plus <spk>-<chapter>.trans.txt, at 16 kHz as LibriSpeech is."""
+    root = tmp_path / "LibriSpeech" / "dev-clean"
+    for spk, chapter in ((19, 198), (26, 495)):
+        folder = root / str(spk) / str(chapter)
+        folder.mkdir(parents=True)
+        lines = []
+        for utt in range(3):
+            uid = f"{spk}-{chapter}-{utt:04d}"
+            sf.write(folder / f"{uid}.flac", tone(0.3 + 0.2 * utt, 16000, 300 + 50 * utt), 16000, format="FLAC")
+            lines.append(f"{uid} HELLO WORLD NUMBER {utt}")
+        (folder / f"{spk}-{chapter}.trans.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_manifest_paths_resolve_against_the_manifest_folder(manifest_dir, monkeypatch, tmp_path_factory):
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
+    utts = read_manifest(manifest_dir / "train.jsonl")
+    assert [u.path for u in utts] == [manifest_dir / "audio" / f"{i}.wav" for i in range(4)]
+    assert [u.duration for u in utts] == [0.5, 1.0, 0.7, 1.5]
+
+
+def test_librispeech_layout(librispeech):
+    utts = read_librispeech(librispeech)
+    assert len(utts) == 6 and utts[0].text == "HELLO WORLD NUMBER 0"
+    assert utts[0].path.suffix == ".flac" and utts[2].duration == pytest.approx(0.7)
+
+
+def test_datamodule_batches_librispeech_and_manifests(librispeech, manifest_dir):
+    dm = ASRDataModule(train=str(manifest_dir / "train.jsonl"), val=str(librispeech), batch_size=4)
+    assert dm.labels == VOCABULARY
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["audio"].shape[0] == 4 and batch["lengths"].max() == batch["audio"].shape[1]
+    assert batch["texts"][0] == "hello world number"  # the digit is not in the vocabulary
+    row = batch["targets"][0, : batch["target_lengths"][0]].tolist()
+    assert row == encode("hello world number")
+
+
+def test_root_makes_sources_relative(manifest_dir):
+    dm = ASRDataModule(train="train.jsonl", val="val.jsonl", root=str(manifest_dir), batch_size=2)
+    texts = [t for b in dm.train_dataloader() for t in b["texts"]]
+    assert sorted(texts) == ["four five", "one two", "six", "three"]
+
+
+def test_audio_is_resampled_and_downmixed(tmp_path):
+    x = tone(1.0, 44100, channels=2)
+    sf.write(tmp_path / "stereo.flac", x, 44100, format="FLAC")
+    audio = read_audio(tmp_path / "stereo.flac", 16000)
+    expected = resample(torch.from_numpy(sf.read(tmp_path / "stereo.flac", dtype="float32")[0].mean(1)), 44100, 16000)
+    assert audio.shape == (16000,)
+    torch.testing.assert_close(audio, expected)
+    sf.write(tmp_path / "mono8k.ogg", tone(0.5, 8000), 8000, format="OGG")
+    assert read_audio(tmp_path / "mono8k.ogg", 16000).shape == (8000,)
+
+
+@pytest.mark.parametrize("content, message", [(None, "no such audio file"), (b"", "cannot read audio"),
+                                              (b"RIFF....WAVEfmt garbage", "cannot read audio")])
+def test_bad_audio_is_one_line_naming_the_file(tmp_path, content, message):
+    path = tmp_path / "bad.wav"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(SWAStreamError, match=message) as err:
+        read_audio(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_bad_manifest_line_names_file_and_line(tmp_path):
+    (tmp_path / "m.jsonl").write_text('{"audio_filepath": "a.wav", "duration": 1, "text": "x"}\n{"text": "y"}\n')
+    with pytest.raises(SWAStreamError, match=r"m.jsonl: line 2: expected a JSON object"):
+        read_manifest(tmp_path / "m.jsonl")
+
+
+def test_missing_librispeech_flac_is_named(librispeech):
+    victim = next(librispeech.rglob("*.flac"))
+    victim.unlink()
+    with pytest.raises(SWAStreamError, match=f"{victim.name} is missing"):
+        read_librispeech(librispeech)
+
+
+def test_buckets_group_similar_durations_and_respect_limits():
+    rng = np.random.default_rng(0)
+    durations = list(rng.uniform(0.5, 10.0, 200))
+    sampler = BucketBatchSampler(durations, batch_size=16, max_batch_seconds=60.0, seed=1)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(200))
+    for b in batches:
+        ds = [durations[i] for i in b]
+        assert len(b) <= 16 and (len(b) == 1 or max(ds) * len(b) <= 60.0)
+        assert max(ds) - min(ds) < 1.5  # neighbours in sorted order (16 of 200 span ~0.8 s), up to +-5% jitter
+    padded = sum(max(durations[i] for i in b) * len(b) for b in batches)
+    assert padded < 1.1 * sum(durations)  # little padding, which is what bucketing is for
+    sampler.set_epoch(1)
+    assert list(sampler) != batches  # a new order each epoch
+    ranks = [BucketBatchSampler(durations, 16, 60.0, seed=1, num_replicas=2, rank=r) for r in (0, 1)]
+    assert len(list(ranks[0])) == len(list(ranks[1])) == len(ranks[0]) >= len(batches) / 2
