@@ -158,6 +158,33 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot(rows: list[dict], path: str) -> None:
+    """Time and peak memory of the forward pass against N, log-log, one line per method and window."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
+    styles = {"ours": "-", "flex": "--", "dense": ":"}
+    for (method, keys) in sorted({(r["method"], r["keys"]) for r in rows}):
+        pts = sorted((r["n"], r["fwd"]) for r in rows if r["method"] == method and r["keys"] == keys)
+        label = f"{method}, {keys} keys"
+        ax_t.plot([n for n, _ in pts], [f["median_s"] * 1e3 for _, f in pts], styles[method], marker="o", label=label)
+        ax_m.plot([n for n, _ in pts], [max(f["peak_mib"], 0.5) for _, f in pts], styles[method], marker="o",
+                  label=label)
+    for ax, title in ((ax_t, "forward time (ms)"), (ax_m, "forward peak memory (MiB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length N")
+        ax.set_title(title)
+        ax.grid(alpha=0.3, which="both")
+    ax_m.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[4096, 16384, 65536], help="sequence lengths N")
@@ -170,7 +197,15 @@ def main() -> None:
     parser.add_argument("--no-flex", action="store_true", help="skip FlexAttention (its compile takes seconds)")
     parser.add_argument("--quick", action="store_true", help="one small configuration, two repeats")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--plot", help="draw time and memory against N (log-log) into this PNG")
+    parser.add_argument("--from-json", help="skip measuring: print and plot the rows of an earlier --json")
     args = parser.parse_args()
+    if args.from_json:
+        rows = json.loads(open(args.from_json).read())["rows"]
+        print(markdown(rows))
+        if args.plot:
+            plot(rows, args.plot)
+        return
     if args.quick:
         args.sizes, args.windows, args.repeats = [1024], [128], 2
     if args.threads:
@@ -192,6 +227,8 @@ def main() -> None:
         }
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=2)
+    if args.plot:
+        plot(rows, args.plot)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def streamed(model: DNAModel, tokens: np.ndarray, chunk: int) -> tuple[np.ndarra
 def stitched(model: DNAModel, tokens: np.ndarray, window: int, overlap: int) -> tuple[np.ndarray, np.ndarray]:
     """Overlapping windows run offline; each keeps its middle (half the overlap trimmed on each inner side)."""
     step, half, n = window - overlap, overlap // 2, len(tokens)
-    track, pooled = np.empty(n, dtype=np.float32), None
+    track, maximum, total = np.empty(n, dtype=np.float32), None, 0.0
     for start in range(0, max(1, n - overlap), step):
         stop = min(n, start + window)
         x = torch.from_numpy(tokens[start:stop].astype(np.int64))[None]
@@ -50,11 +50,12 @@ def stitched(model: DNAModel, tokens: np.ndarray, window: int, overlap: int) -> 
         keep_lo = 0 if start == 0 else half
         keep_hi = stop - start if stop == n else stop - start - half
         track[start + keep_lo : start + keep_hi] = torch.sigmoid(model.track_head(h))[0, keep_lo:keep_hi, 0].numpy()
-        features = model._pool_features(h[:, keep_lo:keep_hi]).amax(dim=1)
-        pooled = features if pooled is None else torch.maximum(pooled, features)
+        features = model._pool_features(h[:, keep_lo:keep_hi])
+        maximum = features.amax(dim=1) if maximum is None else torch.maximum(maximum, features.amax(dim=1))
+        total = total + features.sum(dim=1, dtype=torch.float64)
         if stop == n:
             break
-    return torch.softmax(model.class_head(pooled)[0], -1).numpy(), track
+    return torch.softmax(model._classify(maximum, total / n)[0], -1).numpy(), track
 
 
 def timed(fn, *args):

@@ -60,11 +60,11 @@ class SWABlock(nn.Module):
         queries = torch.cat([st.pending_q, q], dim=2)  # positions b-R .. b+t-1
         resid = torch.cat([st.pending_x, x], dim=1)
         y = self._answer(queries[:, :, :t], resid[:, :t], st, k, v, b, stream_start)
-        new = LayerState(
+        new = LayerState(  # clones: a view would keep this whole chunk alive inside the state
             k=ring_write(st.k, k, end=b + t),
             v=ring_write(st.v, v, end=b + t),
-            pending_x=resid[:, t:],
-            pending_q=queries[:, :, t:],
+            pending_x=resid[:, t:].clone(),
+            pending_q=queries[:, :, t:].clone(),
         )
         return y, new
 

@@ -15,6 +15,7 @@ from swa_stream.tasks.asr.audio import read_audio
 from swa_stream.tasks.asr.decoder import greedy_decode
 from swa_stream.tasks.asr.frontend import FrontendConfig
 from swa_stream.tasks.asr.model import ASRModel
+from swa_stream.tasks.optim import adamw_warmup_cosine
 
 
 class SpecAugment(nn.Module):
@@ -141,15 +142,4 @@ class ASRTask(L.LightningModule):
         self._evaluate(batch, self.test_wer, self.test_cer, "test/")
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        total = max(1, self.trainer.estimated_stepping_batches)
-        warmup = min(self.hparams.warmup_steps, total // 2)
-
-        def schedule(step: int) -> float:  # linear warm-up, then cosine decay to 5%
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return 0.05 + 0.95 * 0.5 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item())
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_warmup_cosine(self, self.hparams.lr, self.hparams.weight_decay, self.hparams.warmup_steps)
