@@ -24,6 +24,7 @@ from swa_stream.kernels.triton_swa import (
     _configs,
     _last_dim_contiguous,
     _mma,
+    _online_softmax,
     _prune,
     _visible,
 )
@@ -58,16 +59,7 @@ def _ring_inner(acc, l_i, m_i, q, KR, VR, KN, VN, stride_krn, stride_vrn, stride
         s = _mma(q, kt, None, PREC) * qk_scale
         if MASKED:
             s = tl.where(_visible(offs_m[:, None], offs_n[None, :], 0, n_ring, k_start, k_end), s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        if MASKED:  # a row that has seen nothing yet keeps m = -inf; shift by 0 so exp2 gives 0, not NaN
-            m_new_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        else:
-            m_new_safe = m_new
-        p = tl.math.exp2(s - m_new_safe[:, None])
-        alpha = tl.math.exp2(m_i - m_new_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = _mma(p.to(v.dtype), v, acc * alpha[:, None], PREC)
-        m_i = m_new
+        acc, l_i, m_i = _online_softmax(acc, l_i, m_i, s, v, MASKED, PREC)
     return acc, l_i, m_i
 
 

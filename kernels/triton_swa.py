@@ -61,6 +61,21 @@ def _visible(i, j, band_lo, band_hi, k_start, k_end):
 
 # ---- forward ------------------------------------------------------------------------------------------
 @triton.jit
+def _online_softmax(acc, l_i, m_i, s, v, MASKED: tl.constexpr, PREC: tl.constexpr):
+    """Fold one block of scores s (log2 units) and values v into the running max, sum and output."""
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    if MASKED:  # a row that has seen nothing yet keeps m = -inf; shift by 0 so exp2 gives 0, not NaN
+        m_new_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    else:
+        m_new_safe = m_new
+    p = tl.math.exp2(s - m_new_safe[:, None])
+    alpha = tl.math.exp2(m_i - m_new_safe)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = _mma(p.to(v.dtype), v, acc * alpha[:, None], PREC)
+    return acc, l_i, m_new
+
+
+@triton.jit
 def _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_vn, offs_m, offs_d, lo, hi,
                band_lo, band_hi, k_start, k_end, qk_scale,
                MASKED: tl.constexpr, BLOCK_N: tl.constexpr, PREC: tl.constexpr):
@@ -75,16 +90,7 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_vn, offs_m, offs_d, lo,
         s = _mma(q, kt, None, PREC) * qk_scale
         if MASKED:
             s = tl.where(_visible(offs_m[:, None], offs_n[None, :], band_lo, band_hi, k_start, k_end), s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        if MASKED:  # a row that has seen nothing yet keeps m = -inf; shift by 0 so exp2 gives 0, not NaN
-            m_new_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        else:
-            m_new_safe = m_new
-        p = tl.math.exp2(s - m_new_safe[:, None])
-        alpha = tl.math.exp2(m_i - m_new_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = _mma(p.to(v.dtype), v, acc * alpha[:, None], PREC)
-        m_i = m_new
+        acc, l_i, m_i = _online_softmax(acc, l_i, m_i, s, v, MASKED, PREC)
     return acc, l_i, m_i
 
 
