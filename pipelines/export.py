@@ -20,8 +20,10 @@ def _dna(hparams: dict, weights: dict):
 
     encoder = hparams["encoder"]  # a dict when LightningCLI built the task, else the dataclass
     encoder = SWAConfig.from_dict(encoder) if isinstance(encoder, dict) else encoder
-    model = DNAModel(encoder, hparams["labels"])
-    config = {"encoder": encoder.to_dict(), "classes": model.classes, "tracks": model.tracks}
+    stem_kernel = hparams.get("stem_kernel", 0)
+    model = DNAModel(encoder, hparams["labels"], stem_kernel=stem_kernel)
+    config = {"encoder": encoder.to_dict(), "classes": model.classes, "tracks": model.tracks,
+              "stem_kernel": stem_kernel}
     return model, "dna", config
 
 

@@ -22,7 +22,8 @@ def load_dna_model(directory: str | Path | None = None):
     directory = Path(directory) if directory else default_model_dir("dna")
     config, weights = load_bundle(directory, kind="dna")
     try:
-        model = DNAModel(SWAConfig.from_dict(config["encoder"]), config["classes"], config.get("tracks"))
+        model = DNAModel(SWAConfig.from_dict(config["encoder"]), config["classes"], config.get("tracks"),
+                         stem_kernel=config.get("stem_kernel", 0))
     except (ConfigError, KeyError, TypeError, ValueError) as err:
         raise SWAStreamError(f"{directory / 'config.json'}: {err}") from None
     return load_weights(model, weights, directory / "model.safetensors").eval()

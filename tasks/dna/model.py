@@ -24,7 +24,56 @@ from swa_stream.tasks.dna.tokenizer import ALPHABET, reverse_complement
 
 
 @dataclass
+class StemState:
+    held: torch.Tensor  # (B, kernel - 1, d) the newest inputs, left-aligned; `count` of them are valid
+    count: int
+
+
+class ConvStem(nn.Module):
+    """x + GELU(centred Conv1d(x)) over (B, T, d): a short-range motif detector in front of attention,
+    which on its own learns a 10 bp motif very slowly. The kernel is centred (k // 2 positions each side),
+    so streaming holds back k // 2 positions and carries the newest k - 1 inputs; the end of a stream is
+    padded with zeros exactly as offline pads the end of a sequence."""
+
+    def __init__(self, d_model: int, kernel: int):
+        super().__init__()
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"stem_kernel: must be odd and >= 1, got {kernel}")
+        self.kernel, self.half = kernel, kernel // 2
+        self.conv = nn.Conv1d(d_model, d_model, kernel)
+
+    def _valid(self, buf: torch.Tensor) -> torch.Tensor:
+        """Outputs for every full window of buf (B, n, d): (B, n - k + 1, d), centred on buf[k//2 ..]."""
+        if buf.shape[1] < self.kernel:
+            return buf[:, :0]
+        y = F.gelu(self.conv(buf.transpose(1, 2)).transpose(1, 2))
+        return buf[:, self.half : buf.shape[1] - self.half] + y
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if lengths is not None:  # positions past a length must look like the zero padding of a stream's end
+            valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths.to(x.device)[:, None]
+            x = x * valid[..., None].to(x.dtype)
+        return self._valid(F.pad(x, (0, 0, self.half, self.half)))
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> StemState:
+        held = torch.zeros(batch_size, self.kernel - 1, self.conv.in_channels, device=device, dtype=dtype)
+        return StemState(held, self.half)  # the offline left padding: k // 2 zeros
+
+    def step(self, x: torch.Tensor, state: StemState) -> tuple[torch.Tensor, StemState]:
+        buf = torch.cat([state.held[:, : state.count], x], dim=1)
+        y = self._valid(buf)
+        rest = buf[:, buf.shape[1] - min(buf.shape[1], self.kernel - 1) :]
+        return y, StemState(F.pad(rest, (0, 0, 0, self.kernel - 1 - rest.shape[1])), rest.shape[1])
+
+    def flush(self, state: StemState) -> torch.Tensor:
+        tail = state.held.new_zeros(state.held.shape[0], self.half, state.held.shape[2])
+        y, _ = self.step(tail, state)
+        return y
+
+
+@dataclass
 class DNAState:
+    stem: StemState | None
     encoder: StreamState
     pooled: torch.Tensor  # (B, d_model) running max of the pooled projection; -inf before any position
     total: torch.Tensor  # (B, d_model) float64 running sum of the pooled projection
@@ -34,13 +83,16 @@ class DNAState:
 class DNAModel(nn.Module):
     """tokens (B, T) in 0..4 -> (class logits (B, n_classes), track logits (B, T, n_tracks))."""
 
-    def __init__(self, encoder: SWAConfig, classes: list[str], tracks: list[str] | None = None):
+    def __init__(
+        self, encoder: SWAConfig, classes: list[str], tracks: list[str] | None = None, stem_kernel: int = 0
+    ):
         super().__init__()
         if len(classes) < 2:
             raise ValueError(f"classes: need at least two class names, got {classes!r}")
         self.classes, self.tracks = list(classes), list(tracks or ["signal"])
         d = encoder.d_model
         self.embed = nn.Embedding(len(ALPHABET), d)
+        self.stem = ConvStem(d, stem_kernel) if stem_kernel else None
         self.encoder = SWAEncoder(encoder)
         self.track_head = nn.Linear(d, len(self.tracks))
         self.pool_proj = nn.Linear(d, d)
@@ -59,7 +111,10 @@ class DNAModel(nn.Module):
         return self.class_head(torch.cat([maximum, mean.to(maximum.dtype)], dim=-1))
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None):
-        h = self.encoder(self.embed(tokens), lengths)
+        x = self.embed(tokens)
+        if self.stem is not None:
+            x = self.stem(x, lengths)
+        h = self.encoder(x, lengths)
         features = self._pool_features(h)
         batch, length = tokens.shape
         lengths = torch.full((batch,), length, device=tokens.device) if lengths is None else lengths.to(tokens.device)
@@ -76,25 +131,35 @@ class DNAModel(nn.Module):
         ref = self.class_head.weight
         pooled = torch.full((batch_size, self.cfg.d_model), float("-inf"), device=ref.device, dtype=ref.dtype)
         total = torch.zeros((batch_size, self.cfg.d_model), device=ref.device, dtype=torch.float64)
-        return DNAState(self.encoder.init_state(batch_size, start_position), pooled, total, 0)
+        stem = None if self.stem is None else self.stem.init_state(batch_size, ref.device, ref.dtype)
+        return DNAState(stem, self.encoder.init_state(batch_size, start_position), pooled, total, 0)
 
-    def _absorb(self, h: torch.Tensor, state: DNAState, encoder_state: StreamState):
+    def _absorb(self, h: torch.Tensor, state: DNAState, stem_state: StemState | None, encoder_state: StreamState):
         pooled, total = state.pooled, state.total
         if h.shape[1]:
             features = self._pool_features(h)
             pooled = torch.maximum(pooled, features.amax(dim=1))
             total = total + features.sum(dim=1, dtype=torch.float64)
-        return self.track_head(h), DNAState(encoder_state, pooled, total, state.seen + h.shape[1])
+        return self.track_head(h), DNAState(stem_state, encoder_state, pooled, total, state.seen + h.shape[1])
 
     def step(self, tokens: torch.Tensor, state: DNAState) -> tuple[torch.Tensor, DNAState]:
         """tokens (B, t) -> track logits of the positions that became final, next state."""
-        h, encoder_state = self.encoder.step(self.embed(tokens), state.encoder)
-        return self._absorb(h, state, encoder_state)
+        x, stem_state = self.embed(tokens), state.stem
+        if self.stem is not None:
+            x, stem_state = self.stem.step(x, state.stem)
+        h, encoder_state = self.encoder.step(x, state.encoder)
+        return self._absorb(h, state, stem_state, encoder_state)
 
     def flush(self, state: DNAState) -> tuple[torch.Tensor, torch.Tensor]:
         """End of record -> (track logits of the held-back tail, class logits of the whole record)."""
-        h = self.encoder.flush(state.encoder)
-        tracks, state = self._absorb(h, state, state.encoder)
+        encoder_state = state.encoder
+        if self.stem is not None:  # the stem's held-back positions go through the encoder first
+            h, encoder_state = self.encoder.step(self.stem.flush(state.stem), encoder_state)
+            tracks_before, state = self._absorb(h, state, None, encoder_state)
+        h = self.encoder.flush(encoder_state)
+        tracks, state = self._absorb(h, state, None, encoder_state)
+        if self.stem is not None:
+            tracks = torch.cat([tracks_before, tracks], dim=1)
         return tracks, self._classify(state.pooled, state.total / max(1, state.seen))
 
 

@@ -15,7 +15,8 @@ from swa_stream.tasks.optim import adamw_warmup_cosine
 
 class GenomicsTask(L.LightningModule):
     """Cross-entropy on the record's class, plus `track_weight` x binary cross-entropy on the
-    per-position track where the data provides one. `labels` (class names) is linked from the data."""
+    per-position track where the data provides one. `labels` (class names) is linked from the data;
+    `stem_kernel` is the width of the convolutional stem in front of the encoder (0: none)."""
 
     def __init__(
         self,
@@ -25,12 +26,13 @@ class GenomicsTask(L.LightningModule):
         weight_decay: float = 0.01,
         warmup_steps: int = 100,
         track_weight: float = 0.2,
+        stem_kernel: int = 9,
     ):
         super().__init__()
         if not labels:
             raise ValueError("labels: the class names are required (the CLI links them from data.labels)")
         self.save_hyperparameters()
-        self.model = DNAModel(encoder, labels)
+        self.model = DNAModel(encoder, labels, stem_kernel=stem_kernel)
         n = len(labels)
 
         def metrics(prefix: str) -> MetricCollection:

@@ -11,10 +11,11 @@ from swa_stream.tasks.dna.model import DNAModel, score_record, stream_record
 from swa_stream.tasks.dna.tokenizer import reverse_complement
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=[0, 5], ids=["no-stem", "conv-stem-5"])
+def model(request):
     torch.manual_seed(0)
-    return DNAModel(SWAConfig(d_model=16, n_heads=2, n_layers=2, window=(6, 6)), ["a", "b", "c"]).eval()
+    cfg = SWAConfig(d_model=16, n_heads=2, n_layers=2, window=(6, 6))
+    return DNAModel(cfg, ["a", "b", "c"], stem_kernel=request.param).eval()
 
 
 @settings(deadline=None, max_examples=15)
