@@ -46,7 +46,7 @@ def stitched(model: DNAModel, tokens: np.ndarray, window: int, overlap: int) -> 
     for start in range(0, max(1, n - overlap), step):
         stop = min(n, start + window)
         x = torch.from_numpy(tokens[start:stop].astype(np.int64))[None]
-        h = model.encoder(model.embed(x))
+        h = model.encode(x)
         keep_lo = 0 if start == 0 else half
         keep_hi = stop - start if stop == n else stop - start - half
         track[start + keep_lo : start + keep_hi] = torch.sigmoid(model.track_head(h))[0, keep_lo:keep_hi, 0].numpy()
@@ -88,11 +88,12 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=1 << 14)
     parser.add_argument("--overlaps", type=int, nargs="+", default=[64, 256, 512])
     parser.add_argument("--memory", type=int, nargs=2, default=[2_000_000, 8_000_000], metavar=("SMALL", "LARGE"))
+    parser.add_argument("--skip-memory", action="store_true", help="only time streaming against stitching")
     parser.add_argument("--json")
     args = parser.parse_args()
 
     model = load_dna_model(args.model)
-    field = model.cfg.receptive_field()
+    field = model.receptive_field()
     tokens = genome(args.length)
     t_stream, (p_stream, track_stream) = timed(streamed, model, tokens, args.chunk)
     rows = [{"method": f"exact streaming (chunk {args.chunk})", "seconds": t_stream,
@@ -103,7 +104,7 @@ def main() -> None:
                      "kbp_per_s": args.length / t / 1e3,
                      "max_track_diff": float(np.abs(track - track_stream).max()),
                      "class_prob_diff": float(np.abs(p - p_stream).max())})
-    rss = {n: peak_rss_mb(args.model, n, args.chunk) for n in args.memory}
+    rss = {} if args.skip_memory else {n: peak_rss_mb(args.model, n, args.chunk) for n in args.memory}
 
     print(f"model {args.model}: receptive field {field} positions; record {args.length:,} bp; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
@@ -113,8 +114,9 @@ def main() -> None:
         print(f"| {r['method']} | {r['seconds']:.2f} | {r['kbp_per_s']:.0f} | {r['max_track_diff']:.2e} | "
               f"{r['class_prob_diff']:.2e} |")
     small, large = args.memory
-    print(f"\npeak RSS of score-fasta: {rss[small]:.0f} MB for {small:,} bp, {rss[large]:.0f} MB for "
-          f"{large:,} bp: ratio {rss[large] / rss[small]:.2f}")
+    if rss:
+        print(f"\npeak RSS of score-fasta: {rss[small]:.0f} MB for {small:,} bp, {rss[large]:.0f} MB for "
+              f"{large:,} bp: ratio {rss[large] / rss[small]:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "peak_rss_mb": rss, "length": args.length}, indent=2))
 

@@ -110,11 +110,21 @@ class DNAModel(nn.Module):
         maximum = torch.where(torch.isinf(maximum), torch.zeros_like(maximum), maximum)
         return self.class_head(torch.cat([maximum, mean.to(maximum.dtype)], dim=-1))
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None):
+    def encode(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (B, T) -> encoder output (B, T, d_model), offline."""
         x = self.embed(tokens)
         if self.stem is not None:
             x = self.stem(x, lengths)
-        h = self.encoder(x, lengths)
+        return self.encoder(x, lengths)
+
+    def receptive_field(self) -> tuple[int, int]:
+        """(left, right) bases reaching each output: the stem's half width plus the encoder's field."""
+        left, right = self.encoder.receptive_field()
+        half = 0 if self.stem is None else self.stem.half
+        return left + half, right + half
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None):
+        h = self.encode(tokens, lengths)
         features = self._pool_features(h)
         batch, length = tokens.shape
         lengths = torch.full((batch,), length, device=tokens.device) if lengths is None else lengths.to(tokens.device)
