@@ -19,12 +19,12 @@ Window = tuple[int, int]
 ROPE_PERIOD = 1 << 24
 
 
-def _is_int(v) -> bool:
+def is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _pair(value, where: str) -> Window:
-    if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(_is_int(v) for v in value):
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(is_int(v) for v in value):
         raise ConfigError(f"{where}: expected a (left, right) pair of integers, got {value!r}")
     left, right = value
     if left < 0 or right < 0:
@@ -57,7 +57,7 @@ class SWAConfig:
     def __post_init__(self) -> None:
         for name in ("d_model", "n_heads", "n_layers"):
             value = getattr(self, name)
-            if not _is_int(value) or value <= 0:
+            if not is_int(value) or value <= 0:
                 raise ConfigError(f"{name}: must be a positive integer, got {value!r}")
         if self.d_model % self.n_heads:
             raise ConfigError(
@@ -67,7 +67,7 @@ class SWAConfig:
             raise ConfigError(
                 f"d_model: head size d_model / n_heads = {self.head_dim} must be even for rotary positions"
             )
-        if self.d_ff is not None and (not _is_int(self.d_ff) or self.d_ff <= 0):
+        if self.d_ff is not None and (not is_int(self.d_ff) or self.d_ff <= 0):
             raise ConfigError(f"d_ff: must be a positive integer or null, got {self.d_ff!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout: must be in [0, 1), got {self.dropout!r}")
@@ -82,7 +82,7 @@ class SWAConfig:
     def _normalise_window(self) -> None:
         """Store `window` as one tuple pair, or as a list of tuple pairs of length n_layers."""
         w = self.window
-        is_single = isinstance(w, (list, tuple)) and len(w) == 2 and all(_is_int(v) for v in w)
+        is_single = isinstance(w, (list, tuple)) and len(w) == 2 and all(is_int(v) for v in w)
         if is_single:
             self.window = _pair(w, "window")
             return

@@ -20,6 +20,7 @@ from torch import nn
 from swa_stream.attention import SWAAttention
 from swa_stream.config import SWAConfig
 from swa_stream.kernels.ring import ring_write
+from swa_stream.lengths import zero_past
 from swa_stream.state import LayerState, StreamState
 
 
@@ -92,10 +93,7 @@ class SWAEncoder(nn.Module):
         for block in self.blocks:
             x = block(x, lengths)
         y = self.norm(x)
-        if lengths is not None:
-            valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths.to(x.device)[:, None]
-            y = y * valid[..., None].to(y.dtype)
-        return y
+        return y if lengths is None else zero_past(y, lengths)
 
     # ---- streaming -----------------------------------------------------------------------------
     def init_state(

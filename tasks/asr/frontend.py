@@ -24,11 +24,9 @@ import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
+from swa_stream.config import is_int
 from swa_stream.errors import ConfigError
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+from swa_stream.lengths import length_mask, zero_past
 
 
 def _samples(cfg: FrontendConfig, field: str) -> int:
@@ -57,10 +55,10 @@ class FrontendConfig:
     def __post_init__(self) -> None:
         for name in ("sample_rate", "n_mels", "d_model", "conv_channels"):
             value = getattr(self, name)
-            if not _is_int(value) or value <= 0:
+            if not is_int(value) or value <= 0:
                 raise ConfigError(f"{name}: must be a positive integer, got {value!r}")
         s = self.subsampling
-        if not _is_int(s) or s < 2 or s & (s - 1):
+        if not is_int(s) or s < 2 or s & (s - 1):
             raise ConfigError(f"subsampling: must be a power of two >= 2 (one stride-2 conv per factor 2), got {s!r}")
         # A hop longer than the window would skip samples, and the stream buffer would have to discard them.
         if self.hop_samples > self.win_samples:
@@ -121,7 +119,7 @@ class LogMel(nn.Module):
         if lengths is None:
             return y
         frames = self.frame_lengths(lengths.to(x.device))
-        return _mask(y, frames), frames
+        return zero_past(y, frames), frames
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> LogMelState:
         ref = self.mel.spectrogram.window
@@ -167,7 +165,7 @@ class FeatureNorm(nn.Module):
             feats, lengths = batch if isinstance(batch, (tuple, list)) else (batch, None)
             feats = feats.to(device=s1.device, dtype=torch.float64)
             if lengths is not None:
-                feats = feats[torch.arange(feats.shape[1], device=s1.device)[None, :] < lengths.to(s1.device)[:, None]]
+                feats = feats[length_mask(lengths.to(s1.device), feats.shape[1])]
             feats = feats.reshape(-1, feats.shape[-1])
             total, s1, s2 = total + feats.shape[0], s1 + feats.sum(0), s2 + (feats * feats).sum(0)
         if total == 0:
@@ -253,7 +251,7 @@ class ConvSubsampling(nn.Module):
         if lengths is None:
             return y
         out_lengths = self.output_lengths(lengths.to(x.device))
-        return _mask(y, out_lengths), out_lengths
+        return zero_past(y, out_lengths), out_lengths
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> ConvState:
         ref = self.out.weight
@@ -276,11 +274,6 @@ class ConvSubsampling(nn.Module):
     def flush(self, state: ConvState) -> torch.Tensor:
         """(B, 0, d_model): the held frames never complete a block, and offline drops them too."""
         return self.out.weight.new_zeros(state.held[0].shape[0], 0, self.out.out_features)
-
-
-def _mask(y: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    valid = torch.arange(y.shape[1], device=y.device)[None, :] < lengths[:, None]
-    return y * valid[..., None].to(y.dtype)
 
 
 # ---- the whole frontend ---------------------------------------------------------------------------
@@ -325,7 +318,7 @@ class Frontend(nn.Module):
         if lengths is None:
             return y
         out_lengths = self.output_lengths(lengths.to(audio.device))
-        return _mask(y, out_lengths), out_lengths
+        return zero_past(y, out_lengths), out_lengths
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> FrontendState:
         return FrontendState(

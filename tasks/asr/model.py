@@ -20,6 +20,7 @@ from torch import nn
 from swa_stream.config import SWAConfig
 from swa_stream.encoder import SWAEncoder
 from swa_stream.errors import ConfigError
+from swa_stream.lengths import zero_past
 from swa_stream.state import StreamState
 from swa_stream.tasks.asr.frontend import Frontend, FrontendConfig, FrontendState
 from swa_stream.tasks.asr.text import check_labels
@@ -80,8 +81,7 @@ class ASRModel(nn.Module):
 
     def pad_end(self, audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Zero everything past each row's length, then append `end_padding` zeros to every row."""
-        valid = torch.arange(audio.shape[1], device=audio.device)[None, :] < lengths[:, None]
-        return F.pad(audio * valid.to(audio.dtype), (0, self.end_padding)), lengths + self.end_padding
+        return F.pad(zero_past(audio, lengths), (0, self.end_padding)), lengths + self.end_padding
 
     def forward(
         self, audio: torch.Tensor, lengths: torch.Tensor | None = None, augment: FeatureAugment | None = None

@@ -19,6 +19,7 @@ from torch import nn
 
 from swa_stream.config import SWAConfig
 from swa_stream.encoder import SWAEncoder
+from swa_stream.lengths import length_mask, zero_past
 from swa_stream.state import StreamState
 from swa_stream.tasks.dna.tokenizer import ALPHABET, reverse_complement
 
@@ -51,8 +52,7 @@ class ConvStem(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if lengths is not None:  # positions past a length must look like the zero padding of a stream's end
-            valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths.to(x.device)[:, None]
-            x = x * valid[..., None].to(x.dtype)
+            x = zero_past(x, lengths)
         return self._valid(F.pad(x, (0, 0, self.half, self.half)))
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> StemState:
@@ -128,7 +128,7 @@ class DNAModel(nn.Module):
         features = self._pool_features(h)
         batch, length = tokens.shape
         lengths = torch.full((batch,), length, device=tokens.device) if lengths is None else lengths.to(tokens.device)
-        valid = (torch.arange(length, device=tokens.device)[None, :] < lengths[:, None])[..., None]
+        valid = length_mask(lengths, length)[..., None]
         if length:
             maximum = features.masked_fill(~valid, float("-inf")).amax(dim=1)
         else:

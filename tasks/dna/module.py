@@ -9,6 +9,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, MulticlassMatthewsCorrCoef
 
 from swa_stream.config import SWAConfig
+from swa_stream.lengths import length_mask
 from swa_stream.tasks.dna.model import DNAModel
 from swa_stream.tasks.optim import adamw_warmup_cosine
 
@@ -50,7 +51,7 @@ class GenomicsTask(L.LightningModule):
     def _losses(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         class_logits, track_logits = self.model(batch["tokens"], batch["lengths"])
         loss = F.cross_entropy(class_logits, batch["labels"])
-        valid = torch.arange(batch["tokens"].shape[1], device=self.device)[None, :] < batch["lengths"][:, None]
+        valid = length_mask(batch["lengths"], batch["tokens"].shape[1])
         valid = valid & batch["has_track"][:, None]
         if valid.any():
             track_loss = F.binary_cross_entropy_with_logits(track_logits[..., 0][valid], batch["track"][valid])
