@@ -24,7 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     info = commands.add_parser("info", help="receptive field, latency, state size and cost of a config")
-    info.add_argument("--config", required=True, help="YAML file with an encoder section (SWAConfig fields)")
+    source = info.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="YAML file with an encoder section (SWAConfig fields) or a task config")
+    source.add_argument("--model", metavar="DIR", help="a model bundle (e.g. one made by swa-stream export)")
+    info.add_argument("--chunk-ms", type=float, default=160.0, help="speech chunk for the latency line (default 160)")
     info.add_argument("--plot", metavar="PNG", help="draw the receptive field layer by layer")
 
     demo = commands.add_parser("demo", help="show the bundled configs and check streaming == offline")
@@ -37,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--n-train", type=int, default=8000)
     data.add_argument("--n-val", type=int, default=1000)
     data.add_argument("--n-test", type=int, default=1000)
-    data.add_argument("--length", type=int, default=1024, help="bases per DNA record")
+    data.add_argument("--length", type=int, default=768, help="bases per DNA record")
     data.add_argument("--seed", type=int, default=0)
     data.add_argument("--jobs", type=int, default=0, help="worker processes for asr (default: all cores)")
 
@@ -103,7 +106,7 @@ def _dispatch(args: argparse.Namespace) -> None:
     if args.command == "info":
         from swa_stream.pipelines import info
 
-        info.run(args.config, args.plot)
+        info.run(args.config, args.plot, model=args.model, chunk_ms=args.chunk_ms)
     elif args.command == "demo":
         from swa_stream.pipelines import demo
 

@@ -24,12 +24,9 @@ def _find_encoder_sections(node, path=()):
             yield from _find_encoder_sections(value, path + (str(i),))
 
 
-def load_encoder_config(path: str | Path) -> SWAConfig:
-    """Read the encoder section of a YAML file: SWAConfig fields at the top level, or one mapping with
-    d_model, n_heads, n_layers and window anywhere inside (e.g. a LightningCLI `model.init_args.encoder`)."""
-    path = Path(path)
+def _read_yaml(path: Path):
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise SWAStreamError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as err:
@@ -38,6 +35,16 @@ def load_encoder_config(path: str | Path) -> SWAConfig:
         where = getattr(err, "problem_mark", None)
         line = f" (line {where.line + 1})" if where else ""
         raise SWAStreamError(f"{path}: not valid YAML{line}") from None
+
+
+def load_encoder_config(path: str | Path) -> SWAConfig:
+    """Read the encoder section of a YAML file: SWAConfig fields at the top level, or one mapping with
+    d_model, n_heads, n_layers and window anywhere inside (e.g. a LightningCLI `model.init_args.encoder`)."""
+    path = Path(path)
+    return _encoder_section(path, _read_yaml(path))
+
+
+def _encoder_section(path: Path, data) -> SWAConfig:
     sections = list(_find_encoder_sections(data))
     if not sections:
         raise SWAStreamError(
@@ -144,10 +151,73 @@ def plot_receptive_field(cfg: SWAConfig, out: str | Path, title: str = "") -> No
         plt.close(fig)
 
 
-def run(config: str, plot: str | None = None) -> None:
-    cfg = load_encoder_config(config)
-    print(f"config            {config}")
+def describe_task(cfg: SWAConfig, task: dict, chunk_ms: float = 160.0) -> list[str]:
+    """What the task's model adds around the encoder: `task` holds `stem_kernel` (DNA) or `frontend` (ASR)."""
+    lines = []
+    if task.get("stem_kernel"):
+        half = task["stem_kernel"] // 2
+        left, right = cfg.receptive_field()
+        lines += [
+            f"stem              width-{task['stem_kernel']} convolution: {half} positions each way before the "
+            "encoder",
+            f"model field       {_span(left + half, cfg)} back, {_span(right + half, cfg)} ahead "
+            f"({left + right + 2 * half + 1} positions in all)",
+        ]
+    if task.get("frontend") is not None:
+        from swa_stream.tasks.asr.frontend import FrontendConfig
+
+        try:
+            fe = FrontendConfig(**task["frontend"])
+        except (ConfigError, TypeError) as err:
+            raise SWAStreamError(f"frontend: {err}") from None
+        stft_ms = (fe.win_samples - fe.hop_samples) * 1000 / fe.sample_rate
+        ahead_ms = cfg.lookahead * 1000 / fe.frames_per_second
+        lines += [
+            f"frontend          {fe.n_mels} log-mel bins, {fe.win_ms:g} ms windows every {fe.hop_ms:g} ms, "
+            f"{fe.subsampling}x subsampling: {fe.frames_per_second:g} frames/s",
+            f"latency           {chunk_ms + stft_ms + ahead_ms:g} ms at {chunk_ms:g} ms chunks: chunk "
+            f"{chunk_ms:g} + STFT window {stft_ms:g} + lookahead {ahead_ms:g} ({cfg.lookahead} frames), "
+            "before compute (algorithmic)",
+        ]
+    return lines
+
+
+def _task_of_yaml(data) -> dict:
+    """stem_kernel / frontend from a LightningCLI config's `model` section (task defaults where unset)."""
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, dict):
+        return {}
+    kind, args = str(model.get("class_path", "")), model.get("init_args") or {}
+    if kind.endswith("GenomicsTask"):
+        from swa_stream.tasks.dna.model import DEFAULT_STEM_KERNEL
+
+        return {"stem_kernel": args.get("stem_kernel", DEFAULT_STEM_KERNEL)}
+    if kind.endswith("ASRTask"):
+        return {"frontend": args.get("frontend") or {}}
+    return {}
+
+
+def load(config: str | None = None, model: str | None = None) -> tuple[SWAConfig, dict, str]:
+    """(encoder config, task extras, what was read) from a YAML config or a model bundle folder."""
+    if model is not None:
+        from swa_stream.bundle import load_bundle_config
+
+        kind, bundle = load_bundle_config(model)
+        cfg = _encoder_section(Path(model) / "config.json", bundle if kind == "encoder" else bundle.get("encoder"))
+        return cfg, {k: bundle[k] for k in ("stem_kernel", "frontend") if k in bundle}, f"model             {model}"
+    path = Path(config)
+    data = _read_yaml(path)
+    return _encoder_section(path, data), _task_of_yaml(data), f"config            {config}"
+
+
+def run(config: str | None = None, plot: str | None = None, model: str | None = None, chunk_ms: float = 160.0) -> None:
+    cfg, task, source = load(config, model)
+    print(source)
     print(describe(cfg))
+    extras = describe_task(cfg, task, chunk_ms)
+    if extras:
+        print("\n" + "\n".join(extras))
     if plot:
-        plot_receptive_field(cfg, plot, title=f"Receptive field by layer: {Path(config).name}")
+        name = Path(model).name if model else Path(config).name
+        plot_receptive_field(cfg, plot, title=f"Receptive field by layer: {name}")
         print(f"plot              {plot}")

@@ -37,10 +37,22 @@ def save_bundle(directory: str | Path, module: nn.Module, kind: str, config: dic
 def load_bundle(directory: str | Path, kind: str | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
     """Read a bundle: (its config, its weights). Raises SWAStreamError naming the file on any problem."""
     directory = Path(directory)
-    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise SWAStreamError(f"{path}: missing (a model bundle holds {CONFIG_FILE} and {WEIGHTS_FILE})")
+    weights_path = directory / WEIGHTS_FILE
+    _, config = load_bundle_config(directory, kind)
+    if not weights_path.is_file():
+        raise SWAStreamError(f"{weights_path}: missing (a model bundle holds {CONFIG_FILE} and {WEIGHTS_FILE})")
+    try:
+        weights = load_file(str(weights_path))
+    except (SafetensorError, OSError) as err:
+        raise SWAStreamError(f"{weights_path}: not a readable safetensors file ({err})") from None
+    return config, weights
+
+
+def load_bundle_config(directory: str | Path, kind: str | None = None) -> tuple[str, dict]:
+    """A bundle's (kind, config) without its weights."""
+    config_path = Path(directory) / CONFIG_FILE
+    if not config_path.is_file():
+        raise SWAStreamError(f"{config_path}: missing (a model bundle holds {CONFIG_FILE} and {WEIGHTS_FILE})")
     try:
         meta = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -49,11 +61,7 @@ def load_bundle(directory: str | Path, kind: str | None = None) -> tuple[dict, d
         raise SWAStreamError(f"{config_path}: not a swa-stream bundle config")
     if kind is not None and meta.get("kind") != kind:
         raise SWAStreamError(f"{config_path}: holds a {meta.get('kind')!r} model, expected {kind!r}")
-    try:
-        weights = load_file(str(weights_path))
-    except (SafetensorError, OSError) as err:
-        raise SWAStreamError(f"{weights_path}: not a readable safetensors file ({err})") from None
-    return meta["config"], weights
+    return meta.get("kind"), meta["config"]
 
 
 def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], source: str | Path) -> nn.Module:

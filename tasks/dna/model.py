@@ -23,6 +23,8 @@ from swa_stream.lengths import length_mask, zero_past
 from swa_stream.state import StreamState
 from swa_stream.tasks.dna.tokenizer import ALPHABET, reverse_complement
 
+DEFAULT_STEM_KERNEL = 9  # what GenomicsTask builds unless told otherwise
+
 
 @dataclass
 class StemState:

@@ -10,7 +10,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, Mul
 
 from swa_stream.config import SWAConfig
 from swa_stream.lengths import length_mask
-from swa_stream.tasks.dna.model import DNAModel
+from swa_stream.tasks.dna.model import DEFAULT_STEM_KERNEL, DNAModel
 from swa_stream.tasks.optim import adamw_warmup_cosine
 
 
@@ -27,7 +27,7 @@ class GenomicsTask(L.LightningModule):
         weight_decay: float = 0.01,
         warmup_steps: int = 100,
         track_weight: float = 0.2,
-        stem_kernel: int = 9,
+        stem_kernel: int = DEFAULT_STEM_KERNEL,
     ):
         super().__init__()
         if not labels:

@@ -43,6 +43,40 @@ def test_info_finds_an_encoder_nested_in_a_lightning_config(tmp_path, capsys):
     assert "12 positions back, 1 positions ahead" in capsys.readouterr().out
 
 
+def test_info_adds_the_speech_frontend_and_the_algorithmic_latency(capsys):
+    # 160 ms chunk + (25 - 10) ms of STFT window past the last hop + 2 lookahead frames of 40 ms
+    assert main(["info", "--config", str(CONFIGS / "asr_demo.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "4x subsampling: 25 frames/s" in out
+    assert "latency           255 ms at 160 ms chunks" in out
+    assert main(["info", "--config", str(CONFIGS / "asr_demo.yaml"), "--chunk-ms", "320"]) == 0
+    assert "latency           415 ms at 320 ms chunks" in capsys.readouterr().out
+
+
+def test_info_adds_the_dna_stem_to_the_field(tmp_path, capsys):
+    text = (CONFIGS / "dna_demo.yaml").read_text()
+    assert main(["info", "--config", str(write(tmp_path, text))]) == 0  # the task's default stem, 9 wide
+    assert "model field       132 positions = 132 bp back" in capsys.readouterr().out
+    text = text.replace("  init_args:\n    encoder:", "  init_args:\n    stem_kernel: 15\n    encoder:")
+    assert main(["info", "--config", str(write(tmp_path, text))]) == 0
+    assert "model field       135 positions = 135 bp back" in capsys.readouterr().out
+
+
+def test_info_reads_a_model_bundle(tmp_path, capsys):
+    from swa_stream.bundle import save_bundle
+    from swa_stream.config import SWAConfig
+    from swa_stream.tasks.dna.model import DNAModel
+
+    cfg = SWAConfig(d_model=16, n_heads=2, n_layers=2, window=(8, 8), frame_rate=1.0, frame_unit="bp")
+    model = DNAModel(cfg, ["a", "b"], stem_kernel=5)
+    save_bundle(tmp_path, model, "dna", {"encoder": cfg.to_dict(), "classes": ["a", "b"], "stem_kernel": 5})
+    assert main(["info", "--model", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "16 positions = 16 bp back" in out and "18 positions = 18 bp back" in out
+    assert main(["info", "--model", str(tmp_path / "missing")]) == 2
+    assert "config.json: missing" in capsys.readouterr().err
+
+
 def test_info_plot_writes_a_png(tmp_path):
     out = tmp_path / "field.png"
     assert main(["info", "--config", str(CONFIGS / "encoder_dna.yaml"), "--plot", str(out)]) == 0
