@@ -195,3 +195,26 @@ def describe(splits: dict[str, list[tuple[str, str]]]) -> str:
 def main_progress(split: str, done: int, total: int) -> None:
     print(f"\r{split}: {done}/{total} utterances", end="\n" if done == total else "", file=sys.stderr, flush=True)
 
+
+
+EXAMPLE_PHRASES = ("four one five nine", "two zero six")
+EXAMPLE_VOICE = "en-us+f4"  # a (voice, variant) combination of the test split, never heard in training
+
+
+def write_example(path: str | Path, phrases: tuple[str, ...] = EXAMPLE_PHRASES, voice: str = EXAMPLE_VOICE,
+                  speed: int = 160, pause: float = 1.6) -> Path:
+    """The example that `make demo` transcribes: `phrases` spoken by `voice`, `pause` s of silence between and
+    after them (longer than the default 1.2 s endpoint, so each phrase becomes its own final segment), at
+    16 kHz in 4-bit IMA ADPCM WAV to keep the packaged file small."""
+    import soundfile as sf
+
+    silence = np.zeros(int(pause * SAMPLE_RATE), dtype=np.float32)
+    parts = [np.zeros(int(0.2 * SAMPLE_RATE), dtype=np.float32)]
+    for phrase in phrases:
+        speech, rate = _speak(voice, phrase, speed)
+        parts += [_to_16k(speech.astype(np.float32), rate), silence]
+    audio = np.concatenate(parts)
+    audio *= 0.7 / (np.abs(audio).max() + 1e-9)
+    path = Path(path)
+    sf.write(path, audio, SAMPLE_RATE, subtype="IMA_ADPCM")
+    return path
