@@ -40,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--n-train", type=int, default=8000)
     data.add_argument("--n-val", type=int, default=1000)
     data.add_argument("--n-test", type=int, default=1000)
-    data.add_argument("--length", type=int, default=768, help="bases per DNA record")
+    data.add_argument("--length", type=int, default=320, help="bases per DNA record")
+    data.add_argument("--edge-margin", type=int, default=40,
+                      help="DNA: bases kept free of motifs at each end (0: the warm-up variant, see docs/dna.md)")
     data.add_argument("--seed", type=int, default=0)
     data.add_argument("--jobs", type=int, default=0, help="worker processes for asr (default: all cores)")
 

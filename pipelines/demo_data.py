@@ -13,12 +13,15 @@ def run(args) -> None:
     if out.exists() and not out.is_dir():
         raise SWAStreamError(f"{out}: exists and is not a folder")
     if args.task == "dna":
-        from swa_stream.tasks.dna.synthetic import write_benchmark
+        from swa_stream.tasks.dna.synthetic import min_length, write_benchmark
 
-        if min(args.n_train, args.n_val, args.n_test) < 1 or args.length < 1000:
-            raise SWAStreamError("demo-data dna: every split needs >= 1 record and --length >= 1000 bp")
+        shortest = min_length(max(0, args.edge_margin))
+        if min(args.n_train, args.n_val, args.n_test) < 1 or args.length < shortest or args.edge_margin < 0:
+            raise SWAStreamError(
+                f"demo-data dna: every split needs >= 1 record, --edge-margin >= 0 and --length >= {shortest} bp"
+            )
         write_benchmark(
-            out, args.n_train, args.n_val, args.n_test, args.length, seed=args.seed,
+            out, args.n_train, args.n_val, args.n_test, args.length, seed=args.seed, edge_margin=args.edge_margin,
             progress=lambda split, n: print(f"wrote {n} {split} records", file=sys.stderr),
         )
         print(f"DNA long-range benchmark in {out}: train/val/test .fa, .labels.tsv, .bed, classes.txt")

@@ -56,10 +56,10 @@ def test_info_adds_the_speech_frontend_and_the_algorithmic_latency(capsys):
 def test_info_adds_the_dna_stem_to_the_field(tmp_path, capsys):
     text = (CONFIGS / "dna_demo.yaml").read_text()
     assert main(["info", "--config", str(write(tmp_path, text))]) == 0  # the task's default stem, 9 wide
-    assert "model field       132 positions = 132 bp back" in capsys.readouterr().out
+    assert "model field       68 positions = 68 bp back" in capsys.readouterr().out
     text = text.replace("  init_args:\n    encoder:", "  init_args:\n    stem_kernel: 15\n    encoder:")
     assert main(["info", "--config", str(write(tmp_path, text))]) == 0
-    assert "model field       135 positions = 135 bp back" in capsys.readouterr().out
+    assert "model field       71 positions = 71 bp back" in capsys.readouterr().out
 
 
 def test_info_reads_a_model_bundle(tmp_path, capsys):
