@@ -66,7 +66,11 @@ def load_bundle_config(directory: str | Path, kind: str | None = None) -> tuple[
 
 def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], source: str | Path) -> nn.Module:
     """Load weights strictly, turning a mismatch into one clear line."""
-    missing, unexpected = module.load_state_dict(weights, strict=False)
+    try:
+        missing, unexpected = module.load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # a tensor of the wrong shape
+        shape = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), "size mismatch")
+        raise SWAStreamError(f"{source}: weights do not fit the config ({shape})") from None
     if missing or unexpected:
         detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
         raise SWAStreamError(f"{source}: weights do not fit the config ({detail})")

@@ -8,6 +8,7 @@ speech and DNA. What the model must learn from the data flows through one link: 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import lightning as L
 from jsonargparse import ArgumentError
@@ -34,7 +35,17 @@ def _config_name(args: list[str]) -> str:
     return next((args[i + 1] for i, a in enumerate(args[:-1]) if a == "--config"), "command line")
 
 
+def _check_ckpt_path(args: list[str]) -> None:
+    """A missing --ckpt_path file is the user's mistake: one line, before Lightning builds anything."""
+    for i, a in enumerate(args):
+        value = args[i + 1] if a == "--ckpt_path" and i + 1 < len(args) else a.partition("=")[2]
+        if (a == "--ckpt_path" or a.startswith("--ckpt_path=")) and value not in ("best", "last", "hpc", "registry"):
+            if not Path(value).is_file():
+                raise SWAStreamError(f"{value}: no such checkpoint file (--ckpt_path)")
+
+
 def run(args: list[str]) -> None:
+    _check_ckpt_path(args)
     # Our console script hands LightningCLI its own argv explicitly; its "args and sys.argv" warning is noise.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     try:

@@ -9,6 +9,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, MulticlassMatthewsCorrCoef
 
 from swa_stream.config import SWAConfig
+from swa_stream.errors import SWAStreamError
 from swa_stream.lengths import length_mask
 from swa_stream.tasks.dna.model import DEFAULT_STEM_KERNEL, DNAModel
 from swa_stream.tasks.optim import adamw_warmup_cosine
@@ -17,7 +18,9 @@ from swa_stream.tasks.optim import adamw_warmup_cosine
 class GenomicsTask(L.LightningModule):
     """Cross-entropy on the record's class, plus `track_weight` x binary cross-entropy on the
     per-position track where the data provides one. `labels` (class names) is linked from the data;
-    `stem_kernel` is the width of the convolutional stem in front of the encoder (0: none)."""
+    `stem_kernel` is the width of the convolutional stem in front of the encoder (0: none). `init_from`, a
+    model bundle (e.g. one made by `swa-stream export`), starts training from its weights: fine-tuning, or
+    the second phase of a curriculum. Its architecture and classes must match this task's."""
 
     def __init__(
         self,
@@ -28,12 +31,15 @@ class GenomicsTask(L.LightningModule):
         warmup_steps: int = 100,
         track_weight: float = 0.2,
         stem_kernel: int = DEFAULT_STEM_KERNEL,
+        init_from: str | None = None,
     ):
         super().__init__()
         if not labels:
             raise ValueError("labels: the class names are required (the CLI links them from data.labels)")
         self.save_hyperparameters()
         self.model = DNAModel(encoder, labels, stem_kernel=stem_kernel)
+        if init_from:
+            self._load_initial_weights(init_from)
         n = len(labels)
 
         def metrics(prefix: str) -> MetricCollection:
@@ -47,6 +53,16 @@ class GenomicsTask(L.LightningModule):
             )
 
         self.val_metrics, self.test_metrics = metrics("val/"), metrics("test/")
+
+    def _load_initial_weights(self, directory: str) -> None:
+        from swa_stream.bundle import load_bundle, load_weights
+
+        config, weights = load_bundle(directory, kind="dna")
+        if config.get("classes") != self.model.classes:
+            raise SWAStreamError(
+                f"{directory}: init_from has classes {config.get('classes')}, the data has {self.model.classes}"
+            )
+        load_weights(self.model, weights, f"{directory} (init_from)")
 
     def _losses(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         class_logits, track_logits = self.model(batch["tokens"], batch["lengths"])

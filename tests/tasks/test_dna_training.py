@@ -1,12 +1,15 @@
 """The DNA task trains through the LightningCLI (one process and 2-process DDP on CPU) and exports a
 bundle that score-fasta uses."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from swa_stream.config import SWAConfig
 from swa_stream.pipelines.cli import main
 from swa_stream.tasks.dna.data import DNADataModule
 
@@ -57,6 +60,31 @@ def test_fit_test_export_and_score(data_root, tmp_path):
                  "--tsv", str(tmp_path / "s.tsv"), "--model", str(tmp_path / "bundle")]) == 0
     assert len((tmp_path / "s.tsv").read_text().splitlines()) == 1 + 8
 
+    # a second phase starts from the exported weights: before any step, the task holds them exactly
+    from safetensors.torch import load_file
+
+    from swa_stream.tasks.dna.module import GenomicsTask
+
+    bundle = tmp_path / "bundle"
+    weights = load_file(str(bundle / "model.safetensors"))
+    encoder = json.loads((bundle / "config.json").read_text())["config"]["encoder"]
+    task = GenomicsTask(SWAConfig.from_dict(encoder), ["far", "near"], init_from=str(bundle))
+    assert all(torch.equal(task.model.state_dict()[k], v) for k, v in weights.items())
+    assert main(["fit", "--config", str(REPO / "configs/dna_demo.yaml"), "--data.root", str(data_root),
+                 "--trainer.default_root_dir", str(run), "--model.init_args.init_from", str(bundle), *TINY]) == 0
+
+
+def test_init_from_a_bundle_of_another_shape_is_one_line(data_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["fit", "--config", str(REPO / "configs/dna_demo.yaml"), "--data.root", str(data_root),
+                 "--trainer.default_root_dir", str(run), *TINY]) == 0
+    assert main(["export", str(next(run.glob("**/last.ckpt"))), "--out", str(tmp_path / "bundle")]) == 0
+    code = main(["fit", "--config", str(REPO / "configs/dna_demo.yaml"), "--data.root", str(data_root),
+                 "--trainer.default_root_dir", str(run), "--model.init_args.init_from", str(tmp_path / "bundle"),
+                 *TINY, "--model.init_args.encoder.d_model", "64"])
+    err = capsys.readouterr().err
+    assert code == 2 and "(init_from): weights do not fit the config" in err and "Traceback" not in err
+
 
 def test_two_process_ddp_fit_on_cpu(data_root, tmp_path):
     result = subprocess.run(
@@ -67,6 +95,14 @@ def test_two_process_ddp_fit_on_cpu(data_root, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "max_steps=2" in result.stderr + result.stdout
+
+
+def test_missing_checkpoint_is_one_line(data_root, tmp_path, capsys):
+    missing = tmp_path / "nope.ckpt"
+    for flag in (["--ckpt_path", str(missing)], [f"--ckpt_path={missing}"]):
+        code = main(["test", "--config", str(REPO / "configs/dna_demo.yaml"), "--data.root", str(data_root), *flag])
+        err = capsys.readouterr().err
+        assert code == 2 and "nope.ckpt: no such checkpoint file" in err and "Traceback" not in err
 
 
 def test_missing_data_folder_is_one_line(tmp_path, capsys):
