@@ -74,6 +74,21 @@ def test_fit_test_export_and_score(data_root, tmp_path):
                  "--trainer.default_root_dir", str(run), "--model.init_args.init_from", str(bundle), *TINY]) == 0
 
 
+def test_last_ckpt_is_the_last_epoch_even_when_the_metric_stops_improving(data_root, tmp_path):
+    """With lr 0 the validation accuracy never changes, so the best checkpoint stays at epoch 0; last.ckpt,
+    the one to resume from, must still hold the final epoch (save_last=True alone leaves it at the best)."""
+    run = tmp_path / "run"
+    at = TINY.index("--trainer.max_steps")
+    args = TINY[:at] + TINY[at + 2 :]
+    assert main(["fit", "--config", str(REPO / "configs/dna_demo.yaml"), "--data.root", str(data_root),
+                 "--trainer.default_root_dir", str(run), "--trainer.max_epochs", "3", "--model.init_args.lr", "0",
+                 *args]) == 0
+    folder = next(run.glob("**/checkpoints"))
+    epochs = {p.name: torch.load(p, map_location="cpu", weights_only=False)["epoch"] for p in folder.glob("*.ckpt")}
+    assert epochs.pop("last.ckpt") == 2
+    assert list(epochs.values()) == [0]  # the best by val/acc
+
+
 def test_init_from_a_bundle_of_another_shape_is_one_line(data_root, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["fit", "--config", str(REPO / "configs/dna_demo.yaml"), "--data.root", str(data_root),
