@@ -5,9 +5,14 @@ is here, in the style of mistral-inference's rotating buffer: small functions a 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from swa_stream.kernels.cpu import blocked_attention
-from swa_stream.kernels.reference import attention_reference
+from swa_stream.kernels.reference import attention_reference, visibility_mask
+
+# Below this many (query, key) pairs a streaming step attends with one masked SDPA call: a few queries
+# against a ring of tens of keys, where the blocked path's planning costs more than the arithmetic.
+SMALL_STEP = 8192
 
 
 def _slots(first_position: int, count: int, capacity: int, device) -> torch.Tensor:
@@ -42,5 +47,12 @@ def ring_attention_torch(
     keys = torch.cat([ring_read(k_ring, end), k_new], dim=2)
     values = torch.cat([ring_read(v_ring, end), v_new], dim=2)
     placement = dict(q_offset=window[0], k_start=max(0, stream_start - (end - capacity)), scale=scale)
-    attend = attention_reference if dense else blocked_attention
-    return attend(q, keys, values, window, **placement)
+    if dense:
+        return attention_reference(q, keys, values, window, **placement)
+    if q.shape[2] * keys.shape[2] <= SMALL_STEP:
+        # Every query sees at least its own key (it is in k_new, after the stream start), so no row of the
+        # mask is empty and SDPA's softmax is well defined.
+        mask = visibility_mask(q.shape[2], keys.shape[2], window, q_offset=window[0],
+                               k_start=placement["k_start"], device=q.device)
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=scale)
+    return blocked_attention(q, keys, values, window, **placement)

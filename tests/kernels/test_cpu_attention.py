@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swa_stream.kernels import blocked_attention, cpu, sliding_window_attention
-from swa_stream.kernels.reference import visibility_mask
+from swa_stream.kernels.reference import attention_reference, visibility_mask
 
 windows = st.one_of(
     st.tuples(st.integers(0, 12), st.integers(0, 12)),
@@ -183,3 +183,34 @@ def test_non_contiguous_inputs_and_a_custom_scale():
 def test_empty_query_chunk():
     q, k, v = random_qkv(1, 2, 0, 5, 8, torch.float32, seed=0)
     assert sliding_window_attention(q, k, v, (2, 0), backend="torch").shape == (1, 2, 0, 8)
+
+
+# ---- the PyTorch streaming step over the ring buffer ---------------------------------------------------
+@pytest.mark.parametrize(
+    "window, end, stream_start, n_new, n_q",
+    [
+        ((6, 2), 10**12 + 7, 0, 5, 7),  # small steps take one masked SDPA call
+        ((9, 3), 20, 15, 4, 7),  # the stream starts inside the ring
+        ((5, 0), 3, 0, 1, 1),  # causal, the ring not yet full
+        ((4, 4), 10**12 + 7, 10**12 - 1, 0, 4),  # flush: no new keys
+        ((64, 8), 10**9, 0, 150, 158),  # 158 x 222 pairs: above SMALL_STEP, the blocked path
+    ],
+)
+def test_ring_step_matches_the_dense_definition(window, end, stream_start, n_new, n_q):
+    from swa_stream.kernels.ring import SMALL_STEP, ring_attention_torch
+
+    gen = torch.Generator().manual_seed(n_new)
+    capacity = window[0] + window[1]
+
+    def rand(n, spread=1.0):
+        return spread * torch.randn(2, 2, n, 16, generator=gen)
+
+    q, k_new, v_new = rand(n_q), rand(n_new), rand(n_new)
+    k_ring, v_ring = rand(capacity, 30.0), rand(capacity, 30.0)  # slots before the stream start hold junk
+    order = [(end - capacity + j) % capacity for j in range(capacity)]
+    keys, values = torch.cat([k_ring[:, :, order], k_new], 2), torch.cat([v_ring[:, :, order], v_new], 2)
+    k_start = max(0, stream_start - (end - capacity))
+    want = attention_reference(q.double(), keys.double(), values.double(), window, q_offset=window[0], k_start=k_start)
+    got = ring_attention_torch(q, k_ring, v_ring, k_new, v_new, window, end=end, stream_start=stream_start)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())  # values reach 30
+    assert (n_q * (capacity + n_new) > SMALL_STEP) == (window == (64, 8))  # both paths are covered
