@@ -12,7 +12,7 @@ import yaml
 from swa_stream.config import SWAConfig
 from swa_stream.tasks.dna import synthetic as syn
 from swa_stream.tasks.dna.model import DNAModel
-from swa_stream.tasks.dna.synthetic import CLASSES, MIN_LENGTH, MOTIF_A, MOTIF_B, make_records, write_examples
+from swa_stream.tasks.dna.synthetic import CLASSES, MOTIF_A, MOTIF_B, make_records, write_examples
 from swa_stream.tasks.dna.tokenizer import read_fasta
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,9 +78,12 @@ def test_only_the_training_split_holds_the_easier_near_pairs(tmp_path):
 
 
 def test_records_must_fit_the_farthest_pair():
-    assert MIN_LENGTH == 225 + len(MOTIF_B) + 2 * 40
-    (rec,) = make_records(1, "x", np.random.default_rng(0), length=MIN_LENGTH, mutation=0.0)
-    assert len(rec.sequence) == MIN_LENGTH
+    shortest = syn.min_length()
+    assert shortest == 225 + len(MOTIF_B) + 2 * 40 and syn.min_length(0) == 225 + len(MOTIF_B)
+    (rec,) = make_records(1, "x", np.random.default_rng(0), length=shortest, mutation=0.0)
+    assert len(rec.sequence) == shortest
+    with pytest.raises(ValueError, match="no room for the farthest pair"):
+        syn.write_benchmark("unused", length=shortest - 1)
 
 
 def test_examples_alternate_and_state_their_truth(tmp_path):
