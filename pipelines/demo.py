@@ -58,20 +58,30 @@ def stream_check(encoder: SWAEncoder, length: int, seed: int = 0) -> dict:
     }
 
 
+def _bundled(kind: str, example: str) -> tuple[Path, str] | None:
+    """(the bundled demo model's folder, the path of its example file), or None when no model is bundled."""
+    from importlib import resources
+
+    from swa_stream.pipelines.models import DEFAULT_MODELS, default_model_dir
+
+    model_dir = default_model_dir(kind)
+    if not (model_dir / "model.safetensors").is_file():
+        print(f"(no bundled {DEFAULT_MODELS[kind]} model in this checkout: skipping its example)")
+        return None
+    return model_dir, str(resources.files("swa_stream.pipelines").joinpath("examples", example))
+
+
 def score_dna_example() -> None:
     """Score the bundled example FASTA with the bundled dna-demo model, streaming in small chunks."""
     import tempfile
-    from importlib import resources
 
-    from swa_stream.pipelines.models import default_model_dir, load_dna_model
+    from swa_stream.pipelines.models import load_dna_model
     from swa_stream.pipelines.score_fasta import ScoreOptions, score
     from swa_stream.tasks.dna.tokenizer import read_fasta
 
-    model_dir = default_model_dir("dna")
-    if not (model_dir / "model.safetensors").is_file():
-        print("(no bundled dna-demo model in this checkout: skipping the DNA example)")
+    if (found := _bundled("dna", "dna_demo.fa")) is None:
         return
-    example = str(resources.files("swa_stream.pipelines").joinpath("examples", "dna_demo.fa"))
+    model_dir, example = found
     model = load_dna_model(model_dir)
     with tempfile.TemporaryDirectory() as tmp:
         summary = score([example], f"{tmp}/out.zarr", model, str(model_dir),
@@ -87,23 +97,18 @@ def score_dna_example() -> None:
         predicted = "near" if p_near > 0.5 else "far"
         right += truth.startswith(f"truth={predicted} ")
         print(f"{rec.id:<12} {truth:<32} {p_near:>7.3f}  {predicted}")
-    print(f"{right} of {summary['records']} right (the model is 97.3% accurate on the benchmark's "
-          "1,000 test records, docs/dna.md)\n")
+    print(f"{right} of {summary['records']} right (docs/dna.md gives its accuracy on the benchmark's test set)\n")
 
 
 def transcribe_asr_example(chunk_ms: float = 160.0) -> None:
     """Stream the bundled example wav through the bundled asr-demo model, printing partial and final lines."""
-    from importlib import resources
-
-    from swa_stream.pipelines.models import default_model_dir, load_asr_model
+    from swa_stream.pipelines.models import load_asr_model
     from swa_stream.pipelines.transcribe import Writer, file_source, transcribe_chunks
     from swa_stream.tasks.asr.decoder import CTCDecoder, EndpointConfig
 
-    model_dir = default_model_dir("asr")
-    if not (model_dir / "model.safetensors").is_file():
-        print("(no bundled asr-demo model in this checkout: skipping the speech example)")
+    if (found := _bundled("asr", "asr_demo.wav")) is None:
         return
-    example = str(resources.files("swa_stream.pipelines").joinpath("examples", "asr_demo.wav"))
+    model_dir, example = found
     model = load_asr_model(model_dir)
     print(f"== asr-demo on {example} (streamed in {chunk_ms:g} ms chunks; "
           f"swa-stream transcribe {Path(example).name} --format jsonl)")
