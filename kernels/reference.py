@@ -54,3 +54,43 @@ def attention_reference(
     scores = scores.masked_fill(~mask, float("-inf"))
     probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # a row with no visible key is all-NaN
     return (probs @ v.to(acc)).to(q.dtype)
+
+
+def variant_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    window: tuple[int, int],
+    *,
+    dilation: int = 1,
+    n_sinks: int = 0,
+    span_bias: torch.Tensor | None = None,
+    extra_logits: torch.Tensor | None = None,
+    extra_values: torch.Tensor | None = None,
+    k_lengths: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Self-attention (B, H, N, D) under the variants' definition (kernels/variants.py), built densely:
+    the full (N, N) mask and bias, the extra keys appended, one softmax. O(N^2): small shapes only."""
+    n, scale = q.shape[2], q.shape[-1] ** -0.5
+    left, right = window[0] * dilation, window[1] * dilation
+    delta = torch.arange(n)[:, None] - torch.arange(n)[None, :]  # query minus key
+    in_window = (delta <= left) & (delta >= -right) & (delta % dilation == 0)
+    sink = (torch.arange(n)[None, :] < n_sinks) & (delta >= 0)
+    visible = (in_window | sink)[None, None]
+    if k_lengths is not None:
+        visible = visible & (torch.arange(n)[None, None, None, :] < k_lengths.view(-1, 1, 1, 1))
+    scores = (q.double() @ k.double().transpose(-1, -2)) * scale
+    if span_bias is not None:
+        table = torch.zeros(q.shape[1], n, n, dtype=torch.float64)
+        for i in range(n):
+            for j in range(n):
+                if in_window[i, j] and delta[i, j] >= 0:
+                    table[:, i, j] = span_bias[:, delta[i, j]].double()
+        scores = scores + table[None]
+    scores = scores.masked_fill(~visible, float("-inf"))
+    values = v.double()[:, :, None].expand(-1, -1, n, -1, -1)  # (B, H, N queries, N keys, D)
+    if extra_logits is not None:
+        scores = torch.cat([scores, extra_logits.double()], dim=-1)
+        values = torch.cat([values, extra_values.double()], dim=3)
+    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+    return torch.einsum("bhqk,bhqkd->bhqd", probs, values).to(q.dtype)

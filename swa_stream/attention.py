@@ -1,43 +1,147 @@
-"""The attention layer: projections, rotary positions, and a call into the kernels."""
+"""The attention layer: projections, rotary positions, the variants' parameters, and a call into the kernels.
+
+A plain window goes to the fast kernels (Triton or the blocked CPU path). A dilated window alone is the
+same kernels on each residue class. Sinks, global tokens and adaptive spans go to the variants' PyTorch
+path (kernels/variants.py), which puts window keys, sinks and global tokens in one softmax.
+"""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from swa_stream.config import SWAConfig
 from swa_stream.kernels import ring_window_attention, sliding_window_attention
+from swa_stream.kernels.ring import ring_read
+from swa_stream.kernels.variants import NEG, dilated_attention, extended_attention
 from swa_stream.positions import RotaryPositions
 
 
+@dataclass
+class Projection:
+    """One run of positions, projected: rotated q, k (B, H, T, D), v, and for global tokens the scores
+    each query gives them (B, H, T, G) and the scores they give each key (B, H, G, T)."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    to_global: torch.Tensor | None = None
+    from_global: torch.Tensor | None = None
+
+
 class SWAAttention(nn.Module):
-    """Multi-head attention restricted to one layer's (left, right) window."""
+    """Multi-head attention restricted to one layer's (left, right) window, plus its variants."""
 
     def __init__(self, cfg: SWAConfig, layer: int, backend: str = "auto"):
         super().__init__()
         self.window = cfg.windows[layer]
+        self.dilation = cfg.dilations[layer]
+        self.reach = cfg.reaches[layer]
+        self.n_sinks, self.n_global = cfg.sink_tokens, cfg.global_tokens
         self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
         self.backend = backend
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
         self.out = nn.Linear(cfg.d_model, cfg.d_model)
         self.rope = RotaryPositions(cfg.head_dim, cfg.rope_base)
+        if self.n_global:
+            # Position-free (unrotated) query and key of each global token, per head.
+            shape = (cfg.n_heads, self.n_global, cfg.head_dim)
+            self.global_query = nn.Parameter(torch.randn(shape) * cfg.head_dim**-0.5)
+            self.global_key = nn.Parameter(torch.randn(shape) * cfg.head_dim**-0.5)
+        self.span_ramp = cfg.span_ramp
+        # Adaptive span: each head's learned reach back, in positions, starting at the whole window.
+        self.span = nn.Parameter(torch.full((cfg.n_heads,), float(self.reach[0]))) if cfg.adaptive_span else None
 
-    def project(self, x: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (B, T, d_model) at absolute positions start.. -> rotated q, rotated k, v, each (B, H, T, D)."""
+    @property
+    def plain(self) -> bool:
+        return not (self.n_sinks or self.n_global or self.span is not None)
+
+    # ---- adaptive span ---------------------------------------------------------------------------
+    def span_bias(self) -> torch.Tensor | None:
+        """(H, left reach + 1): log of the soft ramp m(x) = clamp((ramp + z - x) / ramp, 0, 1) at distance
+        x = 0 .. left reach (Sukhbaatar et al. 2019); masking with m and renormalising is adding log m."""
+        if self.span is None:
+            return None
+        z = self.span.clamp(0, self.reach[0])
+        x = torch.arange(self.reach[0] + 1, device=z.device, dtype=z.dtype)
+        m = ((self.span_ramp + z[:, None] - x[None, :]) / self.span_ramp).clamp(0, 1)
+        return torch.where(m > 0, m.clamp_min(1e-30).log(), torch.full_like(m, NEG))
+
+    def cache_left(self) -> int:
+        """Keys back that a stream must keep: the left reach, or the widest head's learned span."""
+        if self.span is None:
+            return self.reach[0]
+        z = float(self.span.detach().clamp(0, self.reach[0]).max())
+        return min(self.reach[0], math.ceil(self.span_ramp + z) - 1)
+
+    def head_spans(self) -> list[int]:
+        """Keys back each head sees (its ramp included), for reporting."""
+        if self.span is None:
+            return [self.reach[0]] * self.n_heads
+        z = self.span.detach().clamp(0, self.reach[0]).tolist()
+        return [min(self.reach[0], math.ceil(self.span_ramp + s) - 1) for s in z]
+
+    # ---- projections -----------------------------------------------------------------------------
+    def project(self, x: torch.Tensor, start: int) -> Projection:
+        """x (B, T, d_model) at absolute positions start.. -> a Projection."""
         batch, length, _ = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         cos, sin = self.rope.tables(start, length, x.dtype)
-        return self.rope.rotate(q, cos, sin), self.rope.rotate(k, cos, sin), v
+        p = Projection(self.rope.rotate(q, cos, sin), self.rope.rotate(k, cos, sin), v)
+        if self.n_global:
+            scale = self.head_dim**-0.5
+            p.to_global = torch.einsum("bhtd,hgd->bhtg", q, self.global_key) * scale
+            p.from_global = torch.einsum("bhtd,hgd->bhgt", k, self.global_query) * scale
+        return p
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **placement) -> torch.Tensor:
-        """Windowed attention of q over k, v (placement: q_offset, k_start, k_lengths) -> (B, Tq, d_model)."""
-        return self._merge(sliding_window_attention(q, k, v, self.window, backend=self.backend, **placement))
+    # ---- offline ---------------------------------------------------------------------------------
+    def attend(self, p: Projection, lengths: torch.Tensor | None = None, summaries=None) -> torch.Tensor:
+        """Self-attention of a whole sequence -> (B, T, d_model). summaries (B, H, G, T, D): what each
+        global token holds when each query reads it (see SWABlock.forward)."""
+        q, k, v = p.q, p.k, p.v
+        if self.plain and self.dilation == 1:
+            o = sliding_window_attention(q, k, v, self.window, backend=self.backend, k_lengths=lengths)
+        elif self.plain:
+            def kernel(q, k, v, window, k_lengths):
+                return sliding_window_attention(q, k, v, window, backend=self.backend, k_lengths=k_lengths)
 
-    def attend_ring(self, q, k_ring, v_ring, k_new, v_new, *, end: int, stream_start: int) -> torch.Tensor:
-        """A streaming step: q at positions end - right .. over the ring plus new keys -> (B, Tq, d_model)."""
-        o = ring_window_attention(
-            q, k_ring, v_ring, k_new, v_new, self.window, end=end, stream_start=stream_start, backend=self.backend
+            o = dilated_attention(q, k, v, self.window, self.dilation, k_lengths=lengths, attend=kernel)
+        else:
+            sinks = None
+            if self.n_sinks:
+                index = torch.arange(min(self.n_sinks, k.shape[2]), device=q.device)
+                sinks = (k[:, :, : len(index)], v[:, :, : len(index)], index)
+            o = self._extended(q, k, v, p.to_global, summaries, sinks=sinks, k_lengths=lengths)
+        return self._merge(o)
+
+    def _extended(self, q, k, v, to_global, summaries, **placement) -> torch.Tensor:
+        extra_values = None if summaries is None else summaries.transpose(2, 3).to(q.dtype)  # (B, H, Tq, G, D)
+        return extended_attention(
+            q, k, v, self.window, dilation=self.dilation, span_bias=self.span_bias(),
+            extra_logits=to_global, extra_values=extra_values, **placement,
         )
+
+    # ---- streaming -------------------------------------------------------------------------------
+    def attend_ring(self, q, k_ring, v_ring, k_new, v_new, *, end: int, stream_start: int,
+                    to_global=None, summaries=None, sinks=None) -> torch.Tensor:
+        """A streaming step: q at positions end - right reach .. over the ring (positions end - C .. end - 1)
+        plus new keys (end ..) -> (B, Tq, d_model). sinks = (k, v, absolute positions) of the stream's first
+        positions; to_global / summaries as in `attend`, for these queries."""
+        if self.plain and self.dilation == 1:
+            o = ring_window_attention(q, k_ring, v_ring, k_new, v_new, self.window, end=end,
+                                      stream_start=stream_start, backend=self.backend)
+            return self._merge(o)
+        capacity = k_ring.shape[2]
+        base = end - capacity  # position of key index 0
+        keys = torch.cat([ring_read(k_ring, end), k_new], dim=2)
+        values = torch.cat([ring_read(v_ring, end), v_new], dim=2)
+        if sinks is not None:
+            sinks = (sinks[0], sinks[1], sinks[2] - base)
+        o = self._extended(q, keys, values, to_global, summaries, sinks=sinks,
+                           q_offset=capacity - self.reach[1], k_start=max(0, stream_start - base))
         return self._merge(o)
 
     def _merge(self, o: torch.Tensor) -> torch.Tensor:

@@ -53,6 +53,14 @@ class SWAConfig:
     rope_base: float = 10000.0
     frame_rate: float | None = None
     frame_unit: str = "s"
+    # Variants (docs/variants.md); every one streams exactly.
+    global_tokens: int = 0
+    sink_tokens: int = 0
+    dilation: int | list[int] = 1
+    downsample: list[int] | None = None
+    adaptive_span: bool = False
+    span_ramp: int = 4
+    span_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_heads", "n_layers"):
@@ -78,6 +86,7 @@ class SWAConfig:
         if self.frame_rate is not None and self.frame_rate <= 0:
             raise ConfigError(f"frame_rate: must be > 0 or null, got {self.frame_rate!r}")
         self._normalise_window()
+        self._check_variants()
 
     def _normalise_window(self) -> None:
         """Store `window` as one tuple pair, or as a list of tuple pairs of length n_layers."""
@@ -97,12 +106,70 @@ class SWAConfig:
             )
         self.window = pairs
 
+    def _check_variants(self) -> None:
+        for name in ("global_tokens", "sink_tokens"):
+            value = getattr(self, name)
+            if not is_int(value) or value < 0:
+                raise ConfigError(f"{name}: must be an integer >= 0, got {value!r}")
+        self.dilation = self._per_layer_ints("dilation", self.dilation, 1)
+        self.downsample = self._per_layer_ints("downsample", self.downsample, 1)
+        if not isinstance(self.adaptive_span, bool):
+            raise ConfigError(f"adaptive_span: must be true or false, got {self.adaptive_span!r}")
+        if not is_int(self.span_ramp) or self.span_ramp < 1:
+            raise ConfigError(f"span_ramp: must be a positive integer, got {self.span_ramp!r}")
+        if not isinstance(self.span_penalty, (int, float)) or self.span_penalty < 0:
+            raise ConfigError(f"span_penalty: must be >= 0, got {self.span_penalty!r}")
+        for i, ((left, right), d) in enumerate(zip(self.windows, self.dilations, strict=True)):
+            if (left + right) * d >= ROPE_PERIOD:
+                raise ConfigError(f"dilation[{i}]: (left + right) * dilation must be below {ROPE_PERIOD}")
+
+    def _per_layer_ints(self, name: str, value, default: int):
+        """One positive integer for every layer, or a list with one per layer; None means `default`."""
+        if value is None:
+            return value
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not all(is_int(v) and v >= 1 for v in values):
+            raise ConfigError(f"{name}: expected positive integers, got {value!r}")
+        if isinstance(value, (list, tuple)) and len(values) != self.n_layers:
+            raise ConfigError(f"{name}: {len(values)} per-layer values given but n_layers is {self.n_layers}")
+        return values if isinstance(value, (list, tuple)) else value
+
     # ---- derived sizes -------------------------------------------------------------------------
     @property
     def windows(self) -> list[Window]:
         """The `(left, right)` pair of each layer."""
         w = self.window
         return list(w) if isinstance(w, list) else [w] * self.n_layers
+
+    @property
+    def dilations(self) -> list[int]:
+        d = self.dilation
+        return list(d) if isinstance(d, list) else [d] * self.n_layers
+
+    @property
+    def strides(self) -> list[int]:
+        """Layer i's input is layer i-1's output mean-pooled by strides[i] (the first layer's: the input)."""
+        return list(self.downsample) if self.downsample is not None else [1] * self.n_layers
+
+    @property
+    def rates(self) -> list[int]:
+        """Input positions per position of layer i (the product of the strides up to and including i)."""
+        out, rate = [], 1
+        for s in self.strides:
+            rate *= s
+            out.append(rate)
+        return out
+
+    @property
+    def reaches(self) -> list[Window]:
+        """(left, right) distance, in the layer's own positions, to the farthest key a query sees:
+        the window counted in dilated steps."""
+        return [(left * d, right * d) for (left, right), d in zip(self.windows, self.dilations, strict=True)]
+
+    @property
+    def has_extras(self) -> bool:
+        """Keys outside the window: global tokens or sinks (the receptive field is then the whole past)."""
+        return self.global_tokens > 0 or self.sink_tokens > 0
 
     @property
     def head_dim(self) -> int:
@@ -113,24 +180,42 @@ class SWAConfig:
         return self.d_ff if self.d_ff is not None else 4 * self.d_model
 
     def receptive_field(self, n_layers: int | None = None) -> Window:
-        """(left, right) input positions that reach one output of the first `n_layers` layers.
+        """(left, right) input positions that reach one output of the first `n_layers` layers, through
+        the windows (global tokens and sinks reach further back: see `has_extras`).
 
-        Exact, not estimated: each layer widens the field by its own left and right, so the
-        stack sees `(sum of left, sum of right)`.
+        Exact, not estimated. Without downsampling each layer widens the field by its reach, so the stack
+        sees `(sum of left * dilation, sum of right * dilation)`. A pooled layer's position covers `rate`
+        input positions, so the field is traced back interval by interval, for the worst phase of the
+        output position within its pooled group (outputs are repeated back to the input rate).
         """
-        ws = self.windows[: self.n_layers if n_layers is None else n_layers]
-        return (sum(left for left, _ in ws), sum(right for _, right in ws))
+        n = self.n_layers if n_layers is None else n_layers
+        rate = self.rates[n - 1] if n else 1
+        worst_left = worst_right = 0
+        for phase in range(rate):
+            lo = hi = 0  # in positions of the current layer's output, relative to the output's group
+            for i in reversed(range(n)):
+                left, right = self.reaches[i]
+                lo, hi = lo - left, hi + right
+                lo, hi = lo * self.strides[i], hi * self.strides[i] + self.strides[i] - 1
+            worst_left, worst_right = max(worst_left, phase - lo), max(worst_right, hi - phase)
+        return (worst_left, worst_right)
 
     @property
     def lookahead(self) -> int:
         """Delay in input positions between receiving a position and `step` emitting it."""
         return self.receptive_field()[1]
 
-    def layer_state_bytes(self, layer: int, element_size: int = 4) -> int:
-        """Bytes of one layer's state per stream: it caches left + right keys and values, and holds
-        back `right` pending positions (their residual input and their query)."""
-        left, right = self.windows[layer]
-        return (2 * (left + right) + 2 * right) * self.d_model * element_size
+    def layer_state_bytes(self, layer: int, element_size: int = 4, left: int | None = None) -> int:
+        """Bytes of one layer's state per stream: it caches the keys and values of its reach (left + right,
+        in dilated steps; `left` overrides the left reach, e.g. a learned span), holds back `right`
+        pending positions (their residual input and their query), keeps the sinks' keys and values, each
+        global token's running (max, sum, weighted value) per head (and the pending queries' scores of
+        it), and up to stride - 1 inputs to pool."""
+        reach_left, right = self.reaches[layer]
+        left = reach_left if left is None else left
+        rows = 2 * (left + right) + 2 * right + 2 * self.sink_tokens + (self.strides[layer] - 1)
+        global_values = self.global_tokens * self.n_heads * (self.head_dim + 2 + right)
+        return (rows * self.d_model + global_values) * element_size
 
     def state_bytes(self, element_size: int = 4) -> int:
         """Bytes of stream state per stream, over all layers."""
@@ -139,17 +224,21 @@ class SWAConfig:
     def param_count(self) -> int:
         d, f = self.d_model, self.ffn_dim
         per_layer = 2 * d + (3 * d * d + 3 * d) + (d * d + d) + 2 * d + (d * f + f) + (f * d + d)
+        per_layer += 2 * self.global_tokens * d + (self.n_heads if self.adaptive_span else 0)
         return self.n_layers * per_layer + 2 * d
 
     def flops_per_position(self) -> int:
-        """Multiply-add FLOPs (2 per MAC) to encode one position at steady state."""
+        """Multiply-add FLOPs (2 per MAC) to encode one input position at steady state. A pooled layer
+        costs 1/rate per input position; a dilated window sees as many keys as a plain one; each sink
+        and global token adds a key, and each global token a running summary (scores and update)."""
         d, f = self.d_model, self.ffn_dim
-        total = 0
-        for left, right in self.windows:
+        total = 0.0
+        for (left, right), rate in zip(self.windows, self.rates, strict=True):
             projections = 2 * (3 * d * d + d * d + 2 * d * f)
-            attention = 2 * 2 * d * (left + right + 1)  # scores and weighted sum over the keys
-            total += projections + attention
-        return total
+            keys = left + right + 1 + self.sink_tokens + self.global_tokens
+            attention = 2 * 2 * d * keys + 2 * 2 * d * self.global_tokens  # scores and weighted sums
+            total += (projections + attention) / rate
+        return round(total)
 
     # ---- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict:

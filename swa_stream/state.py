@@ -13,22 +13,34 @@ be moved with `.to()`, saved with `to_tensors()` (e.g. into safetensors) and res
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
 
 @dataclass
 class LayerState:
-    """One layer's stream state; C = left + right, R = right."""
+    """One layer's stream state; C = left + right reach (dilated; the left part trimmed to the widest
+    learned span), R = right reach. The variants' fields are None when the variant is off."""
 
     k: torch.Tensor  # (B, H, C, D) rotated keys, ring-ordered
     v: torch.Tensor  # (B, H, C, D) values, ring-ordered
     pending_x: torch.Tensor  # (B, R, d_model) residual input of the R newest positions, oldest first
     pending_q: torch.Tensor  # (B, H, R, D) their rotated queries
+    pending_g: torch.Tensor | None = None  # (B, H, R, G) their scores of the global tokens
+    sink_k: torch.Tensor | None = None  # (B, H, S, D) the stream's first S keys (zeros until they arrive)
+    sink_v: torch.Tensor | None = None  # (B, H, S, D) and values
+    global_max: torch.Tensor | None = None  # (B, H, G) each global token's running softmax: max score,
+    global_sum: torch.Tensor | None = None  # (B, H, G) sum of exp(score - max),
+    global_acc: torch.Tensor | None = None  # (B, H, G, D) and the weighted sum of values
+    pool: torch.Tensor | None = None  # (B, k < stride, d_model) inputs waiting for their pooling group
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {"k": self.k, "v": self.v, "pending_x": self.pending_x, "pending_q": self.pending_q}
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    @property
+    def global_carry(self):
+        return None if self.global_max is None else (self.global_max, self.global_sum, self.global_acc)
 
 
 @dataclass
@@ -46,12 +58,15 @@ class StreamState:
     def batch_size(self) -> int:
         return self.layers[0].k.shape[0]
 
-    def layer_inputs_received(self, rights: list[int]) -> list[int]:
-        """How many positions each layer has received: layer i+1 gets what layer i has emitted, which
-        is everything layer i received except the `right` newest positions it still holds."""
-        counts = [self.received]
-        for right in rights[:-1]:
-            counts.append(max(0, counts[-1] - right))
+    def layer_inputs_received(self, rights: list[int], strides: list[int] | None = None) -> list[int]:
+        """How many positions each layer has received. Layer i pools what reaches it by strides[i] (whole
+        groups only, until the end of the stream); layer i+1 is fed what layer i has emitted, which is
+        everything layer i received except the `right` newest positions it still holds."""
+        strides = strides or [1] * len(rights)
+        counts, fed = [], self.received
+        for right, stride in zip(rights, strides, strict=True):
+            counts.append(fed // stride)
+            fed = max(0, counts[-1] - right)
         return counts
 
     def nbytes(self) -> int:
@@ -72,8 +87,9 @@ class StreamState:
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> StreamState:
         n_layers = len({name.split(".")[1] for name in tensors if name.startswith("layers.")})
+        names = [f.name for f in fields(LayerState)]
         layers = [
-            LayerState(**{n: tensors[f"layers.{i}.{n}"] for n in ("k", "v", "pending_x", "pending_q")})
+            LayerState(**{n: tensors[f"layers.{i}.{n}"] for n in names if f"layers.{i}.{n}" in tensors})
             for i in range(n_layers)
         ]
         return cls(int(tensors["start"]), int(tensors["received"]), layers)

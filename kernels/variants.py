@@ -1,0 +1,158 @@
+"""Attention for the variants (docs/variants.md): dilated windows, attention sinks, global tokens and
+adaptive spans, all inside one softmax, plus the running summary that global tokens carry.
+
+Semantics, extending kernels/__init__.py's: query row i stands at key index i' = q_offset + i and sees
+- key j through the window iff `-right * d <= i' - j <= left * d` and `(i' - j) % d == 0` (dilation d;
+  `window` counts dilated steps, so `(16, 0)` with d = 4 reaches 64 keys back and sees 17 of them);
+- sink key j iff j <= i' (sinks are the first positions of a stream: every later position sees them);
+- every "extra" key, which carries its own value per query (global tokens: B, H, Nq, E);
+and a key is valid iff `k_start <= j < k_lengths[b]`. `span_bias` (H, left * d + 1) is added to the
+score of a window key at distance i' - j = 0 .. left * d: adaptive span's soft ramp, as a log-mask.
+
+This is plain PyTorch (blocked over queries, O(N * window) time and memory), so it runs and
+differentiates on CPU and CUDA alike; the Triton kernels know only plain windows. A dilated window
+without the other variants does not come here: it is plain attention on each residue class mod d
+(`dilated_attention`), so it runs on every backend, Triton included.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+NEG = -1e30  # a masked score: finite, so a row without visible keys stays NaN-free (we zero it after)
+
+
+def _window_mask(delta: torch.Tensor, reach: tuple[int, int], dilation: int) -> torch.Tensor:
+    """May a query see a key at distance delta = query index - key index through its window?"""
+    left, right = reach
+    return (delta <= left) & (delta >= -right) & (delta % dilation == 0)
+
+
+def extended_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    window: tuple[int, int],
+    *,
+    dilation: int = 1,
+    q_offset: int = 0,
+    k_start: int = 0,
+    k_lengths: torch.Tensor | None = None,
+    span_bias: torch.Tensor | None = None,
+    sinks: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    extra_logits: torch.Tensor | None = None,
+    extra_values: torch.Tensor | None = None,
+    scale: float | None = None,
+    block: int = 64,
+) -> torch.Tensor:
+    """q (B, H, Nq, D) over k, v (B, H, Nk, D) -> (B, H, Nq, D); see the module docstring.
+
+    sinks = (sink_k, sink_v, sink_index): keys (B, H, S, D), their values, and their key indices (S,).
+    extra_logits (B, H, Nq, E) are the (already scaled) scores of the extra keys; extra_values
+    (B, H, Nq, E, D) their values.
+    """
+    batch, heads, n_q, dim = q.shape
+    n_k = k.shape[2]
+    if n_q == 0:
+        return q.new_zeros(q.shape)
+    scale = dim**-0.5 if scale is None else scale
+    acc = torch.promote_types(q.dtype, torch.float32)
+    reach = (window[0] * dilation, window[1] * dilation)
+    blk = max(1, min(block, n_q))
+    n_blk = -(-n_q // blk)
+    span = blk + reach[0] + reach[1]
+    first = q_offset - reach[0]  # key index of block 0's first slab key
+    last = first + (n_blk - 1) * blk + span  # one past the last slab key
+    pad_lo, pad_hi = max(0, -first), max(0, last - n_k)
+    lo = first + pad_lo
+
+    def slabs(t):  # (B, H, n_blk, span, D), overlapping views of the padded keys
+        t = F.pad(t.to(acc), (0, 0, pad_lo, pad_hi))[:, :, lo : lo + last - first]
+        return t.unfold(2, span, blk).transpose(-1, -2)
+
+    qb = F.pad(q.to(acc), (0, 0, 0, n_blk * blk - n_q)).view(batch, heads, n_blk, blk, dim)
+    scores = torch.einsum("bhnqd,bhnkd->bhnqk", qb, slabs(k)) * scale
+    rows, cols = torch.arange(blk, device=q.device), torch.arange(span, device=q.device)
+    delta = rows[:, None] + reach[0] - cols[None, :]  # same for every block
+    key_index = first + torch.arange(n_blk, device=q.device)[:, None] * blk + cols[None, :]  # (n_blk, span)
+    hi = torch.full((batch,), n_k, device=q.device) if k_lengths is None else k_lengths.to(q.device).clamp(max=n_k)
+    valid = (key_index >= max(k_start, 0))[None] & (key_index[None] < hi.view(-1, 1, 1))  # (B, n_blk, span)
+    mask = _window_mask(delta, reach, dilation)[None, None] & valid[:, None, :, None, :]  # (B, 1, n_blk, blk, span)
+    if span_bias is not None:
+        bias = span_bias.to(acc)[:, delta.clamp(0, reach[0])] * (delta >= 0)  # (H, blk, span)
+        scores = scores + bias[None, :, None]
+    parts, masks = [scores.masked_fill(~mask, NEG)], [mask.expand(-1, heads, -1, -1, -1)]
+
+    query_index = (q_offset + torch.arange(n_blk * blk, device=q.device)).view(n_blk, blk)
+    if sinks is not None:
+        sink_k, sink_v, sink_index = sinks
+        sink_index = sink_index.to(q.device)
+        seen = sink_index[None, None, :] <= query_index[:, :, None]  # (n_blk, blk, S)
+        seen &= ~_window_mask(query_index[:, :, None] - sink_index[None, None, :], reach, dilation)
+        seen = seen[None] & (sink_index[None, None, None, :] < hi.view(-1, 1, 1, 1))  # (B, n_blk, blk, S)
+        sink_scores = torch.einsum("bhnqd,bhsd->bhnqs", qb, sink_k.to(acc)) * scale
+        parts.append(sink_scores.masked_fill(~seen[:, None], NEG))
+        masks.append(seen[:, None].expand(-1, heads, -1, -1, -1))
+    if extra_logits is not None:
+        pad = n_blk * blk - n_q
+        logits = F.pad(extra_logits.to(acc), (0, 0, 0, pad)).view(batch, heads, n_blk, blk, -1)
+        parts.append(logits)
+        masks.append(torch.ones_like(logits, dtype=torch.bool))
+
+    probs = torch.softmax(torch.cat(parts, dim=-1), dim=-1)
+    probs = probs * torch.cat(masks, dim=-1).any(-1, keepdim=True)  # a row that sees nothing returns 0
+    probs = probs.split([p.shape[-1] for p in parts], dim=-1)
+    out = torch.einsum("bhnqk,bhnkd->bhnqd", probs[0], slabs(v))
+    if sinks is not None:
+        out = out + torch.einsum("bhnqs,bhsd->bhnqd", probs[1], sinks[1].to(acc))
+    if extra_logits is not None:
+        values = F.pad(extra_values.to(acc), (0, 0, 0, 0, 0, n_blk * blk - n_q))
+        out = out + torch.einsum("bhnqe,bhnqed->bhnqd", probs[-1], values.view(batch, heads, n_blk, blk, -1, dim))
+    return out.reshape(batch, heads, n_blk * blk, dim)[:, :, :n_q].to(q.dtype)
+
+
+def dilated_attention(q, k, v, window, dilation: int, *, k_lengths=None, attend) -> torch.Tensor:
+    """Self-attention (Nq = Nk = T, q_offset 0) with a dilated window, as plain windowed attention on each
+    residue class mod `dilation`: positions r, r + d, r + 2d, ... see each other with the same
+    (left, right) window counted in steps. `attend(q, k, v, window, k_lengths=...)` is any plain kernel."""
+    batch, heads, length, dim = q.shape
+    d = dilation
+    padded = -(-length // d) * d
+
+    def fold(t):  # (B, H, T, D) -> (B * d, H, T / d, D), residue class r of batch element b at b * d + r
+        t = F.pad(t, (0, 0, 0, padded - length)).view(batch, heads, padded // d, d, dim)
+        return t.permute(0, 3, 1, 2, 4).reshape(batch * d, heads, padded // d, dim)
+
+    lengths = torch.full((batch,), length, device=q.device) if k_lengths is None else k_lengths.to(q.device)
+    residues = torch.arange(d, device=q.device)
+    class_lengths = ((lengths[:, None] - residues[None, :] + d - 1) // d).clamp(min=0).reshape(-1)
+    out = attend(fold(q), fold(k), fold(v), window, k_lengths=class_lengths)
+    out = out.view(batch, d, heads, padded // d, dim).permute(0, 2, 3, 1, 4).reshape(batch, heads, padded, dim)
+    return out[:, :, :length]
+
+
+def prefix_summary(logits: torch.Tensor, values: torch.Tensor, carry=None):
+    """Global tokens' running softmax over a stream. logits (B, H, G, T): each global token's score of
+    each new position; values (B, H, T, D). For every new position t, the summary of all positions so far
+    up to t: sum_j softmax(logits)_j * v_j, as (B, H, G, T, D). carry = (max, sum, weighted value) of the
+    positions before, (B, H, G) twice and (B, H, G, D), or None at the start; returns the new carry.
+    Computed in float64, so that one pass over a whole sequence equals any chunked pass to ~1e-12."""
+    a, v = logits.double(), values.double()
+    if carry is None:
+        m_prev = torch.full(a.shape[:3], -math.inf, dtype=a.dtype, device=a.device)
+        l_prev = torch.zeros_like(m_prev)
+        acc_prev = torch.zeros(*a.shape[:3], v.shape[-1], dtype=a.dtype, device=a.device)
+    else:
+        m_prev, l_prev, acc_prev = (t.double() for t in carry)
+    if a.shape[-1] == 0:
+        return a.new_zeros(*a.shape, v.shape[-1]), (m_prev, l_prev, acc_prev)
+    m = torch.maximum(m_prev, a.amax(-1))
+    rescale = torch.exp(m_prev - m)  # 0 for an empty carry
+    w = torch.exp(a - m[..., None])  # (B, H, G, T)
+    sums = l_prev[..., None] * rescale[..., None] + w.cumsum(-1)
+    weighted = acc_prev[..., None, :] * rescale[..., None, None] + (w[..., None] * v[:, :, None]).cumsum(-2)
+    summary = weighted / sums[..., None]
+    return summary, (m, sums[..., -1], weighted[..., -1, :])
