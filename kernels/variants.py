@@ -46,7 +46,7 @@ def extended_attention(
     extra_logits: torch.Tensor | None = None,
     extra_values: torch.Tensor | None = None,
     scale: float | None = None,
-    block: int = 64,
+    block: int = 32,
 ) -> torch.Tensor:
     """q (B, H, Nq, D) over k, v (B, H, Nk, D) -> (B, H, Nq, D); see the module docstring.
 

@@ -20,6 +20,10 @@ from swa_stream.kernels.variants import NEG, dilated_attention, extended_attenti
 from swa_stream.positions import RotaryPositions
 
 
+# Parameters that only the variants have; a plain model's weights can start a variant without them.
+VARIANT_PARAMETERS = ("global_query", "global_key", "span")
+
+
 @dataclass
 class Projection:
     """One run of positions, projected: rotated q, k (B, H, T, D), v, and for global tokens the scores

@@ -64,13 +64,18 @@ def load_bundle_config(directory: str | Path, kind: str | None = None) -> tuple[
     return meta.get("kind"), meta["config"]
 
 
-def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], source: str | Path) -> nn.Module:
-    """Load weights strictly, turning a mismatch into one clear line."""
+def load_weights(
+    module: nn.Module, weights: dict[str, torch.Tensor], source: str | Path, may_lack: tuple[str, ...] = ()
+) -> nn.Module:
+    """Load weights strictly, turning a mismatch into one clear line. Parameters named in `may_lack` (the
+    last part of their name) may be absent and keep their initial values: starting a variant (e.g. global
+    tokens) from a plain model's weights."""
     try:
         missing, unexpected = module.load_state_dict(weights, strict=False)
     except RuntimeError as err:  # a tensor of the wrong shape
         shape = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), "size mismatch")
         raise SWAStreamError(f"{source}: weights do not fit the config ({shape})") from None
+    missing = [name for name in missing if name.rsplit(".", 1)[-1] not in may_lack]
     if missing or unexpected:
         detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
         raise SWAStreamError(f"{source}: weights do not fit the config ({detail})")

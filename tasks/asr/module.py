@@ -49,7 +49,9 @@ class ASRTask(L.LightningModule):
     """CTC over characters. `labels` (the vocabulary) is linked from the data; `frontend` defaults to the
     standard 80-mel, 4x frontend with the encoder's width. At the start of fit, the frontend's feature
     statistics are estimated from `norm_utterances` training utterances (unless the model already holds
-    statistics, e.g. when resuming), so they are fixed and travel with the weights."""
+    statistics, e.g. when resuming), so they are fixed and travel with the weights. `init_from`, an ASR
+    bundle, starts from its weights and statistics (fine-tuning, or a variant of a plain model: the
+    variant's own parameters keep their initial values)."""
 
     def __init__(
         self,
@@ -65,6 +67,7 @@ class ASRTask(L.LightningModule):
         freq_width: int = 15,
         time_masks: int = 2,
         time_width: float = 0.05,
+        init_from: str | None = None,
     ):
         super().__init__()
         if not labels:
@@ -76,9 +79,21 @@ class ASRTask(L.LightningModule):
         elif isinstance(frontend, dict):
             frontend = FrontendConfig(**frontend)
         self.model = ASRModel(frontend, encoder, labels, end_silence_ms)
+        if init_from:
+            self._load_initial_weights(init_from)
         self.augment = SpecAugment(freq_masks, freq_width, time_masks, time_width)
         self.val_wer, self.val_cer = WordErrorRate(), CharErrorRate()
         self.test_wer, self.test_cer = WordErrorRate(), CharErrorRate()
+
+    def _load_initial_weights(self, directory: str) -> None:
+        from swa_stream.attention import VARIANT_PARAMETERS
+        from swa_stream.bundle import load_bundle, load_weights
+        from swa_stream.errors import SWAStreamError
+
+        config, weights = load_bundle(directory, kind="asr")
+        if config.get("labels") != self.model.labels:
+            raise SWAStreamError(f"{directory}: init_from has other labels than the data")
+        load_weights(self.model, weights, f"{directory} (init_from)", may_lack=VARIANT_PARAMETERS)
 
     # ---- feature statistics ----------------------------------------------------------------------
     def _norm_is_default(self) -> bool:
@@ -118,7 +133,7 @@ class ASRTask(L.LightningModule):
             log_probs.transpose(0, 1).float(), batch["targets"], out_lengths, batch["target_lengths"],
             blank=0, zero_infinity=True,
         )
-        return loss, log_probs, out_lengths
+        return loss + self.model.encoder.auxiliary_loss(), log_probs, out_lengths
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, _, _ = self._loss(batch, augment=True)

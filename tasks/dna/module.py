@@ -20,7 +20,8 @@ class GenomicsTask(L.LightningModule):
     per-position track where the data provides one. `labels` (class names) is linked from the data;
     `stem_kernel` is the width of the convolutional stem in front of the encoder (0: none). `init_from`, a
     model bundle (e.g. one made by `swa-stream export`), starts training from its weights: fine-tuning, or
-    the second phase of a curriculum. Its architecture and classes must match this task's."""
+    the second phase of a curriculum. Its architecture and classes must match this task's, except that
+    a plain model may start a variant (the variant's own parameters keep their initial values)."""
 
     def __init__(
         self,
@@ -55,6 +56,7 @@ class GenomicsTask(L.LightningModule):
         self.val_metrics, self.test_metrics = metrics("val/"), metrics("test/")
 
     def _load_initial_weights(self, directory: str) -> None:
+        from swa_stream.attention import VARIANT_PARAMETERS
         from swa_stream.bundle import load_bundle, load_weights
 
         config, weights = load_bundle(directory, kind="dna")
@@ -62,7 +64,7 @@ class GenomicsTask(L.LightningModule):
             raise SWAStreamError(
                 f"{directory}: init_from has classes {config.get('classes')}, the data has {self.model.classes}"
             )
-        load_weights(self.model, weights, f"{directory} (init_from)")
+        load_weights(self.model, weights, f"{directory} (init_from)", may_lack=VARIANT_PARAMETERS)
 
     def _losses(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         class_logits, track_logits = self.model(batch["tokens"], batch["lengths"])
@@ -72,7 +74,7 @@ class GenomicsTask(L.LightningModule):
         if valid.any():
             track_loss = F.binary_cross_entropy_with_logits(track_logits[..., 0][valid], batch["track"][valid])
             loss = loss + self.hparams.track_weight * track_loss
-        return loss, class_logits
+        return loss + self.model.encoder.auxiliary_loss(), class_logits
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, _ = self._losses(batch)

@@ -1,0 +1,100 @@
+"""The variants' attention (kernels/variants.py) equals its dense definition (variant_reference), forward
+and backward, for any block size; a dilated window run as plain attention per residue class equals it on
+every backend, Triton's interpreter included."""
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported anywhere
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from swa_stream.kernels import sliding_window_attention  # noqa: E402
+from swa_stream.kernels.reference import variant_reference  # noqa: E402
+from swa_stream.kernels.variants import dilated_attention, extended_attention, prefix_summary  # noqa: E402
+
+
+@st.composite
+def attention_case(draw):
+    heads, length, dim = draw(st.integers(1, 2)), draw(st.integers(1, 40)), draw(st.sampled_from([4, 8]))
+    window, dilation = (draw(st.integers(0, 6)), draw(st.integers(0, 3))), draw(st.integers(1, 3))
+    n_sinks, n_extra = draw(st.integers(0, 3)), draw(st.integers(0, 2))
+    lengths = torch.tensor([length, draw(st.integers(0, length))])
+    return heads, length, dim, window, dilation, n_sinks, n_extra, draw(st.booleans()), lengths, draw(
+        st.sampled_from([1, 3, 32]))
+
+
+def tensors(heads, length, dim, window, dilation, n_extra, with_bias, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(2, heads, length, dim, generator=g, dtype=torch.float64) for _ in range(3))
+    bias = torch.randn(heads, window[0] * dilation + 1, generator=g, dtype=torch.float64) if with_bias else None
+    logits = torch.randn(2, heads, length, n_extra, generator=g, dtype=torch.float64) if n_extra else None
+    values = torch.randn(2, heads, length, n_extra, dim, generator=g, dtype=torch.float64) if n_extra else None
+    return q, k, v, bias, logits, values
+
+
+@settings(deadline=None, max_examples=60)
+@given(case=attention_case())
+def test_blocked_variant_attention_equals_the_dense_definition(case):
+    heads, length, dim, window, dilation, n_sinks, n_extra, with_bias, lengths, block = case
+    q, k, v, bias, logits, values = tensors(heads, length, dim, window, dilation, n_extra, with_bias)
+    n = min(n_sinks, length)
+    sinks = (k[:, :, :n], v[:, :, :n], torch.arange(n)) if n_sinks else None
+    got = extended_attention(q, k, v, window, dilation=dilation, span_bias=bias, sinks=sinks, extra_logits=logits,
+                             extra_values=values, k_lengths=lengths, block=block)
+    want = variant_reference(q, k, v, window, dilation=dilation, n_sinks=n_sinks, span_bias=bias,
+                             extra_logits=logits, extra_values=values, k_lengths=lengths)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_gradients_equal_the_dense_definitions():
+    q, k, v, bias, logits, values = tensors(2, 23, 8, (4, 2), 2, 2, True, seed=3)
+    inputs = [t.requires_grad_() for t in (q, k, v, bias, logits, values)]
+    lengths = torch.tensor([23, 17])
+    sinks = (k[:, :, :3], v[:, :, :3], torch.arange(3))
+    got = extended_attention(q, k, v, (4, 2), dilation=2, span_bias=bias, sinks=sinks, extra_logits=logits,
+                             extra_values=values, k_lengths=lengths, block=5)
+    want = variant_reference(q, k, v, (4, 2), dilation=2, n_sinks=3, span_bias=bias, extra_logits=logits,
+                             extra_values=values, k_lengths=lengths)
+    weights = torch.randn_like(got)
+    grads_got = torch.autograd.grad((got * weights).sum(), inputs)
+    grads_want = torch.autograd.grad((want * weights).sum(), inputs)
+    for a, b in zip(grads_got, grads_want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+
+
+@pytest.mark.parametrize("backend", ["torch", "reference", "triton"])
+@pytest.mark.parametrize("dilation", [2, 3])
+def test_dilation_is_plain_attention_per_residue_class(backend, dilation):
+    if backend == "triton":
+        pytest.importorskip("triton")
+    g = torch.Generator().manual_seed(dilation)
+    q, k, v = (torch.randn(2, 2, 37, 16, generator=g) for _ in range(3))
+    lengths = torch.tensor([37, 22])
+
+    def kernel(q, k, v, window, k_lengths):
+        return sliding_window_attention(q, k, v, window, k_lengths=k_lengths, backend=backend)
+
+    got = dilated_attention(q, k, v, (3, 2), dilation, k_lengths=lengths, attend=kernel)
+    want = variant_reference(q, k, v, (3, 2), dilation=dilation, k_lengths=lengths)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got[1, :, :22], want[1, :, :22], rtol=1e-4, atol=1e-5)
+
+
+def test_prefix_summary_is_a_running_softmax_in_any_chunking():
+    g = torch.Generator().manual_seed(0)
+    logits, values = torch.randn(2, 3, 2, 30, generator=g) * 20, torch.randn(2, 3, 30, 4, generator=g)
+    whole, _ = prefix_summary(logits, values)
+    for t in (0, 7, 29):  # the definition, position by position
+        probs = torch.softmax(logits[..., : t + 1].double(), dim=-1)
+        want = torch.einsum("bhgj,bhjd->bhgd", probs, values[:, :, : t + 1].double())
+        torch.testing.assert_close(whole[..., t, :], want)
+    carry, parts = None, []
+    for a, b in ((0, 1), (1, 13), (13, 13), (13, 30)):
+        part, carry = prefix_summary(logits[..., a:b], values[:, :, a:b], carry)
+        parts.append(part)
+    torch.testing.assert_close(torch.cat(parts, dim=-2), whole, rtol=1e-12, atol=1e-12)
