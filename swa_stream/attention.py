@@ -19,7 +19,6 @@ from swa_stream.kernels.ring import ring_read
 from swa_stream.kernels.variants import NEG, dilated_attention, extended_attention
 from swa_stream.positions import RotaryPositions
 
-
 # Parameters that only the variants have; a plain model's weights can start a variant without them.
 VARIANT_PARAMETERS = ("global_query", "global_key", "span")
 
