@@ -34,7 +34,7 @@ def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window) -> tuple[i
     return int(window[0]), int(window[1])
 
 
-def _use_triton(backend: str, q, k, v) -> bool:
+def use_triton(backend: str, q, k, v) -> bool:
     """Decide between Triton and PyTorch; importing Triton is deferred until a CUDA tensor (or an
     explicit request) needs it, so CPU users never pay for it."""
     if backend not in BACKENDS:
@@ -71,7 +71,7 @@ def sliding_window_attention(
     placement = dict(q_offset=q_offset, k_start=k_start, k_lengths=k_lengths, scale=scale)
     if backend == "reference":
         return attention_reference(q, k, v, window, **placement)
-    if _use_triton(backend, q, k, v):
+    if use_triton(backend, q, k, v):
         from swa_stream.kernels.triton_swa import triton_attention
 
         return triton_attention(q, k, v, window, **placement)
@@ -97,7 +97,7 @@ def ring_window_attention(
     are invisible. Triton reads the ring in place; the PyTorch path unrolls it."""
     window = _check(q, k_new, v_new, window)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k_ring, v_ring, k_new, v_new))
-    if not needs_grad and _use_triton(backend, q, k_new, v_new):  # the ring kernel is forward-only
+    if not needs_grad and use_triton(backend, q, k_new, v_new):  # the ring kernel is forward-only
         from swa_stream.kernels.triton_step import triton_ring_attention
 
         return triton_ring_attention(q, k_ring, v_ring, k_new, v_new, window, end=end, stream_start=stream_start,
@@ -106,5 +106,5 @@ def ring_window_attention(
                                 scale=scale, dense=backend == "reference")
 
 
-__all__ = ["BACKENDS", "sliding_window_attention", "ring_window_attention", "attention_reference",
+__all__ = ["BACKENDS", "use_triton", "sliding_window_attention", "ring_window_attention", "attention_reference",
            "blocked_attention"]

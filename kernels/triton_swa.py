@@ -477,8 +477,10 @@ def attention_forward(q, k, v, window, q_offset=0, k_start=0, k_lengths=None, sc
     return o, lse
 
 
-def attention_backward(do, q, k, v, o, lse, window, q_offset=0, k_start=0, k_lengths=None, scale=None):
-    """-> (dq, dk, dv), recomputing P from the saved base-2 log-sum-exp."""
+def attention_backward(do, q, k, v, o, lse, window, q_offset=0, k_start=0, k_lengths=None, scale=None, dlse=None):
+    """-> (dq, dk, dv), recomputing P from the saved base-2 log-sum-exp. `dlse` (B, H, Nq), the gradient of
+    the natural log-sum-exp when a caller used it (to merge other keys in), enters through the row term:
+    d lse / d score_j = p_j, so ds_j = p_j * (dp_j - delta + dlse)."""
     do = _last_dim_contiguous(do)
     batch, heads, n_q, dim = q.shape
     n_k = k.shape[2]
@@ -492,6 +494,8 @@ def attention_backward(do, q, k, v, o, lse, window, q_offset=0, k_start=0, k_len
     _bwd_preprocess[(triton.cdiv(n_q, 64), batch * heads)](
         o, do, delta, *o.stride()[:3], *do.stride()[:3], heads, n_q, HEAD_DIM=dim, BLOCK_M=64
     )
+    if dlse is not None:
+        delta = delta - dlse.float()
     common = dict(qk_scale=scale * LOG2E, scale=scale, **_launch_args(q, k, band, k_start, klen))
     strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3])
     klen_arg = klen if klen is not None else lse
@@ -526,6 +530,34 @@ class TritonAttention(torch.autograd.Function):
 _triton_attention = TritonAttention.apply
 
 
+class TritonAttentionLSE(torch.autograd.Function):
+    """Like TritonAttention, and also returns the natural log-sum-exp of each row's scores (-inf where a row
+    sees nothing), differentiably: the variants merge sinks and global tokens into the window through it."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, window, k_lengths, scale):
+        q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
+        o, lse = attention_forward(q, k, v, window, 0, 0, k_lengths, scale)
+        ctx.save_for_backward(q, k, v, o, lse, k_lengths if k_lengths is not None else torch.empty(0))
+        ctx.placement = (tuple(window), k_lengths is not None, scale)
+        natural = torch.where(torch.isinf(lse), torch.full_like(lse, float("-inf")), lse / LOG2E)
+        return o, natural
+
+    @staticmethod
+    def backward(ctx, do, dlse):
+        q, k, v, o, lse, k_lengths = ctx.saved_tensors
+        window, has_lengths, scale = ctx.placement
+        dlse = None if dlse is None else torch.where(torch.isinf(lse), torch.zeros_like(dlse), dlse)
+        dq, dk, dv = attention_backward(do.contiguous(), q, k, v, o, lse, window, 0, 0,
+                                        k_lengths if has_lengths else None, scale, dlse=dlse)
+        return dq, dk, dv, None, None, None
+
+
+def triton_attention_lse(q, k, v, window, *, k_lengths=None, scale=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Self-attention (q_offset 0, k_start 0) -> (o (B, H, N, D), natural log-sum-exp (B, H, N) float32)."""
+    return TritonAttentionLSE.apply(q, k, v, tuple(window), k_lengths, scale)
+
+
 def triton_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -544,4 +576,4 @@ def triton_attention(
     return _triton_attention(q, k, v, tuple(window), int(q_offset), int(k_start), k_lengths, scale)
 
 
-__all__ = ["triton_attention", "attention_forward", "attention_backward", "band_edges", "is_supported"]
+__all__ = ["triton_attention", "triton_attention_lse", "attention_forward", "attention_backward", "band_edges", "is_supported"]

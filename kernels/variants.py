@@ -9,10 +9,13 @@ Semantics, extending kernels/__init__.py's: query row i stands at key index i' =
 and a key is valid iff `k_start <= j < k_lengths[b]`. `span_bias` (H, left * d + 1) is added to the
 score of a window key at distance i' - j = 0 .. left * d: adaptive span's soft ramp, as a log-mask.
 
-This is plain PyTorch (blocked over queries, O(N * window) time and memory), so it runs and
-differentiates on CPU and CUDA alike; the Triton kernels know only plain windows. A dilated window
-without the other variants does not come here: it is plain attention on each residue class mod d
-(`dilated_attention`), so it runs on every backend, Triton included.
+`extended_attention` is plain PyTorch (blocked over queries, O(N * window) time and memory), so it runs and
+differentiates on CPU and CUDA alike. The Triton kernels know only plain windows, so the variants reach
+them by composition, without a kernel change:
+- a dilated window is plain attention on each residue class mod d (`dilated_attention`);
+- sinks and global tokens are merged into a window's output through its log-sum-exp (`merge_extras`),
+  which the Triton kernel returns and differentiates (its backward takes the log-sum-exp's gradient).
+Adaptive span's bias on each distance has no such decomposition; it stays on the PyTorch path.
 """
 
 from __future__ import annotations
@@ -114,10 +117,11 @@ def extended_attention(
     return out.reshape(batch, heads, n_blk * blk, dim)[:, :, :n_q].to(q.dtype)
 
 
-def dilated_attention(q, k, v, window, dilation: int, *, k_lengths=None, attend) -> torch.Tensor:
+def dilated_attention(q, k, v, window, dilation: int, *, k_lengths=None, attend):
     """Self-attention (Nq = Nk = T, q_offset 0) with a dilated window, as plain windowed attention on each
     residue class mod `dilation`: positions r, r + d, r + 2d, ... see each other with the same
-    (left, right) window counted in steps. `attend(q, k, v, window, k_lengths=...)` is any plain kernel."""
+    (left, right) window counted in steps. `attend(q, k, v, window, k_lengths=...)` is any plain kernel;
+    if it returns (o, log-sum-exp), so does this."""
     batch, heads, length, dim = q.shape
     d = dilation
     padded = -(-length // d) * d
@@ -130,8 +134,47 @@ def dilated_attention(q, k, v, window, dilation: int, *, k_lengths=None, attend)
     residues = torch.arange(d, device=q.device)
     class_lengths = ((lengths[:, None] - residues[None, :] + d - 1) // d).clamp(min=0).reshape(-1)
     out = attend(fold(q), fold(k), fold(v), window, k_lengths=class_lengths)
-    out = out.view(batch, d, heads, padded // d, dim).permute(0, 2, 3, 1, 4).reshape(batch, heads, padded, dim)
-    return out[:, :, :length]
+
+    def unfold(t):  # (B * d, H, T / d, ...) -> (B, H, T, ...)
+        t = t.view(batch, d, heads, padded // d, *t.shape[3:]).transpose(1, 2).transpose(2, 3)
+        return t.reshape(batch, heads, padded, *t.shape[4:])[:, :, :length]
+
+    return tuple(unfold(t) for t in out) if isinstance(out, tuple) else unfold(out)
+
+
+def merge_extras(o, lse, q, window, *, dilation=1, k_lengths=None, sinks=None, extra_logits=None,
+                 extra_values=None, scale=None) -> torch.Tensor:
+    """Self-attention's window output o (B, H, N, D) with its natural log-sum-exp lse (B, H, N; -inf where a
+    row saw nothing), merged in one softmax with sinks and extra keys (as in `extended_attention`)."""
+    batch, heads, n, dim = q.shape
+    scale = dim**-0.5 if scale is None else scale
+    acc = torch.promote_types(q.dtype, torch.float32)
+    scores, values = [lse.to(acc)[..., None]], [None]
+    if sinks is not None:
+        sink_k, sink_v, sink_index = sinks
+        rows = torch.arange(n, device=q.device)[:, None]
+        seen = (sink_index[None, :] <= rows) & ~_window_mask(rows - sink_index[None, :], (
+            window[0] * dilation, window[1] * dilation), dilation)
+        if k_lengths is not None:
+            seen = seen[None] & (sink_index[None, None, :] < k_lengths.to(q.device).view(-1, 1, 1))
+        s = torch.einsum("bhnd,bhsd->bhns", q.to(acc), sink_k.to(acc)) * scale
+        scores.append(s.masked_fill(~(seen if seen.dim() == 3 else seen[None])[:, None], float("-inf")))
+        values.append(sink_v)
+    if extra_logits is not None:
+        scores.append(extra_logits.to(acc))
+        values.append(extra_values)
+    scores = torch.cat(scores, dim=-1)
+    top = scores.detach().amax(-1, keepdim=True)
+    weights = torch.exp(scores - torch.where(torch.isfinite(top), top, torch.zeros_like(top)))
+    weights = weights / weights.sum(-1, keepdim=True).clamp_min(torch.finfo(acc).tiny)
+    out, i = weights[..., :1] * o.to(acc), 1
+    if sinks is not None:
+        count = sinks[0].shape[2]
+        out = out + torch.einsum("bhns,bhsd->bhnd", weights[..., i : i + count], sinks[1].to(acc))
+        i += count
+    if extra_logits is not None:
+        out = out + torch.einsum("bhne,bhned->bhnd", weights[..., i:], extra_values.to(acc))
+    return out.to(q.dtype)
 
 
 def prefix_summary(logits: torch.Tensor, values: torch.Tensor, carry=None):

@@ -87,8 +87,43 @@ def _runs(windows: list[tuple[int, int]]) -> str:
     return ", ".join(f"({a}, {b}) x {n}" if n > 1 else f"({a}, {b})" for (a, b), n in runs)
 
 
+def _variant_lines(cfg: SWAConfig) -> list[str]:
+    parts = []
+    if any(d > 1 for d in cfg.dilations):
+        parts.append(f"dilation {', '.join(map(str, cfg.dilations))}")
+    if any(s > 1 for s in cfg.strides):
+        parts.append(f"rates 1/{', 1/'.join(map(str, cfg.rates))} (downsample {', '.join(map(str, cfg.strides))})")
+    if cfg.adaptive_span:
+        parts.append(f"adaptive span (ramp {cfg.span_ramp}, penalty {cfg.span_penalty:g})")
+    lines = [f"variants          {'; '.join(parts)}"] if parts else []
+    reach = []
+    if cfg.global_tokens:
+        reach.append(f"{cfg.global_tokens} global token(s) per layer summarise every earlier position")
+    if cfg.sink_tokens:
+        reach.append(f"the first {cfg.sink_tokens} positions of each layer's input (sinks) stay visible")
+    if reach:
+        lines.append(f"beyond the field  {'; '.join(reach)}: overlap-stitching cannot reproduce this, streaming can")
+    return lines
+
+
+def describe_spans(cfg: SWAConfig, spans: list[list[int]]) -> list[str]:
+    """Learned adaptive spans (keys back per head, per layer) and the state they save."""
+    full = cfg.state_bytes()
+    trimmed = sum(cfg.layer_state_bytes(i, left=max(heads)) for i, heads in enumerate(spans))
+    per_head = sum(sum(cfg.layer_state_bytes(i, left=h) for h in heads) / len(heads) for i, heads in enumerate(spans))
+    lines = [f"learned spans     layer {i}: {', '.join(map(str, heads))} keys back per head (of {cfg.reaches[i][0]})"
+             if i == 0 else f"                  layer {i}: {', '.join(map(str, heads))}" for i, heads in enumerate(spans)]
+    lines.append(
+        f"trimmed state     {_bytes(trimmed)} per stream in float32, {100 * (1 - trimmed / full):.0f}% less than the "
+        f"full windows' {_bytes(full)} (each layer keeps its widest head; {_bytes(round(per_head))} if every head kept "
+        "only its own span)"
+    )
+    return lines
+
+
 def describe(cfg: SWAConfig) -> str:
     left, right = cfg.receptive_field()
+    variant_columns = any(d > 1 for d in cfg.dilations) or any(s > 1 for s in cfg.strides)
     lines = [
         f"encoder           {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads of "
         f"{cfg.head_dim}, feed-forward {cfg.ffn_dim}",
@@ -101,8 +136,10 @@ def describe(cfg: SWAConfig) -> str:
         f"bf16), fixed for any stream length",
         f"parameters        {cfg.param_count():,}",
         f"FLOPs / position  {cfg.flops_per_position() / 1e6:,.2f} M",
+        *_variant_lines(cfg),
         "",
-        "layer  window (left, right)  receptive field (left, right)  cached keys  state (float32)",
+        "layer  window (left, right)" + ("  dilation  rate" if variant_columns else "")
+        + "  receptive field (left, right)  cached keys  state (float32)",
     ]
     shown = range(cfg.n_layers)
     if cfg.n_layers > 16:  # the plot shows the whole growth; the table keeps the ends
@@ -113,9 +150,10 @@ def describe(cfg: SWAConfig) -> str:
             continue
         w_left, w_right = cfg.windows[i]
         field_left, field_right = cfg.receptive_field(i + 1)
+        rate = f"  {cfg.dilations[i]:>8}  {'1/' + str(cfg.rates[i]):>4}" if variant_columns else ""
         lines.append(
-            f"{i:>5}  {f'({w_left}, {w_right})':>20}  {f'({field_left}, {field_right})':>29}  "
-            f"{w_left + w_right:>11}  {_bytes(cfg.layer_state_bytes(i)):>15}"
+            f"{i:>5}  {f'({w_left}, {w_right})':>20}{rate}  {f'({field_left}, {field_right})':>29}  "
+            f"{sum(cfg.reaches[i]):>11}  {_bytes(cfg.layer_state_bytes(i)):>15}"
         )
     return "\n".join(lines)
 
@@ -197,6 +235,21 @@ def _task_of_yaml(data) -> dict:
     return {}
 
 
+def _learned_spans(model: Path, cfg: SWAConfig) -> list[list[int]]:
+    from safetensors import safe_open
+
+    from swa_stream.attention import span_reach
+
+    path = model / "model.safetensors"
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            names = {name.split("blocks.")[-1].split(".")[0]: name for name in f.keys() if name.endswith("attn.span")}
+            spans = [f.get_tensor(names[str(i)]) for i in range(cfg.n_layers)]
+    except (OSError, KeyError, ValueError) as err:
+        raise SWAStreamError(f"{path}: cannot read the learned spans ({err})") from None
+    return [span_reach(z, cfg.reaches[i][0], cfg.span_ramp) for i, z in enumerate(spans)]
+
+
 def load(config: str | None = None, model: str | None = None) -> tuple[SWAConfig, dict, str]:
     """(encoder config, task extras, what was read) from a YAML config or a model bundle folder."""
     if model is not None:
@@ -204,7 +257,10 @@ def load(config: str | None = None, model: str | None = None) -> tuple[SWAConfig
 
         kind, bundle = load_bundle_config(model)
         cfg = _encoder_section(Path(model) / "config.json", bundle if kind == "encoder" else bundle.get("encoder"))
-        return cfg, {k: bundle[k] for k in ("stem_kernel", "frontend") if k in bundle}, f"model             {model}"
+        task = {k: bundle[k] for k in ("stem_kernel", "frontend") if k in bundle}
+        if cfg.adaptive_span:
+            task["spans"] = _learned_spans(Path(model), cfg)
+        return cfg, task, f"model             {model}"
     path = Path(config)
     data = _read_yaml(path)
     return _encoder_section(path, data), _task_of_yaml(data), f"config            {config}"
@@ -215,6 +271,8 @@ def run(config: str | None = None, plot: str | None = None, model: str | None = 
     print(source)
     print(describe(cfg))
     extras = describe_task(cfg, task, chunk_ms)
+    if task.get("spans"):
+        extras += describe_spans(cfg, task["spans"])
     if extras:
         print("\n" + "\n".join(extras))
     if plot:

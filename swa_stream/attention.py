@@ -1,8 +1,9 @@
 """The attention layer: projections, rotary positions, the variants' parameters, and a call into the kernels.
 
 A plain window goes to the fast kernels (Triton or the blocked CPU path). A dilated window alone is the
-same kernels on each residue class. Sinks, global tokens and adaptive spans go to the variants' PyTorch
-path (kernels/variants.py), which puts window keys, sinks and global tokens in one softmax.
+same kernels on each residue class. With Triton, sinks and global tokens are merged into the window's
+output through its log-sum-exp; otherwise (the CPU path, adaptive spans, and streaming steps) they go to
+the variants' PyTorch path, which puts window keys, sinks and global tokens in one softmax.
 """
 
 from __future__ import annotations
@@ -14,13 +15,19 @@ import torch
 from torch import nn
 
 from swa_stream.config import SWAConfig
-from swa_stream.kernels import ring_window_attention, sliding_window_attention
+from swa_stream.kernels import ring_window_attention, sliding_window_attention, use_triton
 from swa_stream.kernels.ring import ring_read
-from swa_stream.kernels.variants import NEG, dilated_attention, extended_attention
+from swa_stream.kernels.variants import NEG, dilated_attention, extended_attention, merge_extras
 from swa_stream.positions import RotaryPositions
 
 # Parameters that only the variants have; a plain model's weights can start a variant without them.
 VARIANT_PARAMETERS = ("global_query", "global_key", "span")
+
+
+def span_reach(span: torch.Tensor, reach_left: int, ramp: int) -> list[int]:
+    """Keys back that each head with learned span z (H,) sees: its ramp is nonzero below ramp + z."""
+    z = span.detach().float().clamp(0, reach_left).tolist()
+    return [min(reach_left, math.ceil(ramp + s) - 1) for s in z]
 
 
 @dataclass
@@ -75,17 +82,13 @@ class SWAAttention(nn.Module):
 
     def cache_left(self) -> int:
         """Keys back that a stream must keep: the left reach, or the widest head's learned span."""
-        if self.span is None:
-            return self.reach[0]
-        z = float(self.span.detach().clamp(0, self.reach[0]).max())
-        return min(self.reach[0], math.ceil(self.span_ramp + z) - 1)
+        return max(self.head_spans())
 
     def head_spans(self) -> list[int]:
-        """Keys back each head sees (its ramp included), for reporting."""
+        """Keys back each head sees (its ramp included)."""
         if self.span is None:
             return [self.reach[0]] * self.n_heads
-        z = self.span.detach().clamp(0, self.reach[0]).tolist()
-        return [min(self.reach[0], math.ceil(self.span_ramp + s) - 1) for s in z]
+        return span_reach(self.span, self.reach[0], self.span_ramp)
 
     # ---- projections -----------------------------------------------------------------------------
     def project(self, x: torch.Tensor, start: int) -> Projection:
@@ -117,8 +120,25 @@ class SWAAttention(nn.Module):
             if self.n_sinks:
                 index = torch.arange(min(self.n_sinks, k.shape[2]), device=q.device)
                 sinks = (k[:, :, : len(index)], v[:, :, : len(index)], index)
-            o = self._extended(q, k, v, p.to_global, summaries, sinks=sinks, k_lengths=lengths)
+            if self.span is None and use_triton(self.backend, q, k, v):
+                o = self._triton_composed(p, summaries, sinks, lengths)
+            else:
+                o = self._extended(q, k, v, p.to_global, summaries, sinks=sinks, k_lengths=lengths)
         return self._merge(o)
+
+    def _triton_composed(self, p: Projection, summaries, sinks, lengths) -> torch.Tensor:
+        """Sinks and global tokens on the Triton path: the window (per residue class if dilated) with its
+        log-sum-exp, then one softmax over it, the sinks and the global tokens."""
+        from swa_stream.kernels.triton_swa import triton_attention_lse
+
+        if self.dilation == 1:
+            o, lse = triton_attention_lse(p.q, p.k, p.v, self.window, k_lengths=lengths)
+        else:
+            o, lse = dilated_attention(p.q, p.k, p.v, self.window, self.dilation, k_lengths=lengths,
+                                       attend=triton_attention_lse)
+        extra_values = None if summaries is None else summaries.transpose(2, 3).to(p.q.dtype)
+        return merge_extras(o, lse, p.q, self.window, dilation=self.dilation, k_lengths=lengths, sinks=sinks,
+                            extra_logits=p.to_global, extra_values=extra_values)
 
     def _extended(self, q, k, v, to_global, summaries, **placement) -> torch.Tensor:
         extra_values = None if summaries is None else summaries.transpose(2, 3).to(q.dtype)  # (B, H, Tq, G, D)
