@@ -576,4 +576,5 @@ def triton_attention(
     return _triton_attention(q, k, v, tuple(window), int(q_offset), int(k_start), k_lengths, scale)
 
 
-__all__ = ["triton_attention", "triton_attention_lse", "attention_forward", "attention_backward", "band_edges", "is_supported"]
+__all__ = ["triton_attention", "triton_attention_lse", "attention_forward", "attention_backward", "band_edges",
+           "is_supported"]

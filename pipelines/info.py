@@ -111,8 +111,11 @@ def describe_spans(cfg: SWAConfig, spans: list[list[int]]) -> list[str]:
     full = cfg.state_bytes()
     trimmed = sum(cfg.layer_state_bytes(i, left=max(heads)) for i, heads in enumerate(spans))
     per_head = sum(sum(cfg.layer_state_bytes(i, left=h) for h in heads) / len(heads) for i, heads in enumerate(spans))
-    lines = [f"learned spans     layer {i}: {', '.join(map(str, heads))} keys back per head (of {cfg.reaches[i][0]})"
-             if i == 0 else f"                  layer {i}: {', '.join(map(str, heads))}" for i, heads in enumerate(spans)]
+    lines = [
+        f"{'learned spans' if i == 0 else '':<18}layer {i}: {', '.join(map(str, heads))} keys back per head "
+        f"(of {cfg.reaches[i][0]})"
+        for i, heads in enumerate(spans)
+    ]
     lines.append(
         f"trimmed state     {_bytes(trimmed)} per stream in float32, {100 * (1 - trimmed / full):.0f}% less than the "
         f"full windows' {_bytes(full)} (each layer keeps its widest head; {_bytes(round(per_head))} if every head kept "
