@@ -137,6 +137,30 @@ def check_ring(name, dtype, batch, heads, dim, window, end, stream_start, n_new,
     return record(f"ring {name}", dtype, got, precise, plain)
 
 
+def check_variants(name, dtype, fields, length):
+    """Sinks, global tokens and dilation reach Triton by composition (kernels/variants.py): an encoder on the
+    Triton path against the same weights on the PyTorch path in float64, forward and backward."""
+    from swa_stream import SWAConfig, SWAEncoder
+
+    torch.manual_seed(0)
+    cfg = SWAConfig(d_model=128, n_heads=2, n_layers=2, window=(31, 8), **fields)
+    precise = SWAEncoder(cfg, backend="torch").to(DEVICE, torch.float64)
+    fast, plain = (SWAEncoder(cfg, backend=b).to(DEVICE, dtype) for b in ("triton", "torch"))
+    fast.load_state_dict(precise.state_dict())
+    plain.load_state_dict(precise.state_dict())
+    x = torch.randn(2, length, 128, device=DEVICE, dtype=torch.float64)
+    lengths = torch.tensor([length, length * 2 // 3], device=DEVICE)
+    weights = torch.randn_like(x)
+    outs = {}
+    for which, enc in (("fast", fast), ("precise", precise), ("plain", plain)):
+        xi = x.to(next(enc.parameters()).dtype).requires_grad_()
+        y = enc(xi, lengths)
+        (grad,) = torch.autograd.grad((y * weights.to(y.dtype)).sum(), [xi])
+        outs[which] = (y.detach(), grad)
+    return all([record(f"{part} variants {name}", dtype, outs["fast"][i], outs["precise"][i], outs["plain"][i])
+                for i, part in enumerate(("fwd", "bwd dx"))])
+
+
 def guarded(check, name, *args, **kwargs) -> bool:
     """One check; a crash (say, a compile error) is a FAIL line, and the other checks still run."""
     try:
@@ -170,6 +194,9 @@ def correctness() -> bool:
         ok &= guarded(check_attention, *case, **placement)
     for case in ring:
         ok &= guarded(check_ring, *case)
+    variants = dict(sink_tokens=4, global_tokens=2, dilation=[1, 2])
+    for dt in (fp32,) if ARGS.smoke else (fp32, bf16):
+        ok &= guarded(check_variants, "sinks+global+dilation", dt, variants, 37 if ARGS.smoke else 2000)
     return ok
 
 
