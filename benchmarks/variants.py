@@ -4,8 +4,10 @@ stitching) against exact streaming.
 
     .venv/bin/python benchmarks/variants.py --json docs/variants.json --plot docs/variants.png
 
-Every variant is a bundle exported from its run (docs/variants.md has the commands); "plain" is the
-shipped demo model, which the variants' runs started from. Accuracy and WER come from the offline
+Every variant is a bundle exported from its run (docs/variants.md has the commands). For DNA, "plain" is
+the shipped dna-demo, whose last phase each variant's run repeats from the same warm-up weights, and
+"plain_seed1" that phase again with another seed (the spread between runs). For speech, every row is the
+shipped asr-demo fine-tuned by the same short recipe, "plain" included. Accuracy and WER come from the offline
 forward pass over the test sets (streaming equals it: tests/core/test_variants.py). Speed is streaming,
 on one thread: DNA scored in 16 kbp chunks, speech in 160 ms chunks. FLOPs are counted from the config
 (SWAConfig.flops_per_position); state bytes are measured on a live stream (learned spans trimmed).
@@ -35,11 +37,11 @@ from swa_stream.tasks.asr.data import read_manifest  # noqa: E402
 from swa_stream.tasks.asr.decoder import greedy_decode  # noqa: E402
 from swa_stream.tasks.dna.data import load_fasta_split  # noqa: E402
 
-NAMES = ["plain", "global", "sinks", "dilation", "multirate", "adaptive"]
+NAMES = ["plain", "plain_seed1", "global", "sinks", "dilation", "multirate", "adaptive"]
 
 
 def bundle(task: str, name: str, runs: Path) -> Path:
-    return default_model_dir(task) if name == "plain" else runs / f"{task}_{name}" / "bundle"
+    return default_model_dir(task) if (task, name) == ("dna", "plain") else runs / f"{task}_{name}" / "bundle"
 
 
 def state_bytes(encoder, positions: int) -> int:
@@ -169,7 +171,7 @@ def asr_rows(runs: Path, data: Path, rtf_seconds: float) -> tuple[list[dict], li
             "spans": [b.attn.head_spans() for b in model.encoder.blocks] if model.encoder.cfg.adaptive_span else None,
         })
         print(f"asr {name}: {rows[-1]}", file=sys.stderr)
-    plain = load_asr_model(default_model_dir("asr"))
+    plain = load_asr_model(bundle("asr", "plain", runs))
     exact = asr_log_probs(plain, utterances)
     overlap_rows = []
     for left in (16, 64, 128):
