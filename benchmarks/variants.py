@@ -44,6 +44,16 @@ def bundle(task: str, name: str, runs: Path) -> Path:
     return default_model_dir(task) if (task, name) == ("dna", "plain") else runs / f"{task}_{name}" / "bundle"
 
 
+def trained_variants(task: str, runs: Path, load):
+    """(name, bundle folder, model) for every variant whose bundle exists."""
+    for name in NAMES:
+        path = bundle(task, name, runs)
+        if (path / "config.json").is_file():
+            yield name, path, load(path)
+        else:
+            print(f"{task} {name}: no bundle at {path}, skipped", file=sys.stderr)
+
+
 def state_bytes(encoder, positions: int) -> int:
     """Encoder state of one stream after `positions` inputs (what a live stream holds)."""
     state = encoder.init_state(1)
@@ -74,12 +84,7 @@ def dna_accuracy(model, root: Path, batch: int = 100, stitch: tuple[int, int] | 
 def dna_rows(runs: Path, data: Path, length: int, chunk: int) -> list[dict]:
     sequence = genome(length)
     rows = []
-    for name in NAMES:
-        path = bundle("dna", name, runs)
-        if not (path / "config.json").is_file():
-            print(f"dna {name}: no bundle at {path}, skipped", file=sys.stderr)
-            continue
-        model = load_dna_model(path)
+    for name, path, model in trained_variants("dna", runs, load_dna_model):
         t0 = time.perf_counter()
         _, exact_track = streamed(model, sequence, chunk)
         seconds = time.perf_counter() - t0
@@ -155,12 +160,7 @@ def asr_rows(runs: Path, data: Path, rtf_seconds: float) -> tuple[list[dict], li
         wav = Path(tmp) / "long.wav"
         duration = long_file(data / "test.jsonl", rtf_seconds, wav)
         audio, _ = sf.read(wav, dtype="float32")
-    for name in NAMES:
-        path = bundle("asr", name, runs)
-        if not (path / "config.json").is_file():
-            print(f"asr {name}: no bundle at {path}, skipped", file=sys.stderr)
-            continue
-        model = load_asr_model(path)
+    for name, path, model in trained_variants("asr", runs, load_asr_model):
         wer, cer = wer_of(model, utterances, asr_log_probs(model, utterances))
         seconds = ours_in_process(model, chunks_of(audio, int(0.16 * model.sample_rate)))
         rows.append({

@@ -16,18 +16,6 @@ def make_encoder(window, n_layers, seed=0, backend="auto"):
     return SWAEncoder(cfg, backend=backend).eval()
 
 
-def stream(enc, x, chunk_sizes, start_position=0):
-    """Feed x (B, T, d) in chunks; return cat(step outputs + flush) and the per-step outputs."""
-    state = enc.init_state(batch_size=x.shape[0], start_position=start_position)
-    outs, i = [], 0
-    for size in chunk_sizes:
-        out, state = enc.step(x[:, i : i + size], state)
-        outs.append(out)
-        i += size
-    assert i == x.shape[1]
-    return torch.cat(outs + [enc.flush(state)], dim=1), outs
-
-
 def chunking(draw, total):
     sizes = []
     while sum(sizes) < total:
@@ -50,41 +38,41 @@ def stream_case(draw):
 @settings(deadline=None, max_examples=60)
 @given(case=stream_case())
 @torch.no_grad()
-def test_streaming_equals_offline_for_any_chunking(case):
+def test_streaming_equals_offline_for_any_chunking(case, stream):
     window, n_layers, batch, length, sizes = case
     enc = make_encoder(window, n_layers)
     x = torch.randn(batch, length, D_MODEL)
-    streamed, _ = stream(enc, x, sizes)
+    streamed, *_ = stream(enc, x, sizes)
     torch.testing.assert_close(streamed, enc(x), rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("window", [(8, 0), (6, 3), [(3, 0), (8, 2), (5, 1)]])
 @pytest.mark.parametrize("chunk", [1, 5, 8, 9, 17, 100])  # below, at and above the window, uneven
 @torch.no_grad()
-def test_chunks_below_at_and_above_the_window(window, chunk):
+def test_chunks_below_at_and_above_the_window(window, chunk, stream):
     enc = make_encoder(window, 3)
     x = torch.randn(2, 61, D_MODEL)
     sizes = [chunk] * (61 // chunk) + ([61 % chunk] if 61 % chunk else [])
-    streamed, _ = stream(enc, x, sizes)
+    streamed, *_ = stream(enc, x, sizes)
     torch.testing.assert_close(streamed, enc(x), rtol=0, atol=1e-5)
 
 
 @torch.no_grad()
-def test_step_emits_a_position_once_every_layer_has_its_right_context():
+def test_step_emits_a_position_once_every_layer_has_its_right_context(stream):
     enc = make_encoder([(4, 2), (4, 0), (4, 3)], 3)
     lookahead = enc.cfg.lookahead
     assert lookahead == 5
-    _, outs = stream(enc, torch.randn(1, 30, D_MODEL), [1] * 30)
+    _, outs, _ = stream(enc, torch.randn(1, 30, D_MODEL), [1] * 30)
     emitted = torch.tensor([o.shape[1] for o in outs]).cumsum(0)
     received = torch.arange(1, 31)
     assert torch.equal(emitted, (received - lookahead).clamp(min=0))
 
 
 @torch.no_grad()
-def test_flush_of_a_stream_shorter_than_the_lookahead():
+def test_flush_of_a_stream_shorter_than_the_lookahead(stream):
     enc = make_encoder((3, 6), 2)
     x = torch.randn(1, 4, D_MODEL)
-    streamed, outs = stream(enc, x, [1, 3])
+    streamed, outs, _ = stream(enc, x, [1, 3])
     assert sum(o.shape[1] for o in outs) == 0
     torch.testing.assert_close(streamed, enc(x), rtol=0, atol=1e-5)
 
@@ -101,18 +89,18 @@ def test_state_size_is_constant_over_a_long_stream():
 
 
 @torch.no_grad()
-def test_start_position_does_not_change_outputs():
+def test_start_position_does_not_change_outputs(stream):
     enc = make_encoder([(9, 2), (9, 0)], 2)
     x = torch.randn(2, 40, D_MODEL)
-    at_zero, _ = stream(enc, x, [3, 13, 24])
-    far, _ = stream(enc, x, [3, 13, 24], start_position=10**9)
-    forever, _ = stream(enc, x, [40], start_position=10**15 + 12345)
+    at_zero, *_ = stream(enc, x, [3, 13, 24])
+    far, *_ = stream(enc, x, [3, 13, 24], start_position=10**9)
+    forever, *_ = stream(enc, x, [40], start_position=10**15 + 12345)
     torch.testing.assert_close(far, at_zero, rtol=0, atol=1e-4)
     torch.testing.assert_close(forever, at_zero, rtol=0, atol=1e-4)
 
 
 @torch.no_grad()
-def test_state_survives_a_save_and_restore_mid_stream(tmp_path):
+def test_state_survives_a_save_and_restore_mid_stream(tmp_path, stream):
     from safetensors.torch import load_file, save_file
 
     enc = make_encoder((6, 2), 2)
@@ -123,7 +111,7 @@ def test_state_survives_a_save_and_restore_mid_stream(tmp_path):
     restored = StreamState.from_tensors(load_file(tmp_path / "state.safetensors"))
     second, restored = enc.step(x[:, 13:], restored)
     streamed = torch.cat([first, second, enc.flush(restored)], dim=1)
-    offline, _ = stream(enc, x, [30], start_position=77)
+    offline, *_ = stream(enc, x, [30], start_position=77)
     torch.testing.assert_close(streamed, offline, rtol=0, atol=1e-5)
 
 
@@ -161,7 +149,7 @@ def test_receptive_field_is_reported_by_the_encoder():
 
 
 @torch.no_grad()
-def test_triton_kernels_in_the_encoder_stream_exactly_under_the_interpreter():
+def test_triton_kernels_in_the_encoder_stream_exactly_under_the_interpreter(stream):
     """The encoder on the Triton backend (fused attention offline, the in-place ring kernel when
     streaming) agrees with the PyTorch backend and with itself streamed. Head size 16: the kernels'
     smallest."""
@@ -178,5 +166,5 @@ def test_triton_kernels_in_the_encoder_stream_exactly_under_the_interpreter():
     x = torch.randn(2, 23, 32)
     offline = triton_enc(x)
     torch.testing.assert_close(offline, torch_enc(x), rtol=0, atol=1e-5)
-    streamed, _ = stream(triton_enc, x, [1, 6, 9, 7])
+    streamed, *_ = stream(triton_enc, x, [1, 6, 9, 7])
     torch.testing.assert_close(streamed, offline, rtol=0, atol=1e-5)
