@@ -185,6 +185,33 @@ def asr_rows(runs: Path, data: Path, rtf_seconds: float) -> tuple[list[dict], li
 
 
 # ---- report ------------------------------------------------------------------------------------------
+def tables(results: dict) -> str:
+    """The markdown tables of docs/variants.md."""
+    out = []
+    if results.get("dna"):
+        out += ["| DNA variant | test accuracy | FLOPs / bp | state / stream | streaming kbp/s | field (bp) | "
+                "overlap-stitch error |", "|---|---|---|---|---|---|---|"]
+        out += [f"| {r['variant']} | {100 * r['accuracy']:.1f}% | {r['flops_per_position'] / 1e3:.0f} k | "
+                f"{r['state_bytes'] / 1024:.1f} KiB | {r['kbp_per_s']:.1f} | {r['field'][0]} + {r['field'][1]} | "
+                f"{r['stitch_max_diff']:.1e} |" for r in results["dna"]]
+    if results.get("dna_overlap"):
+        out += ["", "| dna-demo, overlapping windows | test accuracy |", "|---|---|"]
+        out += [f"| window {r['window']} bp, overlap {r['overlap']} bp | {100 * r['accuracy']:.1f}% |"
+                for r in results["dna_overlap"]]
+    if results.get("asr"):
+        out += ["", "| speech variant | test WER | CER | FLOPs / frame | state / stream | RTF (1 thread) | "
+                "lookahead |", "|---|---|---|---|---|---|---|"]
+        out += [f"| {r['variant']} | {100 * r['wer']:.2f}% | {100 * r['cer']:.2f}% | "
+                f"{r['flops_per_position'] / 1e6:.2f} M | {r['state_bytes'] / 1024:.1f} KiB | {r['rtf']:.4f} | "
+                f"{r['lookahead_ms']:.0f} ms |" for r in results["asr"]]
+    if results.get("asr_overlap"):
+        out += ["", "| overlapping windows (cores of 1 s) | test WER | max log-prob diff vs exact | encoder work |",
+                "|---|---|---|---|"]
+        out += [f"| left context {r['left_frames']} frames ({r['left_frames'] * 40} ms) | {100 * r['wer']:.2f}% | "
+                f"{r['max_log_prob_diff']:.1e} | {r['encoder_work']:.2f}x |" for r in results["asr_overlap"]]
+    return "\n".join(out)
+
+
 def plot(results: dict, out: str) -> None:
     import matplotlib
 
@@ -227,7 +254,7 @@ def main() -> None:
     if "asr" in args.tasks:
         results["asr"], results["asr_overlap"] = asr_rows(args.runs, args.asr_data, args.rtf_seconds)
     results["torch"] = torch.__version__
-    print(json.dumps(results, indent=2))
+    print(tables(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     if args.plot and "dna" in results and "asr" in results:
