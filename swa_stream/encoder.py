@@ -97,6 +97,25 @@ class SWABlock(nn.Module):
         positions = stream_start + torch.arange(st.sink_k.shape[2], device=st.sink_k.device)
         return (st.sink_k, st.sink_v, positions)
 
+    def _keep_sinks(self, new: LayerState, p, first: int, stream_start: int):
+        """Write the stream's first positions into the sinks as they arrive (`first`: the index of this chunk's
+        first position in the stream); return the sinks for this step's attention."""
+        n = max(0, min(p.k.shape[2], new.sink_k.shape[2] - first))
+        if n:
+            slots = torch.arange(first, first + n, device=p.k.device)
+            new.sink_k = new.sink_k.index_copy(2, slots, p.k[:, :, :n])
+            new.sink_v = new.sink_v.index_copy(2, slots, p.v[:, :, :n])
+        return self._sinks(new, stream_start)
+
+    def _advance_globals(self, new: LayerState, p, t: int) -> dict:
+        """The answered queries (b-R ..) read the summaries after the new positions (b ..); the running
+        summaries move past the new positions, and the newest R queries' scores wait with them."""
+        to_global = torch.cat([new.pending_g, p.to_global], dim=2)
+        summary, carry = prefix_summary(p.from_global, p.v, new.global_carry)
+        new.pending_g = to_global[:, :, t:].clone()
+        new.global_max, new.global_sum, new.global_acc = (c.to(new.global_acc.dtype) for c in carry)
+        return dict(to_global=to_global[:, :, :t], summaries=summary)
+
     def step(self, x: torch.Tensor, st: LayerState, b: int, stream_start: int) -> tuple[torch.Tensor, LayerState]:
         """Take inputs x (B, t, d) for positions b .. b+t-1; emit the positions that became final."""
         t = x.shape[1]
@@ -111,20 +130,10 @@ class SWABlock(nn.Module):
             pending_q=queries[:, :, t:].clone(),
         )
         extras = {}
-        if st.sink_k is not None:  # the stream's first positions, kept once they arrive
-            first = b - stream_start
-            n = max(0, min(t, st.sink_k.shape[2] - first))
-            if n:
-                slots = torch.arange(first, first + n, device=x.device)
-                new.sink_k, new.sink_v = st.sink_k.index_copy(2, slots, p.k[:, :, :n]), st.sink_v.index_copy(
-                    2, slots, p.v[:, :, :n])
-            extras["sinks"] = self._sinks(new, stream_start)
-        if p.to_global is not None:  # queries b-R .. read the summaries after the new positions b ..
-            to_global = torch.cat([st.pending_g, p.to_global], dim=2)
-            summary, carry = prefix_summary(p.from_global, p.v, st.global_carry)
-            new.pending_g = to_global[:, :, t:].clone()
-            new.global_max, new.global_sum, new.global_acc = (c.to(st.global_acc.dtype) for c in carry)
-            extras.update(to_global=to_global[:, :, :t], summaries=summary)
+        if st.sink_k is not None:
+            extras["sinks"] = self._keep_sinks(new, p, b - stream_start, stream_start)
+        if p.to_global is not None:
+            extras.update(self._advance_globals(new, p, t))
         y = self._answer(queries[:, :, :t], resid[:, :t], st, p.k, p.v, b, stream_start, **extras)
         return y, new
 
