@@ -25,8 +25,9 @@ VARIANT_PARAMETERS = ("global_query", "global_key", "span")
 
 
 def span_reach(span: torch.Tensor, reach_left: int, ramp: int) -> list[int]:
-    """Keys back that each head with learned span z (H,) sees: its ramp is nonzero below ramp + z."""
-    z = span.detach().float().clamp(0, reach_left).tolist()
+    """Keys back that each head sees, for learned spans (H,) given as fractions of the left reach: the ramp
+    is nonzero below ramp + z, with z = span * reach_left."""
+    z = (span.detach().float().clamp(0, 1) * reach_left).tolist()
     return [min(reach_left, math.ceil(ramp + s) - 1) for s in z]
 
 
@@ -62,8 +63,10 @@ class SWAAttention(nn.Module):
             self.global_query = nn.Parameter(torch.randn(shape) * cfg.head_dim**-0.5)
             self.global_key = nn.Parameter(torch.randn(shape) * cfg.head_dim**-0.5)
         self.span_ramp = cfg.span_ramp
-        # Adaptive span: each head's learned reach back, in positions, starting at the whole window.
-        self.span = nn.Parameter(torch.full((cfg.n_heads,), float(self.reach[0]))) if cfg.adaptive_span else None
+        # Adaptive span: each head's learned reach back as a fraction of the window, starting at all of it.
+        # A fraction, not positions, so that an optimiser's step moves every window size alike (Sukhbaatar
+        # et al. also learn z / S).
+        self.span = nn.Parameter(torch.ones(cfg.n_heads)) if cfg.adaptive_span else None
 
     @property
     def plain(self) -> bool:
@@ -75,7 +78,7 @@ class SWAAttention(nn.Module):
         x = 0 .. left reach (Sukhbaatar et al. 2019); masking with m and renormalising is adding log m."""
         if self.span is None:
             return None
-        z = self.span.clamp(0, self.reach[0])
+        z = self.span.clamp(0, 1) * self.reach[0]
         x = torch.arange(self.reach[0] + 1, device=z.device, dtype=z.dtype)
         m = ((self.span_ramp + z[:, None] - x[None, :]) / self.span_ramp).clamp(0, 1)
         return torch.where(m > 0, m.clamp_min(1e-30).log(), torch.full_like(m, NEG))

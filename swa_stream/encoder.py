@@ -165,8 +165,7 @@ class SWAEncoder(nn.Module):
     def auxiliary_loss(self) -> torch.Tensor:
         """Adaptive span's L1 pressure: span_penalty * the mean learned span as a fraction of its window
         (Sukhbaatar et al. 2019). Zero without adaptive spans; tasks add it to their loss."""
-        spans = [b.attn.span.clamp(0, b.attn.reach[0]) / max(1, b.attn.reach[0]) for b in self.blocks
-                 if b.attn.span is not None]
+        spans = [b.attn.span.clamp(0, 1) for b in self.blocks if b.attn.span is not None]
         if not spans or not self.cfg.span_penalty:
             return self.norm.weight.new_zeros(())
         return self.cfg.span_penalty * torch.cat(spans).mean()

@@ -19,7 +19,7 @@ def build(seed=0, **fields):
     with torch.no_grad():  # learned spans somewhere inside the window, so that trimming matters
         for block in enc.blocks:
             if block.attn.span is not None:
-                block.attn.span.uniform_(0, block.attn.reach[0])
+                block.attn.span.uniform_(0, 1)
     return enc
 
 
@@ -135,7 +135,7 @@ def test_global_tokens_and_sinks_see_past_the_window():
 @torch.no_grad()
 def test_adaptive_span_trims_the_cache_to_the_widest_learned_span(stream):
     enc = build(n_layers=1, window=(20, 0), adaptive_span=True, span_ramp=2)
-    enc.blocks[0].attn.span.copy_(torch.tensor([3.0, 6.5]))
+    enc.blocks[0].attn.span.copy_(torch.tensor([3.0, 6.5]) / 20)  # z = 3 and 6.5 positions
     assert enc.blocks[0].attn.head_spans() == [4, 8]  # ceil(ramp + z) - 1
     assert enc.blocks[0].attn.cache_left() == 8
     state = enc.init_state(1)
@@ -147,7 +147,7 @@ def test_adaptive_span_trims_the_cache_to_the_widest_learned_span(stream):
 def test_adaptive_span_learns_through_its_ramp_and_penalty():
     enc = build(n_layers=1, window=(8, 0), adaptive_span=True, span_penalty=1.0)
     with torch.no_grad():
-        enc.blocks[0].attn.span.fill_(4.0)
+        enc.blocks[0].attn.span.fill_(0.5)
     loss = enc(torch.randn(2, 20, D_MODEL)).square().mean() + enc.auxiliary_loss()
     loss.backward()
     assert enc.auxiliary_loss().item() == pytest.approx(0.5)

@@ -34,8 +34,8 @@ def test_info_on_a_model_reports_learned_spans_and_the_state_they_save(tmp_path,
     cfg = SWAConfig(d_model=32, n_heads=2, n_layers=2, window=(20, 0), adaptive_span=True, span_ramp=2)
     enc = SWAEncoder(cfg)
     with torch.no_grad():
-        enc.blocks[0].attn.span.copy_(torch.tensor([3.0, 6.5]))  # heads see 4 and 8 keys back
-        enc.blocks[1].attn.span.copy_(torch.tensor([20.0, 1.0]))  # 20 (the window) and 2
+        enc.blocks[0].attn.span.copy_(torch.tensor([3.0, 6.5]) / 20)  # heads see 4 and 8 keys back
+        enc.blocks[1].attn.span.copy_(torch.tensor([20.0, 1.0]) / 20)  # 20 (the window) and 2
     save_encoder(tmp_path / "m", enc)
     assert main(["info", "--model", str(tmp_path / "m")]) == 0
     out = capsys.readouterr().out
