@@ -217,9 +217,16 @@ class SWAConfig:
         global_values = self.global_tokens * self.n_heads * (self.head_dim + 2 + right)
         return (rows * self.d_model + global_values) * element_size
 
+    def bypass_rows(self) -> int:
+        """At most how many full-rate rows wait in a stream for the pooled layers' outputs: the lookahead
+        that the layers from the first pooled one on add."""
+        first = next((i for i, s in enumerate(self.strides) if s > 1), None)
+        return 0 if first is None else self.receptive_field()[1] - self.receptive_field(first)[1]
+
     def state_bytes(self, element_size: int = 4) -> int:
-        """Bytes of stream state per stream, over all layers."""
-        return sum(self.layer_state_bytes(i, element_size) for i in range(self.n_layers))
+        """Bytes of stream state per stream, over all layers (and the bypass of downsampled stacks)."""
+        layers = sum(self.layer_state_bytes(i, element_size) for i in range(self.n_layers))
+        return layers + self.bypass_rows() * self.d_model * element_size
 
     def param_count(self) -> int:
         d, f = self.d_model, self.ffn_dim

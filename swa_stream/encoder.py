@@ -14,8 +14,10 @@ with the keys that exist, exactly as offline attention treats the end of a seque
 The variants (docs/variants.md) keep that shape. A dilated window counts (L, R) in steps of d, so it
 caches d times as many positions. Sinks add the stream's first S keys; global tokens add a running
 softmax summary per head (max, sum, weighted value). A downsampled layer mean-pools whole groups of its
-input and holds the remainder of a group until it completes (or the stream ends); the stack's output
-is repeated back to the input rate, so the encoder still maps (B, T, d) to (B, T, d).
+input and holds the remainder of a group until it completes (or the stream ends). The stack's output
+is repeated back to the input rate and added to the full-rate rows that entered the first pooled layer
+(a bypass, as Zipformer's stacks have: the pooled layers add context, the bypass keeps each position's
+own detail), so the encoder still maps (B, T, d) to (B, T, d) with per-position outputs.
 """
 
 from __future__ import annotations
@@ -172,18 +174,24 @@ class SWAEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, d_model); lengths (B,) valid lengths. Rows past a length come out as zeros."""
-        length, layer_lengths = x.shape[1], lengths
-        for block, stride in zip(self.blocks, self.cfg.strides, strict=True):
+        length, layer_lengths, bypass = x.shape[1], lengths, None
+        for i, (block, stride) in enumerate(zip(self.blocks, self.cfg.strides, strict=True)):
             if stride > 1:
+                bypass = x if i == self._first_pooled else bypass
                 x, layer_lengths = mean_pool(x, layer_lengths, stride)
             x = block(x, layer_lengths)
-        y = self._upsample(self.norm(x), length)
+        y = self.norm(self._upsample(x, length, bypass))
         return y if lengths is None else zero_past(y, lengths)
 
-    def _upsample(self, y: torch.Tensor, rows: int) -> torch.Tensor:
-        """Repeat each output position `rate` times (the input positions it stands for), keep `rows`."""
+    @property
+    def _first_pooled(self) -> int | None:
+        return next((i for i, s in enumerate(self.cfg.strides) if s > 1), None)
+
+    def _upsample(self, x: torch.Tensor, rows: int, bypass: torch.Tensor | None) -> torch.Tensor:
+        """Repeat each position of the last layer `rate` times (the input positions it stands for), keep
+        `rows`, and add the bypass (the full-rate rows before the first pooling)."""
         rate = self.cfg.rates[-1]
-        return y if rate == 1 else y.repeat_interleave(rate, dim=1)[:, :rows]
+        return x if rate == 1 else x.repeat_interleave(rate, dim=1)[:, :rows] + bypass
 
     # ---- streaming -----------------------------------------------------------------------------
     def init_state(
@@ -208,7 +216,8 @@ class SWAEncoder(nn.Module):
             if stride > 1:
                 st.pool = zeros(b, 0, cfg.d_model)
             layers.append(st)
-        return StreamState(start=int(start_position), received=0, layers=layers)
+        bypass = None if self._first_pooled is None else zeros(b, 0, cfg.d_model)
+        return StreamState(start=int(start_position), received=0, layers=layers, bypass=bypass)
 
     def _check_chunk(self, chunk: torch.Tensor, state: StreamState) -> None:
         if chunk.dim() != 3 or chunk.shape[0] != state.batch_size or chunk.shape[2] != self.cfg.d_model:
@@ -222,10 +231,11 @@ class SWAEncoder(nn.Module):
     def step(self, chunk: torch.Tensor, state: StreamState) -> tuple[torch.Tensor, StreamState]:
         """Feed chunk (B, t, d_model); return (the positions that became final, the next state)."""
         self._check_chunk(chunk, state)
-        x, layers = chunk, []
-        for block, st, n, stride in zip(self.blocks, state.layers, self._received(state), self.cfg.strides,
-                                        strict=True):
+        x, layers, bypass = chunk, [], state.bypass
+        for i, (block, st, n, stride) in enumerate(zip(self.blocks, state.layers, self._received(state),
+                                                       self.cfg.strides, strict=True)):
             if stride > 1:  # pool whole groups; the rest of a group waits in the state
+                bypass = torch.cat([bypass, x], dim=1) if i == self._first_pooled else bypass
                 pending = torch.cat([st.pool, x], dim=1)
                 whole = pending.shape[1] // stride * stride
                 x = pending[:, :whole].unflatten(1, (whole // stride, stride)).mean(2)
@@ -235,16 +245,20 @@ class SWAEncoder(nn.Module):
                 continue
             x, st = block.step(x, st, state.start + n, state.start)
             layers.append(st)
-        y = self.norm(x).repeat_interleave(self.cfg.rates[-1], dim=1)
-        return y, StreamState(state.start, state.received + chunk.shape[1], layers)
+        rows = x.shape[1] * self.cfg.rates[-1]
+        y = self.norm(self._upsample(x, rows, None if bypass is None else bypass[:, :rows]))
+        bypass = None if bypass is None else bypass[:, rows:].clone()
+        return y, StreamState(state.start, state.received + chunk.shape[1], layers, bypass)
 
     def flush(self, state: StreamState) -> torch.Tensor:
         """Finish the stream: emit every held-back position, as offline does at the end of a sequence."""
         received = self._received(state)
-        x = state.layers[0].pending_x[:, :0]
-        for block, st, n, stride in zip(self.blocks, state.layers, received, self.cfg.strides, strict=True):
+        x, bypass = state.layers[0].pending_x[:, :0], state.bypass
+        for i, (block, st, n, stride) in enumerate(zip(self.blocks, state.layers, received, self.cfg.strides,
+                                                       strict=True)):
             b = state.start + n
             if stride > 1:  # whole groups, then the group the end cut short
+                bypass = torch.cat([bypass, x], dim=1) if i == self._first_pooled else bypass
                 pending = torch.cat([st.pool, x], dim=1)
                 x = mean_pool(pending, None, stride)[0]
             if x.shape[1]:
@@ -254,4 +268,4 @@ class SWAEncoder(nn.Module):
                 emitted = x
             x = torch.cat([emitted, block.finish(st, b, state.start)], dim=1)
         emitted_before = max(0, received[-1] - self.blocks[-1].right) * self.cfg.rates[-1]
-        return self._upsample(self.norm(x), state.received - emitted_before)
+        return self.norm(self._upsample(x, state.received - emitted_before, bypass))

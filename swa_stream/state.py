@@ -48,11 +48,14 @@ class StreamState:
     """State of a batch of streams that advance together.
 
     `start` is the absolute position of the first input; `received` counts the inputs taken so far.
+    `bypass` (B, n, d_model), with downsampling only: the full-rate rows that wait for the pooled layers'
+    outputs they will be added to.
     """
 
     start: int
     received: int
     layers: list[LayerState]
+    bypass: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -70,16 +73,21 @@ class StreamState:
         return counts
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for layer in self.layers for t in layer.tensors().values())
+        tensors = [t for layer in self.layers for t in layer.tensors().values()]
+        tensors += [] if self.bypass is None else [self.bypass]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
     def to(self, *args, **kwargs) -> StreamState:
         """Like `Tensor.to`: move or cast every tensor (positions are plain integers)."""
         layers = [LayerState(**{n: t.to(*args, **kwargs) for n, t in ls.tensors().items()}) for ls in self.layers]
-        return StreamState(self.start, self.received, layers)
+        bypass = None if self.bypass is None else self.bypass.to(*args, **kwargs)
+        return StreamState(self.start, self.received, layers, bypass)
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
         """A flat name -> tensor mapping, e.g. for `safetensors.torch.save_file`."""
         out = {"start": torch.tensor(self.start), "received": torch.tensor(self.received)}
+        if self.bypass is not None:
+            out["bypass"] = self.bypass.contiguous()
         for i, layer in enumerate(self.layers):
             out.update({f"layers.{i}.{n}": t.contiguous() for n, t in layer.tensors().items()})
         return out
@@ -92,4 +100,4 @@ class StreamState:
             LayerState(**{n: tensors[f"layers.{i}.{n}"] for n in names if f"layers.{i}.{n}" in tensors})
             for i in range(n_layers)
         ]
-        return cls(int(tensors["start"]), int(tensors["received"]), layers)
+        return cls(int(tensors["start"]), int(tensors["received"]), layers, tensors.get("bypass"))
