@@ -175,3 +175,11 @@ def test_variant_configs_round_trip_through_a_dict():
     cfg = SWAConfig(n_layers=2, global_tokens=1, sink_tokens=2, dilation=[1, 2], downsample=[1, 2], adaptive_span=True)
     assert SWAConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.rates == [1, 2] and cfg.has_extras
+
+
+@torch.no_grad()
+def test_a_downsampled_stack_keeps_each_positions_detail_through_its_bypass():
+    enc = build(n_layers=2, window=(3, 0), downsample=[1, 4])
+    y = enc(torch.randn(1, 16, D_MODEL))
+    groups = y.view(1, 4, 4, D_MODEL)
+    assert (groups - groups[:, :, :1]).abs().amax(dim=(-1, -2)).min() > 1e-3  # no group is one repeated row
