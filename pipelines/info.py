@@ -101,7 +101,7 @@ def _variant_lines(cfg: SWAConfig) -> list[str]:
         reach.append(f"{cfg.global_tokens} global token(s) per layer summarise every earlier position")
     if cfg.sink_tokens:
         reach.append(f"the first {cfg.sink_tokens} positions of each layer's input (sinks) stay visible")
-    if reach:
+    if cfg.has_extras:
         lines.append(f"beyond the field  {'; '.join(reach)}: overlap-stitching cannot reproduce this, streaming can")
     return lines
 
