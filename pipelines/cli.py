@@ -7,6 +7,7 @@ subcommands are thin argparse front-ends over pipelines/*.py, imported only when
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from swa_stream.errors import SWAStreamError
@@ -101,6 +102,9 @@ def _guarded(action, debug: bool) -> int:
     except KeyboardInterrupt:
         print("swa-stream: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader left (`swa-stream info ... | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return 141
     return 0
 
 

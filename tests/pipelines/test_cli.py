@@ -1,5 +1,6 @@
 """`swa-stream info` and `swa-stream demo`, and how the CLI reports user errors."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -120,3 +121,13 @@ def test_demo_streams_every_config_and_finds_them_equal(capsys):
     out = capsys.readouterr().out
     assert out.count("max |streamed - offline|") == len(list(CONFIGS.glob("*.yaml")))
     assert "streaming vs offline over" in out and ": equal" in out
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    exe = Path(sys.executable).with_name("swa-stream")
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written: every write raises BrokenPipeError
+    done = subprocess.run([str(exe), "info", "--config", str(CONFIGS / "encoder_variants.yaml")], stdout=write,
+                          stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write)
+    assert "Traceback" not in done.stderr and done.returncode == 141
