@@ -34,6 +34,19 @@ def _window_mask(delta: torch.Tensor, reach: tuple[int, int], dilation: int) -> 
     return (delta <= left) & (delta >= -right) & (delta % dilation == 0)
 
 
+def _sees_sinks(query_index: torch.Tensor, sink_index: torch.Tensor, reach, dilation: int, hi: torch.Tensor):
+    """(B, *query_index.shape, S): may each query see each sink? A sink is seen from its own position on,
+    unless the window already shows it (it counts once), and only if it is a valid key (< hi[b])."""
+    q = query_index[..., None]
+    seen = (sink_index <= q) & ~_window_mask(q - sink_index, reach, dilation)
+    return seen[None] & (sink_index < hi.view(-1, *[1] * q.dim()))
+
+
+def _valid_end(k_lengths: torch.Tensor | None, batch: int, n_k: int, device) -> torch.Tensor:
+    """(B,): one past the last valid key of each row."""
+    return torch.full((batch,), n_k, device=device) if k_lengths is None else k_lengths.to(device).clamp(max=n_k)
+
+
 def extended_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -81,7 +94,7 @@ def extended_attention(
     rows, cols = torch.arange(blk, device=q.device), torch.arange(span, device=q.device)
     delta = rows[:, None] + reach[0] - cols[None, :]  # same for every block
     key_index = first + torch.arange(n_blk, device=q.device)[:, None] * blk + cols[None, :]  # (n_blk, span)
-    hi = torch.full((batch,), n_k, device=q.device) if k_lengths is None else k_lengths.to(q.device).clamp(max=n_k)
+    hi = _valid_end(k_lengths, batch, n_k, q.device)
     valid = (key_index >= max(k_start, 0))[None] & (key_index[None] < hi.view(-1, 1, 1))  # (B, n_blk, span)
     mask = _window_mask(delta, reach, dilation)[None, None] & valid[:, None, :, None, :]  # (B, 1, n_blk, blk, span)
     if span_bias is not None:
@@ -92,10 +105,7 @@ def extended_attention(
     query_index = (q_offset + torch.arange(n_blk * blk, device=q.device)).view(n_blk, blk)
     if sinks is not None:
         sink_k, sink_v, sink_index = sinks
-        sink_index = sink_index.to(q.device)
-        seen = sink_index[None, None, :] <= query_index[:, :, None]  # (n_blk, blk, S)
-        seen &= ~_window_mask(query_index[:, :, None] - sink_index[None, None, :], reach, dilation)
-        seen = seen[None] & (sink_index[None, None, None, :] < hi.view(-1, 1, 1, 1))  # (B, n_blk, blk, S)
+        seen = _sees_sinks(query_index, sink_index.to(q.device), reach, dilation, hi)  # (B, n_blk, blk, S)
         sink_scores = torch.einsum("bhnqd,bhsd->bhnqs", qb, sink_k.to(acc)) * scale
         parts.append(sink_scores.masked_fill(~seen[:, None], NEG))
         masks.append(seen[:, None].expand(-1, heads, -1, -1, -1))
@@ -149,20 +159,16 @@ def merge_extras(o, lse, q, window, *, dilation=1, k_lengths=None, sinks=None, e
     batch, heads, n, dim = q.shape
     scale = dim**-0.5 if scale is None else scale
     acc = torch.promote_types(q.dtype, torch.float32)
-    scores, values = [lse.to(acc)[..., None]], [None]
+    scores = [lse.to(acc)[..., None]]
     if sinks is not None:
-        sink_k, sink_v, sink_index = sinks
-        rows = torch.arange(n, device=q.device)[:, None]
-        seen = (sink_index[None, :] <= rows) & ~_window_mask(rows - sink_index[None, :], (
-            window[0] * dilation, window[1] * dilation), dilation)
-        if k_lengths is not None:
-            seen = seen[None] & (sink_index[None, None, :] < k_lengths.to(q.device).view(-1, 1, 1))
+        sink_k, _, sink_index = sinks
+        reach = (window[0] * dilation, window[1] * dilation)
+        hi = _valid_end(k_lengths, batch, n, q.device)
+        seen = _sees_sinks(torch.arange(n, device=q.device), sink_index, reach, dilation, hi)  # (B, N, S)
         s = torch.einsum("bhnd,bhsd->bhns", q.to(acc), sink_k.to(acc)) * scale
-        scores.append(s.masked_fill(~(seen if seen.dim() == 3 else seen[None])[:, None], float("-inf")))
-        values.append(sink_v)
+        scores.append(s.masked_fill(~seen[:, None], float("-inf")))
     if extra_logits is not None:
         scores.append(extra_logits.to(acc))
-        values.append(extra_values)
     scores = torch.cat(scores, dim=-1)
     top = scores.detach().amax(-1, keepdim=True)
     weights = torch.exp(scores - torch.where(torch.isfinite(top), top, torch.zeros_like(top)))

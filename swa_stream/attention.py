@@ -31,6 +31,11 @@ def span_reach(span: torch.Tensor, reach_left: int, ramp: int) -> list[int]:
     return [min(reach_left, math.ceil(ramp + s) - 1) for s in z]
 
 
+def _as_extra_values(summaries: torch.Tensor | None, dtype) -> torch.Tensor | None:
+    """Global summaries (B, H, G, Tq, D) as the per-query values of extra keys (B, H, Tq, G, D)."""
+    return None if summaries is None else summaries.transpose(2, 3).to(dtype)
+
+
 @dataclass
 class Projection:
     """One run of positions, projected: rotated q, k (B, H, T, D), v, and for global tokens the scores
@@ -139,12 +144,12 @@ class SWAAttention(nn.Module):
         else:
             o, lse = dilated_attention(p.q, p.k, p.v, self.window, self.dilation, k_lengths=lengths,
                                        attend=triton_attention_lse)
-        extra_values = None if summaries is None else summaries.transpose(2, 3).to(p.q.dtype)
+        extra_values = _as_extra_values(summaries, p.q.dtype)
         return merge_extras(o, lse, p.q, self.window, dilation=self.dilation, k_lengths=lengths, sinks=sinks,
                             extra_logits=p.to_global, extra_values=extra_values)
 
     def _extended(self, q, k, v, to_global, summaries, **placement) -> torch.Tensor:
-        extra_values = None if summaries is None else summaries.transpose(2, 3).to(q.dtype)  # (B, H, Tq, G, D)
+        extra_values = _as_extra_values(summaries, q.dtype)
         return extended_attention(
             q, k, v, self.window, dilation=self.dilation, span_bias=self.span_bias(),
             extra_logits=to_global, extra_values=extra_values, **placement,
