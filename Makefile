@@ -6,14 +6,17 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint sysdeps clean
 
-# System packages: espeak-ng (synthetic speech) and PortAudio (microphones). Installed where root and
-# apt-get allow; otherwise one line says what to install. Nothing else depends on them.
+# System packages: speech engines for the training data (espeak-ng, festival and its English voices,
+# flite), PortAudio (microphones) and Chromium (the server's real-browser test). Installed where root and
+# apt-get allow; otherwise one line says what to install. Tests that need one skip with the reason.
+SYSPKGS := espeak-ng libportaudio2 chromium festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite
 sysdeps:
-	@if command -v espeak-ng >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep -q libportaudio; then :; \
+	@if command -v espeak-ng >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 && command -v festival >/dev/null 2>&1 \
+		&& command -v flite >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep -q libportaudio; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng libportaudio2 >/dev/null) \
-		|| echo "hint: apt-get could not install espeak-ng libportaudio2; synthetic speech and --mic need them"; \
-	else echo "hint: install espeak-ng and libportaudio2 (e.g. sudo apt-get install espeak-ng libportaudio2) for synthetic speech and --mic"; fi
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSPKGS) >/dev/null) \
+		|| echo "hint: apt-get could not install $(SYSPKGS); speech data, --mic and the browser test need them"; \
+	else echo "hint: install $(SYSPKGS) (e.g. sudo apt-get install ...) for speech data, --mic and the browser test"; fi
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
