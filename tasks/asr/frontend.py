@@ -24,58 +24,9 @@ import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
-from swa_stream.config import is_int
 from swa_stream.errors import ConfigError
 from swa_stream.lengths import length_mask, zero_past
-
-
-def _samples(cfg: FrontendConfig, field: str) -> int:
-    """A duration field in ms as a whole number of samples (a fractional window has no exact STFT)."""
-    ms = getattr(cfg, field)
-    if not isinstance(ms, (int, float)) or isinstance(ms, bool) or not ms > 0:
-        raise ConfigError(f"{field}: must be a positive number of milliseconds, got {ms!r}")
-    n = ms * cfg.sample_rate / 1000
-    if abs(n - round(n)) > 1e-6:
-        raise ConfigError(f"{field}: {ms} ms is not a whole number of samples at {cfg.sample_rate} Hz")
-    return round(n)
-
-
-@dataclass
-class FrontendConfig:
-    """Fields of the frontend. `conv_channels` is the width of the subsampling convolutions."""
-
-    sample_rate: int = 16000
-    n_mels: int = 80
-    win_ms: float = 25.0
-    hop_ms: float = 10.0
-    subsampling: int = 4
-    d_model: int = 256
-    conv_channels: int = 128
-
-    def __post_init__(self) -> None:
-        for name in ("sample_rate", "n_mels", "d_model", "conv_channels"):
-            value = getattr(self, name)
-            if not is_int(value) or value <= 0:
-                raise ConfigError(f"{name}: must be a positive integer, got {value!r}")
-        s = self.subsampling
-        if not is_int(s) or s < 2 or s & (s - 1):
-            raise ConfigError(f"subsampling: must be a power of two >= 2 (one stride-2 conv per factor 2), got {s!r}")
-        # A hop longer than the window would skip samples, and the stream buffer would have to discard them.
-        if self.hop_samples > self.win_samples:
-            raise ConfigError(f"hop_ms: must not exceed win_ms ({self.win_ms}), got {self.hop_ms}")
-
-    @property
-    def win_samples(self) -> int:
-        return _samples(self, "win_ms")
-
-    @property
-    def hop_samples(self) -> int:
-        return _samples(self, "hop_ms")
-
-    @property
-    def frames_per_second(self) -> float:
-        """Output frames per second, e.g. the encoder's `frame_rate` (25.0 for a 10 ms hop and 4x)."""
-        return self.sample_rate / self.hop_samples / self.subsampling
+from swa_stream.tasks.asr.schema import FrontendConfig  # torch-free, so that `info` needs no torch
 
 
 # ---- log-mel --------------------------------------------------------------------------------------

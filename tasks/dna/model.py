@@ -21,9 +21,8 @@ from swa_stream.config import SWAConfig
 from swa_stream.encoder import SWAEncoder
 from swa_stream.lengths import length_mask, zero_past
 from swa_stream.state import StreamState
+from swa_stream.tasks.dna.schema import DEFAULT_STEM_KERNEL  # noqa: F401 - the task's default, defined once there
 from swa_stream.tasks.dna.tokenizer import ALPHABET, reverse_complement
-
-DEFAULT_STEM_KERNEL = 9  # what GenomicsTask builds unless told otherwise
 
 
 @dataclass

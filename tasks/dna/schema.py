@@ -1,0 +1,72 @@
+"""The DNA task's bundle schema, in one place: what a DNA bundle's config.json holds, how a training
+checkpoint or config becomes one (with the task's defaults), how the model is built, and what
+`swa-stream info` says about it. No torch at import: `info --config` must start fast.
+
+A bundle config: {"encoder": SWAConfig fields, "classes": the record classes, "tracks": the per-position
+tracks (default one, "signal"), "stem_kernel": the width of the convolutional stem (0: none)}.
+"""
+
+from __future__ import annotations
+
+from swa_stream.config import is_int
+from swa_stream.errors import ConfigError
+from swa_stream.tasks.registry import TaskSchema, field, span_text, string_list
+
+DEFAULT_STEM_KERNEL = 9  # what GenomicsTask builds unless told otherwise
+BUNDLE_STEM_KERNEL = 0  # bundles that predate the field had no stem
+
+
+def _stem_kernel(value) -> int:
+    if not is_int(value) or value < 0 or (value and value % 2 == 0):
+        raise ConfigError(f"must be 0 (no stem) or an odd width >= 1, got {value!r}")
+    return value
+
+
+class DNASchema(TaskSchema):
+    kind, task_class, default_model, hparam_marker = "dna", "GenomicsTask", "dna-demo", "track_weight"
+
+    def from_task_args(self, args: dict) -> dict:
+        encoder = args.get("encoder")
+        config = {"encoder": encoder.to_dict() if hasattr(encoder, "to_dict") else encoder,
+                  "stem_kernel": args.get("stem_kernel", DEFAULT_STEM_KERNEL)}
+        for name, key in (("labels", "classes"), ("tracks", "tracks")):
+            if args.get(name) is not None:
+                config[key] = args[name]
+        return config
+
+    def parse(self, config: dict) -> dict:
+        """A bundle config checked field by field (errors name the field)."""
+        return {
+            "encoder": self.encoder(config),
+            "classes": field(config, "classes", string_list, list),
+            "tracks": field(config, "tracks", string_list, list, default=None),
+            "stem_kernel": self.stem_kernel(config),
+        }
+
+    def stem_kernel(self, config: dict) -> int:
+        return field(config, "stem_kernel", _stem_kernel, int, default=BUNDLE_STEM_KERNEL)
+
+    def build(self, config: dict):
+        from swa_stream.tasks.dna.model import DNAModel
+
+        c = self.parse(config)
+        return DNAModel(c["encoder"], c["classes"], c["tracks"], stem_kernel=c["stem_kernel"])
+
+    def model_config(self, model) -> dict:
+        return {"encoder": model.cfg.to_dict(), "classes": list(model.classes), "tracks": list(model.tracks),
+                "stem_kernel": 0 if model.stem is None else model.stem.kernel}
+
+    def describe(self, config: dict, chunk_ms: float) -> list[str]:
+        cfg, kernel = self.encoder(config), self.stem_kernel(config)
+        if not kernel:
+            return []
+        half = kernel // 2
+        left, right = cfg.receptive_field()
+        return [
+            f"stem              width-{kernel} convolution: {half} positions each way before the encoder",
+            f"model field       {span_text(left + half, cfg)} back, {span_text(right + half, cfg)} ahead "
+            f"({left + right + 2 * half + 1} positions in all)",
+        ]
+
+
+SCHEMA = DNASchema()
