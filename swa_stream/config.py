@@ -8,7 +8,10 @@ layer's own input.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from numbers import Real
 
 from swa_stream.errors import ConfigError
 
@@ -21,6 +24,19 @@ ROPE_PERIOD = 1 << 24
 
 def is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def finite_number(name: str, value, *, none_ok: bool = False) -> float | None:
+    """`value` as a float, or a one-line error naming the field: a string, a bool, NaN or inf is refused
+    here, so that range checks after it never see a value that compares False both ways (NaN) or raise
+    Python's own comparison error (a string)."""
+    if value is None and none_ok:
+        return None
+    if not isinstance(value, Real) or isinstance(value, bool):
+        raise ConfigError(f"{name}: must be a number{' or null' if none_ok else ''}, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}: must be a finite number, got {value!r}")
+    return float(value)
 
 
 def _pair(value, where: str) -> Window:
@@ -39,14 +55,17 @@ class SWAConfig:
     """Configuration of a streaming sliding-window-attention encoder.
 
     `window` is one `(left, right)` pair for every layer, or a list with one pair per layer
-    (hierarchical windows). `frame_rate` (input positions per `frame_unit`, e.g. 25 per "s" after
-    4x subsampling of 10 ms frames, or 1 per "bp" for DNA) only feeds the human-readable report.
+    (hierarchical windows); `dilation` and `downsample` likewise take one integer or one per layer.
+    `__post_init__` stores each of these per-layer fields as a tuple of length n_layers, so code that reads
+    them never branches on the form they were written in. `frame_rate` (input positions per `frame_unit`,
+    e.g. 25 per "s" after 4x subsampling of 10 ms frames, or 1 per "bp" for DNA) only feeds the
+    human-readable report.
     """
 
     d_model: int = 256
     n_heads: int = 4
     n_layers: int = 4
-    window: Window | list[Window] = (128, 0)
+    window: Window | Sequence[Window] = (128, 0)
     d_ff: int | None = None
     dropout: float = 0.0
     norm_eps: float = 1e-5
@@ -56,8 +75,8 @@ class SWAConfig:
     # Variants (docs/variants.md); every one streams exactly.
     global_tokens: int = 0
     sink_tokens: int = 0
-    dilation: int | list[int] = 1
-    downsample: list[int] | None = None
+    dilation: int | Sequence[int] = 1
+    downsample: int | Sequence[int] | None = None
     adaptive_span: bool = False
     span_ramp: int = 4
     span_penalty: float = 0.0
@@ -77,29 +96,41 @@ class SWAConfig:
             )
         if self.d_ff is not None and (not is_int(self.d_ff) or self.d_ff <= 0):
             raise ConfigError(f"d_ff: must be a positive integer or null, got {self.d_ff!r}")
+        self.dropout = finite_number("dropout", self.dropout)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout: must be in [0, 1), got {self.dropout!r}")
-        if self.norm_eps <= 0:
+        self.norm_eps = finite_number("norm_eps", self.norm_eps)
+        if not self.norm_eps > 0:
             raise ConfigError(f"norm_eps: must be > 0, got {self.norm_eps!r}")
-        if self.rope_base <= 1:
+        self.rope_base = finite_number("rope_base", self.rope_base)
+        if not self.rope_base > 1:
             raise ConfigError(f"rope_base: must be > 1, got {self.rope_base!r}")
-        if self.frame_rate is not None and self.frame_rate <= 0:
+        self.frame_rate = finite_number("frame_rate", self.frame_rate, none_ok=True)
+        if self.frame_rate is not None and not self.frame_rate > 0:
             raise ConfigError(f"frame_rate: must be > 0 or null, got {self.frame_rate!r}")
+        if not isinstance(self.frame_unit, str) or not self.frame_unit.strip():
+            raise ConfigError(f"frame_unit: must be a name such as s or bp, got {self.frame_unit!r}")
         self._normalise_window()
         self._check_variants()
 
+    def __setstate__(self, state: dict) -> None:
+        # A checkpoint pickled before the per-layer fields were normalised (a single window pair,
+        # downsample=None) is normalised on load, so the properties below see one form only.
+        self.__dict__.update(state)
+        self.__post_init__()
+
     def _normalise_window(self) -> None:
-        """Store `window` as one tuple pair, or as a list of tuple pairs of length n_layers."""
+        """Store `window` as a tuple of n_layers (left, right) tuples: one pair is every layer's."""
         w = self.window
         is_single = isinstance(w, (list, tuple)) and len(w) == 2 and all(is_int(v) for v in w)
         if is_single:
-            self.window = _pair(w, "window")
+            self.window = (_pair(w, "window"),) * self.n_layers
             return
         if not isinstance(w, (list, tuple)):
             raise ConfigError(f"window: expected (left, right) or a list of pairs, got {w!r}")
         if len(w) == 0:
             raise ConfigError("window: the per-layer list is empty; give one (left, right) pair per layer")
-        pairs = [_pair(p, f"window[{i}]") for i, p in enumerate(w)]
+        pairs = tuple(_pair(p, f"window[{i}]") for i, p in enumerate(w))
         if len(pairs) != self.n_layers:
             raise ConfigError(
                 f"window: {len(pairs)} per-layer pairs given but n_layers is {self.n_layers}"
@@ -117,39 +148,40 @@ class SWAConfig:
             raise ConfigError(f"adaptive_span: must be true or false, got {self.adaptive_span!r}")
         if not is_int(self.span_ramp) or self.span_ramp < 1:
             raise ConfigError(f"span_ramp: must be a positive integer, got {self.span_ramp!r}")
-        if not isinstance(self.span_penalty, (int, float)) or self.span_penalty < 0:
+        self.span_penalty = finite_number("span_penalty", self.span_penalty)
+        if not self.span_penalty >= 0:
             raise ConfigError(f"span_penalty: must be >= 0, got {self.span_penalty!r}")
-        for i, ((left, right), d) in enumerate(zip(self.windows, self.dilations, strict=True)):
+        for i, ((left, right), d) in enumerate(zip(self.window, self.dilation, strict=True)):
             if (left + right) * d >= ROPE_PERIOD:
                 raise ConfigError(f"dilation[{i}]: (left + right) * dilation must be below {ROPE_PERIOD}")
 
-    def _per_layer_ints(self, name: str, value, default: int):
-        """One positive integer for every layer, or a list with one per layer; None means `default`."""
+    def _per_layer_ints(self, name: str, value, default: int) -> tuple[int, ...]:
+        """A tuple of n_layers positive integers from one integer (every layer's), a list with one per
+        layer, or None (`default` for every layer)."""
         if value is None:
-            return value
-        values = list(value) if isinstance(value, (list, tuple)) else [value]
+            return (default,) * self.n_layers
+        per_layer = isinstance(value, (list, tuple))
+        values = tuple(value) if per_layer else (value,)
         if not all(is_int(v) and v >= 1 for v in values):
             raise ConfigError(f"{name}: expected positive integers, got {value!r}")
-        if isinstance(value, (list, tuple)) and len(values) != self.n_layers:
+        if per_layer and len(values) != self.n_layers:
             raise ConfigError(f"{name}: {len(values)} per-layer values given but n_layers is {self.n_layers}")
-        return values if isinstance(value, (list, tuple)) else value
+        return values if per_layer else values * self.n_layers
 
     # ---- derived sizes -------------------------------------------------------------------------
     @property
     def windows(self) -> list[Window]:
         """The `(left, right)` pair of each layer."""
-        w = self.window
-        return list(w) if isinstance(w, list) else [w] * self.n_layers
+        return list(self.window)
 
     @property
     def dilations(self) -> list[int]:
-        d = self.dilation
-        return list(d) if isinstance(d, list) else [d] * self.n_layers
+        return list(self.dilation)
 
     @property
     def strides(self) -> list[int]:
         """Layer i's input is layer i-1's output mean-pooled by strides[i] (the first layer's: the input)."""
-        return list(self.downsample) if self.downsample is not None else [1] * self.n_layers
+        return list(self.downsample)
 
     @property
     def rates(self) -> list[int]:
@@ -249,9 +281,13 @@ class SWAConfig:
 
     # ---- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict:
+        """Plain JSON/YAML values (lists, never tuples). A per-layer field that every layer shares is written
+        once, as a user would write it, so a bundle's config.json stays readable and valid when its
+        n_layers is edited."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        w = out["window"]
-        out["window"] = [list(p) for p in w] if isinstance(w, list) else list(w)
+        for name in ("window", "dilation", "downsample"):
+            values = [list(v) if isinstance(v, tuple) else v for v in getattr(self, name)]
+            out[name] = values[0] if all(v == values[0] for v in values) else values
         return out
 
     @classmethod
