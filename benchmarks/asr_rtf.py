@@ -30,7 +30,7 @@ import soundfile as sf
 import torch
 from torchaudio.models import Emformer
 
-from swa_stream.pipelines.models import default_model_dir, load_asr_model
+from swa_stream.pipelines.bundles import default_model_dir, load_asr_model
 from swa_stream.tasks.asr.audio import read_audio
 from swa_stream.tasks.asr.model import ASRModel
 

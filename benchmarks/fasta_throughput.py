@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from swa_stream.pipelines.models import default_model_dir, load_dna_model
+from swa_stream.pipelines.bundles import default_model_dir, load_dna_model
 from swa_stream.tasks.dna.model import DNAModel, stream_record
 from swa_stream.tasks.dna.synthetic import _markov_table, background
 

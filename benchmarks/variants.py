@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from asr_rtf import chunks_of, long_file, ours_in_process  # noqa: E402
 from fasta_throughput import genome, stitched, streamed, timed  # noqa: E402
 
-from swa_stream.pipelines.models import default_model_dir, load_asr_model, load_dna_model  # noqa: E402
+from swa_stream.pipelines.bundles import default_model_dir, load_asr_model, load_dna_model  # noqa: E402
 from swa_stream.tasks.asr.audio import read_audio  # noqa: E402
 from swa_stream.tasks.asr.data import read_manifest  # noqa: E402
 from swa_stream.tasks.asr.decoder import greedy_decode  # noqa: E402

@@ -62,7 +62,7 @@ def _bundled(kind: str, example: str) -> tuple[Path, str] | None:
     """(the bundled demo model's folder, the path of its example file), or None when no model is bundled."""
     from importlib import resources
 
-    from swa_stream.pipelines.models import DEFAULT_MODELS, default_model_dir
+    from swa_stream.pipelines.bundles import DEFAULT_MODELS, default_model_dir
 
     model_dir = default_model_dir(kind)
     if not (model_dir / "model.safetensors").is_file():
@@ -75,7 +75,7 @@ def score_dna_example() -> None:
     """Score the bundled example FASTA with the bundled dna-demo model, streaming in small chunks."""
     import tempfile
 
-    from swa_stream.pipelines.models import load_dna_model
+    from swa_stream.pipelines.bundles import load_dna_model
     from swa_stream.pipelines.score_fasta import ScoreOptions, score
     from swa_stream.tasks.dna.tokenizer import read_fasta
 
@@ -102,7 +102,7 @@ def score_dna_example() -> None:
 
 def transcribe_asr_example(chunk_ms: float = 160.0) -> None:
     """Stream the bundled example wav through the bundled asr-demo model, printing partial and final lines."""
-    from swa_stream.pipelines.models import load_asr_model
+    from swa_stream.pipelines.bundles import load_asr_model
     from swa_stream.pipelines.transcribe import Writer, file_source, transcribe_chunks
     from swa_stream.tasks.asr.decoder import CTCDecoder, EndpointConfig
 

@@ -280,7 +280,7 @@ def write_tsv(path: str, results: list[dict], classes: list[str]) -> None:
 
 
 def run(args) -> None:
-    from swa_stream.pipelines.models import default_model_dir, load_dna_model
+    from swa_stream.pipelines.bundles import default_model_dir, load_dna_model
 
     for name in ("chunk_size", "batch_size", "devices"):
         if getattr(args, name) < 1:

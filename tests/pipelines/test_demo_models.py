@@ -8,7 +8,7 @@ from importlib import resources
 import pytest
 
 from swa_stream.pipelines.cli import main
-from swa_stream.pipelines.models import default_model_dir
+from swa_stream.pipelines.bundles import default_model_dir
 from swa_stream.tasks.asr.synthetic import EXAMPLE_PHRASES
 from swa_stream.tasks.dna.tokenizer import read_fasta
 
