@@ -302,7 +302,7 @@ def run(args) -> None:
 
 
 def _transcribe(args) -> None:
-    from swa_stream.pipelines.models import load_asr_model
+    from swa_stream.pipelines.bundles import load_asr_model
 
     model = load_asr_model(args.model)
     (rate, chunks), name = _source(args)
