@@ -8,6 +8,8 @@ import yaml
 
 from swa_stream.config import SWAConfig
 from swa_stream.errors import ConfigError, SWAStreamError
+from swa_stream.tasks.registry import for_task, schema
+from swa_stream.tasks.registry import span_text as _span
 
 ENCODER_KEYS = {"d_model", "n_heads", "n_layers", "window"}
 
@@ -58,14 +60,6 @@ def _encoder_section(path: Path, data) -> SWAConfig:
     except (ConfigError, TypeError) as err:
         prefix = f"{path}: {where}." if where else f"{path}: "
         raise SWAStreamError(f"{prefix}{err}") from None
-
-
-def _span(positions: int, cfg: SWAConfig) -> str:
-    if cfg.frame_rate is None:
-        return f"{positions} positions"
-    amount = positions / cfg.frame_rate
-    value = f"{amount:.3g}" if cfg.frame_unit == "s" else f"{amount:,.0f}"
-    return f"{positions} positions = {value} {cfg.frame_unit}"
 
 
 def _bytes(n: int) -> str:
@@ -192,50 +186,28 @@ def plot_receptive_field(cfg: SWAConfig, out: str | Path, title: str = "") -> No
         plt.close(fig)
 
 
-def describe_task(cfg: SWAConfig, task: dict, chunk_ms: float = 160.0) -> list[str]:
-    """What the task's model adds around the encoder: `task` holds `stem_kernel` (DNA) or `frontend` (ASR)."""
-    lines = []
-    if task.get("stem_kernel"):
-        half = task["stem_kernel"] // 2
-        left, right = cfg.receptive_field()
-        lines += [
-            f"stem              width-{task['stem_kernel']} convolution: {half} positions each way before the "
-            "encoder",
-            f"model field       {_span(left + half, cfg)} back, {_span(right + half, cfg)} ahead "
-            f"({left + right + 2 * half + 1} positions in all)",
-        ]
-    if task.get("frontend") is not None:
-        from swa_stream.tasks.asr.frontend import FrontendConfig
-
-        try:
-            fe = FrontendConfig(**task["frontend"])
-        except (ConfigError, TypeError) as err:
-            raise SWAStreamError(f"frontend: {err}") from None
-        stft_ms = (fe.win_samples - fe.hop_samples) * 1000 / fe.sample_rate
-        ahead_ms = cfg.lookahead * 1000 / fe.frames_per_second
-        lines += [
-            f"frontend          {fe.n_mels} log-mel bins, {fe.win_ms:g} ms windows every {fe.hop_ms:g} ms, "
-            f"{fe.subsampling}x subsampling: {fe.frames_per_second:g} frames/s",
-            f"latency           {chunk_ms + stft_ms + ahead_ms:g} ms at {chunk_ms:g} ms chunks: chunk "
-            f"{chunk_ms:g} + STFT window {stft_ms:g} + lookahead {ahead_ms:g} ({cfg.lookahead} frames), "
-            "before compute (algorithmic)",
-        ]
-    return lines
+def describe_task(kind: str | None, task: dict, where: str, chunk_ms: float = 160.0) -> list[str]:
+    """What a task's model adds around its encoder (its schema says), for a bundle config or the config that
+    `from_task_args` made of a training YAML; `where` names the file for errors."""
+    if kind is None or kind == "encoder":
+        return []
+    try:
+        return schema(kind).describe(task, chunk_ms)
+    except SWAStreamError as err:
+        raise SWAStreamError(f"{where}: {err}") from None
 
 
-def _task_of_yaml(data) -> dict:
-    """stem_kernel / frontend from a LightningCLI config's `model` section (task defaults where unset)."""
+def _task_of_yaml(data) -> tuple[str | None, dict]:
+    """(bundle kind, bundle-like config) of a LightningCLI config's `model` section, the task's defaults where
+    unset; (None, {}) for an encoder-only config or an unknown task."""
     model = data.get("model") if isinstance(data, dict) else None
     if not isinstance(model, dict):
-        return {}
-    kind, args = str(model.get("class_path", "")), model.get("init_args") or {}
-    if kind.endswith("GenomicsTask"):
-        from swa_stream.tasks.dna.model import DEFAULT_STEM_KERNEL
-
-        return {"stem_kernel": args.get("stem_kernel", DEFAULT_STEM_KERNEL)}
-    if kind.endswith("ASRTask"):
-        return {"frontend": args.get("frontend") or {}}
-    return {}
+        return None, {}
+    task = for_task(model.get("class_path", ""))
+    args = model.get("init_args") or {}
+    if task is None or not isinstance(args, dict):
+        return None, {}
+    return task.kind, task.from_task_args(args)
 
 
 def _learned_spans(model: Path, cfg: SWAConfig) -> list[list[int]]:
@@ -253,29 +225,35 @@ def _learned_spans(model: Path, cfg: SWAConfig) -> list[list[int]]:
     return [span_reach(z, cfg.reaches[i][0], cfg.span_ramp) for i, z in enumerate(spans)]
 
 
-def load(config: str | None = None, model: str | None = None) -> tuple[SWAConfig, dict, str]:
-    """(encoder config, task extras, what was read) from a YAML config or a model bundle folder."""
+def load(config: str | None = None, model: str | None = None) -> tuple[SWAConfig, str | None, dict, str, Path]:
+    """(encoder config, task kind, task config, what was read, the file) from a YAML config or a bundle."""
     if model is not None:
         from swa_stream.bundle import load_bundle_config
+        from swa_stream.pipelines.bundles import model_dir
 
-        kind, bundle = load_bundle_config(model)
-        cfg = _encoder_section(Path(model) / "config.json", bundle if kind == "encoder" else bundle.get("encoder"))
-        task = {k: bundle[k] for k in ("stem_kernel", "frontend") if k in bundle}
+        folder = model_dir(model, "dna")
+        kind, bundle = load_bundle_config(folder)
+        where = folder / "config.json"
+        cfg = _encoder_section(where, bundle if kind == "encoder" else bundle.get("encoder"))
+        task = dict(bundle) if kind != "encoder" else {}
         if cfg.adaptive_span:
-            task["spans"] = _learned_spans(Path(model), cfg)
-        return cfg, task, f"model             {model}"
+            task["spans"] = _learned_spans(folder, cfg)
+        return cfg, kind, task, f"model             {model}", where
     path = Path(config)
     data = _read_yaml(path)
-    return _encoder_section(path, data), _task_of_yaml(data), f"config            {config}"
+    kind, task = _task_of_yaml(data)
+    return _encoder_section(path, data), kind, task, f"config            {config}", path
 
 
 def run(config: str | None = None, plot: str | None = None, model: str | None = None, chunk_ms: float = 160.0) -> None:
-    cfg, task, source = load(config, model)
-    print(source)
-    print(describe(cfg))
-    extras = describe_task(cfg, task, chunk_ms)
+    if not 0 < chunk_ms < float("inf"):  # NaN fails too
+        raise SWAStreamError(f"--chunk-ms: must be a positive number of milliseconds, got {chunk_ms:g}")
+    cfg, kind, task, source, where = load(config, model)
+    extras = describe_task(kind, task, where, chunk_ms)
     if task.get("spans"):
         extras += describe_spans(cfg, task["spans"])
+    print(source)
+    print(describe(cfg))
     if extras:
         print("\n" + "\n".join(extras))
     if plot:

@@ -131,3 +131,22 @@ def test_a_reader_that_leaves_early_gets_no_traceback():
                           stderr=subprocess.PIPE, text=True, timeout=120)
     os.close(write)
     assert "Traceback" not in done.stderr and done.returncode == 141
+
+
+@pytest.mark.parametrize("args", [["--help"], ["info", "--config", "configs/asr_demo.yaml"],
+                                  ["info", "--config", "configs/dna_demo.yaml"]])
+def test_help_and_info_of_a_config_start_without_torch(args):
+    """torch and Lightning take seconds to import; what only reads a config must not pay for them."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "swa_stream.pipelines.cli", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time")}
+    heavy = sorted(m for m in imported if m.split(".")[0] in ("torch", "lightning", "numpy"))
+    assert "swa_stream.config" in imported and heavy == []
+
+
+@pytest.mark.parametrize("chunk_ms", ["-1", "0", "inf", "nan"])
+def test_info_refuses_a_chunk_that_is_not_a_positive_duration(chunk_ms, capsys):
+    assert main(["info", "--config", str(CONFIGS / "asr_demo.yaml"), "--chunk-ms", chunk_ms]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("swa-stream: error: --chunk-ms: must be a positive number") and err.count("\n") == 1
