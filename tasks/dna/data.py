@@ -6,6 +6,9 @@ FASTA layout (what `swa-stream demo-data dna` writes):
     (.fa, .fasta, .fna, optionally gzipped; TSV rows `id<TAB>label`, a header line `id<TAB>label` allowed;
      BED intervals `id<TAB>start<TAB>end` mark the positions that the per-position track should call 1)
 
+A split with a BED file and no labels TSV is track-only: its records carry no class, and the task
+learns and scores the per-position track alone (e.g. `python -m swa_stream.tasks.dna.genes`).
+
 Genomic Benchmarks layout: ROOT/train/<class>/*.txt and ROOT/test/<class>/*.txt, one sequence per file.
 It has no validation split, so `val_fraction` of train (a fixed, seeded choice) becomes one.
 """
@@ -22,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from swa_stream.errors import SWAStreamError
-from swa_stream.tasks.dna.tokenizer import INVALID, encode, read_fasta
+from swa_stream.tasks.dna.tokenizer import INVALID, encode, read_fasta, reverse_complement
 
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fa.gz", ".fasta.gz", ".fna.gz")
 SPLITS = ("train", "val", "test")
@@ -64,19 +67,27 @@ def _find_fasta(root: Path, split: str) -> Path | None:
     return next((root / f"{split}{s}" for s in FASTA_SUFFIXES if (root / f"{split}{s}").is_file()), None)
 
 
+def is_track_only(root: Path) -> bool:
+    """A FASTA-layout folder whose training split has per-position truth (BED) and no record classes."""
+    return not (root / "train.labels.tsv").is_file() and (root / "train.bed").is_file()
+
+
 def load_fasta_split(root: Path, split: str) -> tuple[list[str], list[np.ndarray], list[np.ndarray | None]]:
-    """(labels, tokens, tracks) of one split in the FASTA layout."""
+    """(labels, tokens, tracks) of one split in the FASTA layout; labels are "" in a track-only folder."""
     fasta = _find_fasta(root, split)
     labels_path = root / f"{split}.labels.tsv"
-    if fasta is None or not labels_path.is_file():
+    track_only = is_track_only(root)
+    if fasta is None or not (labels_path.is_file() or track_only):
         raise SWAStreamError(f"{root}: missing {split}.fa or {split}.labels.tsv")
-    labels = _read_labels(labels_path)
+    if track_only and not (root / f"{split}.bed").is_file():
+        raise SWAStreamError(f"{root}: track-only data (no labels TSV) needs {split}.bed beside {split}.fa")
+    labels = {} if track_only else _read_labels(labels_path)
     bed = _read_bed(root / f"{split}.bed") if (root / f"{split}.bed").is_file() else None
     names, tokens, tracks = [], [], []
     for rec in read_fasta(fasta):
-        if rec.id not in labels:
+        if not track_only and rec.id not in labels:
             raise SWAStreamError(f"{labels_path}: no label for record {rec.id!r} of {fasta}")
-        names.append(labels[rec.id])
+        names.append(labels.get(rec.id, ""))
         tokens.append(rec.tokens)
         track = None
         if bed is not None:
@@ -105,19 +116,27 @@ def load_genomic_benchmarks_split(root: Path, split: str) -> tuple[list[str], li
 
 
 class SequenceDataset(Dataset):
-    def __init__(self, examples: list[Example], max_length: int | None = None, seed: int = 0):
+    """Examples, each cropped at random to `max_length` when longer, and with `reverse_complement`,
+    flipped to the other strand half of the time (its track reversed with it): for strand-symmetric
+    truth such as "inside a gene on either strand"."""
+
+    def __init__(self, examples: list[Example], max_length: int | None = None, seed: int = 0,
+                 reverse_complement: bool = False):
         self.examples, self.max_length, self.rng = examples, max_length, random.Random(seed)
+        self.reverse_complement = reverse_complement
 
     def __len__(self) -> int:
         return len(self.examples)
 
     def __getitem__(self, i: int) -> Example:
         ex = self.examples[i]
-        if self.max_length is None or len(ex.tokens) <= self.max_length:
-            return ex
-        start = self.rng.randrange(len(ex.tokens) - self.max_length + 1)  # a random crop of long records
-        stop = start + self.max_length
-        return Example(ex.tokens[start:stop], ex.label, None if ex.track is None else ex.track[start:stop])
+        if self.max_length is not None and len(ex.tokens) > self.max_length:
+            start = self.rng.randrange(len(ex.tokens) - self.max_length + 1)  # a random crop of long records
+            stop = start + self.max_length
+            ex = Example(ex.tokens[start:stop], ex.label, None if ex.track is None else ex.track[start:stop])
+        if self.reverse_complement and self.rng.random() < 0.5:
+            ex = Example(reverse_complement(ex.tokens), ex.label, None if ex.track is None else ex.track[::-1].copy())
+        return ex
 
 
 def collate(batch: list[Example]) -> dict[str, torch.Tensor]:
@@ -143,7 +162,9 @@ class DNADataModule(L.LightningDataModule):
     """Reads ROOT in the FASTA layout or the Genomic Benchmarks layout (detected from the folder).
 
     `labels` (the class names, in order) comes from ROOT/classes.txt if present, else the sorted labels
-    of the training split; the CLI links it into the task so the head has one output per class.
+    of the training split; the CLI links it into the task so the head has one output per class. A
+    track-only folder has no classes (`labels == []`). `reverse_complement` flips training examples to
+    the other strand at random (see SequenceDataset).
     """
 
     def __init__(
@@ -154,8 +175,10 @@ class DNADataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         num_workers: int = 0,
         seed: int = 0,
+        reverse_complement: bool = False,
     ):
         super().__init__()
+        self.reverse_complement = reverse_complement
         self.root = Path(root)
         self.batch_size, self.max_length, self.val_fraction = batch_size, max_length, val_fraction
         self.num_workers, self.seed = num_workers, seed
@@ -169,6 +192,8 @@ class DNADataModule(L.LightningDataModule):
         listed = self.root / "classes.txt"
         if listed.is_file():
             return [line.strip() for line in listed.read_text().splitlines() if line.strip()]
+        if self.layout == "fasta" and is_track_only(self.root):
+            return []
         if self.layout == "fasta":
             return sorted(set(_read_labels(self.root / "train.labels.tsv").values()))
         return sorted(p.name for p in (self.root / "train").iterdir() if p.is_dir())
@@ -177,6 +202,7 @@ class DNADataModule(L.LightningDataModule):
         loader = load_fasta_split if self.layout == "fasta" else load_genomic_benchmarks_split
         names, tokens, tracks = loader(self.root, split)
         index = {name: i for i, name in enumerate(self.labels)}
+        index[""] = -1  # track-only records carry no class
         unknown = sorted(set(names) - index.keys())
         if unknown:
             raise SWAStreamError(f"{self.root}: {split} has labels {unknown} that are not among {self.labels}")
@@ -197,7 +223,8 @@ class DNADataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
-        dataset = SequenceDataset(self._splits[split], self.max_length if shuffle else None, self.seed)
+        dataset = SequenceDataset(self._splits[split], self.max_length if shuffle else None, self.seed,
+                                  reverse_complement=self.reverse_complement and shuffle)
         return DataLoader(
             dataset, batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate, num_workers=self.num_workers
         )

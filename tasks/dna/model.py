@@ -10,6 +10,7 @@ No Lightning here: inference does not pay for it.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,14 +83,15 @@ class DNAState:
 
 
 class DNAModel(nn.Module):
-    """tokens (B, T) in 0..4 -> (class logits (B, n_classes), track logits (B, T, n_tracks))."""
+    """tokens (B, T) in 0..4 -> (class logits (B, n_classes), track logits (B, T, n_tracks)).
+    A track-only model has no classes: its class logits are (B, 0)."""
 
     def __init__(
         self, encoder: SWAConfig, classes: list[str], tracks: list[str] | None = None, stem_kernel: int = 0
     ):
         super().__init__()
-        if len(classes) < 2:
-            raise ValueError(f"classes: need at least two class names, got {classes!r}")
+        if len(classes) == 1:  # none is a track-only model; one class would be no classification at all
+            raise ValueError(f"classes: need two or more class names, or none (track only), got {classes!r}")
         self.classes, self.tracks = list(classes), list(tracks or ["signal"])
         d = encoder.d_model
         self.embed = nn.Embedding(len(ALPHABET), d)
@@ -97,7 +99,9 @@ class DNAModel(nn.Module):
         self.encoder = SWAEncoder(encoder)
         self.track_head = nn.Linear(d, len(self.tracks))
         self.pool_proj = nn.Linear(d, d)
-        self.class_head = nn.Linear(2 * d, len(self.classes))
+        with warnings.catch_warnings():  # a track-only model's class head has no rows, which torch warns about
+            warnings.simplefilter("ignore", UserWarning)
+            self.class_head = nn.Linear(2 * d, len(self.classes))
 
     @property
     def cfg(self) -> SWAConfig:

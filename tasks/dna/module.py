@@ -1,4 +1,8 @@
-"""GenomicsTask: training logic for DNAModel (sequence classes plus an optional per-position track)."""
+"""GenomicsTask: training logic for DNAModel (sequence classes plus an optional per-position track).
+
+Per-position metrics (accuracy, AUROC, F1 of the track against the data's BED truth) are logged as
+`val/track_*` and `test/track_*` wherever the data has a track. A track-only task (the data module links
+`labels == []`) has no class head loss and no class metrics."""
 
 from __future__ import annotations
 
@@ -6,7 +10,14 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, MulticlassMatthewsCorrCoef
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    BinaryAUROC,
+    BinaryF1Score,
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassMatthewsCorrCoef,
+)
 
 from swa_stream.config import SWAConfig
 from swa_stream.errors import SWAStreamError
@@ -35,7 +46,7 @@ class GenomicsTask(L.LightningModule):
         init_from: str | None = None,
     ):
         super().__init__()
-        if not labels:
+        if labels is None:
             raise ValueError("labels: the class names are required (the CLI links them from data.labels)")
         self.save_hyperparameters()
         self.model = DNAModel(encoder, labels, stem_kernel=stem_kernel)
@@ -44,6 +55,8 @@ class GenomicsTask(L.LightningModule):
         n = len(labels)
 
         def metrics(prefix: str) -> MetricCollection:
+            if not n:
+                return MetricCollection({}, prefix=prefix)
             return MetricCollection(
                 {
                     "acc": MulticlassAccuracy(num_classes=n, average="micro"),
@@ -53,7 +66,14 @@ class GenomicsTask(L.LightningModule):
                 prefix=prefix,
             )
 
+        def track_metrics(prefix: str) -> MetricCollection:
+            # Binned AUROC: a validation pass scores millions of positions, and exact AUROC would keep them all.
+            scores = {"track_acc": BinaryAccuracy(), "track_auroc": BinaryAUROC(thresholds=1000),
+                      "track_f1": BinaryF1Score()}
+            return MetricCollection(scores, prefix=prefix)
+
         self.val_metrics, self.test_metrics = metrics("val/"), metrics("test/")
+        self.val_track, self.test_track = track_metrics("val/"), track_metrics("test/")
 
     def _load_initial_weights(self, directory: str) -> None:
         from swa_stream.attention import VARIANT_PARAMETERS
@@ -66,32 +86,42 @@ class GenomicsTask(L.LightningModule):
             )
         load_weights(self.model, weights, f"{directory} (init_from)", may_lack=VARIANT_PARAMETERS)
 
-    def _losses(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def _losses(self, batch: dict):
+        """(loss, class logits, track probabilities and truth at the positions that have truth)."""
         class_logits, track_logits = self.model(batch["tokens"], batch["lengths"])
-        loss = F.cross_entropy(class_logits, batch["labels"])
+        loss = track_logits.new_zeros(())
+        if self.model.classes:
+            loss = F.cross_entropy(class_logits, batch["labels"])
         valid = length_mask(batch["lengths"], batch["tokens"].shape[1])
-        valid = valid & batch["has_track"][:, None]
+        valid = valid & batch["has_track"][:, None] & (batch["tokens"] < 4)  # N has no truth to learn
+        scored = None
         if valid.any():
-            track_loss = F.binary_cross_entropy_with_logits(track_logits[..., 0][valid], batch["track"][valid])
-            loss = loss + self.hparams.track_weight * track_loss
-        return loss + self.model.encoder.auxiliary_loss(), class_logits
+            logits, truth = track_logits[..., 0][valid], batch["track"][valid]
+            loss = loss + self.hparams.track_weight * F.binary_cross_entropy_with_logits(logits, truth)
+            scored = (torch.sigmoid(logits.detach()), truth.long())
+        return loss + self.model.encoder.auxiliary_loss(), class_logits, scored
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, _ = self._losses(batch)
+        loss, _, _ = self._losses(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
         return loss
 
-    def _evaluate(self, batch: dict, metrics: MetricCollection, prefix: str) -> None:
-        loss, logits = self._losses(batch)
-        metrics.update(logits.softmax(-1), batch["labels"])
-        self.log(f"{prefix}loss", loss, sync_dist=True, batch_size=len(batch["labels"]))
-        self.log_dict(metrics, prog_bar=True, batch_size=len(batch["labels"]))
+    def _evaluate(self, batch: dict, metrics: MetricCollection, track: MetricCollection, prefix: str) -> None:
+        loss, logits, scored = self._losses(batch)
+        size = len(batch["labels"])
+        self.log(f"{prefix}loss", loss, sync_dist=True, batch_size=size)
+        if self.model.classes:
+            metrics.update(logits.softmax(-1), batch["labels"])
+            self.log_dict(metrics, prog_bar=True, batch_size=size)
+        if scored is not None:
+            track.update(*scored)
+            self.log_dict(track, prog_bar=not self.model.classes, batch_size=size)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, self.val_metrics, "val/")
+        self._evaluate(batch, self.val_metrics, self.val_track, "val/")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, self.test_metrics, "test/")
+        self._evaluate(batch, self.test_metrics, self.test_track, "test/")
 
     def configure_optimizers(self):
         return adamw_warmup_cosine(self, self.hparams.lr, self.hparams.weight_decay, self.hparams.warmup_steps)

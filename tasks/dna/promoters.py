@@ -1,0 +1,84 @@
+"""CNNProm's E. coli sigma-70 promoter set (81 bp, -60..+20 around the TSS) in the FASTA layout, as
+stratified cross-validation folds and as one folder with all of it for the shipped model.
+
+The shared set is a seeded 80% of CNNProm's files (671 promoters, 2,400 non-promoters); the other 20% is
+held out upstream and never seen here. Fold k tests on the k-th fifth of each class, validates (model
+selection) on a seeded tenth of the rest, and trains on what remains.
+
+    python -m swa_stream.tasks.dna.promoters --shared ../shared/data --out data/ecoli_promoters
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+
+from swa_stream.errors import SWAStreamError
+
+CLASSES = ("non_promoter", "promoter")
+FILES = {"promoter": "Ecoli_prom.fa", "non_promoter": "Ecoli_non_prom.fa"}
+
+
+def read_sequences(path: Path) -> list[str]:
+    """The sequences of a FASTA file, in order (CNNProm's non-promoter headers are not unique ids)."""
+    seqs, current = [], []
+    for line in path.read_text().splitlines():
+        if line.startswith(">"):
+            if current:
+                seqs.append("".join(current))
+            current = []
+        elif line.strip():
+            current.append(line.strip().upper())
+    if current:
+        seqs.append("".join(current))
+    if not seqs:
+        raise SWAStreamError(f"{path}: no sequences")
+    return seqs
+
+
+def write_split(folder: Path, split: str, items: list[tuple[str, str]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{split}.fa", "w") as fasta, open(folder / f"{split}.labels.tsv", "w") as labels:
+        labels.write("id\tlabel\n")
+        for i, (seq, label) in enumerate(items):
+            fasta.write(f">{split}{i}_{label}\n{seq}\n")
+            labels.write(f"{split}{i}_{label}\t{label}\n")
+
+
+def build(shared: Path, out: Path, folds: int = 5, seed: int = 0, val_fraction: float = 0.1) -> None:
+    data = {label: read_sequences(shared / "promoters" / name) for label, name in FILES.items()}
+    rng = random.Random(seed)
+    for seqs in data.values():
+        rng.shuffle(seqs)
+    for k in range(folds):
+        train, test = [], []
+        for label, seqs in data.items():
+            for i, seq in enumerate(seqs):
+                (test if i % folds == k else train).append((seq, label))
+        rng.shuffle(train)
+        cut = int(len(train) * val_fraction)
+        for split, items in (("train", train[cut:]), ("val", train[:cut]), ("test", test)):
+            write_split(out / f"fold{k}", split, items)
+        (out / f"fold{k}" / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    everything = [(seq, label) for label, seqs in data.items() for seq in seqs]
+    rng.shuffle(everything)
+    # The shipped model trains on all of it for the epochs that cross-validation chose; its val/test
+    # files hold a tenth of the same data only so that the data module has them (they measure nothing).
+    for split, items in (("train", everything), ("val", everything[: len(everything) // 10]),
+                         ("test", everything[: len(everything) // 10])):
+        write_split(out / "all", split, items)
+    (out / "all" / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shared", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--out", type=Path, default=Path("data/ecoli_promoters"))
+    parser.add_argument("--folds", type=int, default=5)
+    args = parser.parse_args(argv)
+    build(args.shared, args.out, args.folds)
+
+
+if __name__ == "__main__":
+    main()

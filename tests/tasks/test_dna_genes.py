@@ -1,0 +1,155 @@
+"""The real-genome DNA tasks: GFF3/BED truth, track-only data and training, both-strand streaming, folds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from swa_stream.config import SWAConfig
+from swa_stream.tasks.dna.annotation import mask, read_bed, read_gff3, write_bed
+from swa_stream.tasks.dna.data import DNADataModule
+from swa_stream.tasks.dna.genes import tiles
+from swa_stream.tasks.dna.model import DNAModel
+from swa_stream.tasks.dna.promoters import build as build_promoters
+from swa_stream.tasks.dna.promoters import read_sequences
+from swa_stream.tasks.dna.tokenizer import encode, read_fasta, reverse_complement
+from swa_stream.tasks.dna.track import per_position_scores, runs, stream_both_strands
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "pipelines" / "examples"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+COMPLEMENT = str.maketrans("ACGT", "TGCA")
+
+
+def test_gff3_cds_land_on_start_and_stop_codons():
+    """RefSeq CDS rows, read as half-open intervals, begin with a start codon and end with a stop codon
+    on their own strand: an off-by-one in the coordinates would break nearly all of them."""
+    seq = next(iter(read_fasta(EXAMPLES / "ecoli_k12_region.fa"))).tokens
+    text = "".join("ACGTN"[t] for t in seq)
+    (name, cds), = read_gff3(EXAMPLES / "ecoli_k12_region.gff3").items()
+    assert name.startswith("NC_000913.3") and len(cds) == 32
+    good = 0
+    for start, end, strand in cds:
+        gene = text[start:end] if strand == "+" else text[start:end].translate(COMPLEMENT)[::-1]
+        good += gene[:3] in ("ATG", "GTG", "TTG") and gene[-3:] in ("TAA", "TAG", "TGA") and len(gene) % 3 == 0
+    assert good >= 31  # RefSeq keeps a rare non-canonical start
+
+
+def test_gff3_pseudo_and_feature_choice(tmp_path):
+    gff = tmp_path / "a.gff3"
+    gff.write_text("##gff-version 3\n"
+                   "c1\tx\tCDS\t1\t9\t.\t+\t0\tID=a\n"
+                   "c1\tx\tCDS\t11\t19\t.\t-\t0\tID=b;pseudo=true\n"
+                   "c1\tx\tgene\t1\t19\t.\t+\t.\tID=g\n")
+    assert read_gff3(gff) == {"c1": [(0, 9, "+")]}
+    assert read_gff3(gff, include_pseudo=True)["c1"][1] == (10, 19, "-")
+    assert read_gff3(gff, feature="gene") == {"c1": [(0, 19, "+")]}
+    bad = tmp_path / "bad.gff3"
+    bad.write_text("c1\tx\tCDS\t1\n")
+    with pytest.raises(Exception, match="line 1: a GFF3 row has 9"):
+        read_gff3(bad)
+
+
+def test_mask_strands_and_bed_round_trip(tmp_path):
+    intervals = [(2, 5, "+"), (4, 8, "-"), (9, 10, ".")]
+    assert mask(10, intervals).tolist() == [0, 0, 1, 1, 1, 1, 1, 1, 0, 1]
+    assert mask(10, intervals, strand="+").tolist() == [0, 0, 1, 1, 1, 0, 0, 0, 0, 1]
+    write_bed(tmp_path / "x.bed", {"r": intervals})
+    assert sorted(read_bed(tmp_path / "x.bed")["r"]) == sorted(intervals)
+
+
+def test_tiles_move_intervals_into_tile_coordinates():
+    records = [("chr", "A" * 25)]
+    out = list(tiles(records, {"chr": [(3, 12, "+"), (18, 30, "-")]}, 10, "g|"))
+    assert [name for name, _, _ in out] == ["g|chr:0-10", "g|chr:10-20", "g|chr:20-25"]
+    assert [iv for _, _, iv in out] == [[(3, 10, "+")], [(0, 2, "+"), (8, 10, "-")], [(0, 5, "-")]]
+
+
+def _track_only_folder(root: Path, n: int = 12, length: int = 300) -> None:
+    """Records whose truth is 'inside a run of C': learnable by a tiny model in a few steps."""
+    rng = np.random.default_rng(0)
+    bed = {}
+    for split in ("train", "val", "test"):
+        with open(root / f"{split}.fa", "w") as fa:
+            for i in range(n):
+                seq = list(rng.choice(list("AGT"), size=length))
+                a = int(rng.integers(20, length - 120))
+                seq[a : a + 80] = "C" * 80
+                fa.write(f">{split}{i}\n{''.join(seq)}\n")
+                bed[f"{split}{i}"] = [(a, a + 80, "+")]
+        write_bed(root / f"{split}.bed", bed)
+
+
+def test_track_only_data_trains_with_per_position_metrics(tmp_path):
+    import lightning as L
+
+    from swa_stream.tasks.dna.module import GenomicsTask
+
+    _track_only_folder(tmp_path)
+    dm = DNADataModule(root=str(tmp_path), batch_size=4, reverse_complement=True)
+    assert dm.labels == []
+    task = GenomicsTask(encoder=SWAConfig(d_model=16, n_heads=2, n_layers=1, window=(8, 8)), labels=dm.labels,
+                        lr=1e-2, warmup_steps=1, stem_kernel=3)
+    trainer = L.Trainer(max_epochs=6, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(task, dm)
+    metrics = trainer.validate(task, dm, verbose=False)[0]
+    assert {"val/track_acc", "val/track_auroc", "val/track_f1"} <= metrics.keys()
+    assert "val/acc" not in metrics  # no record classes, no class metrics
+    assert metrics["val/track_auroc"] > 0.9
+
+
+def test_reverse_complement_augmentation_flips_the_track_with_the_sequence(tmp_path):
+    _track_only_folder(tmp_path, n=1)
+    dm = DNADataModule(root=str(tmp_path), batch_size=1, reverse_complement=True)
+    dm.setup()
+    original = dm._splits["train"][0]
+    dataset = dm.train_dataloader().dataset
+    seen = {dataset[0].tokens.tobytes() for _ in range(40)}
+    assert seen == {original.tokens.tobytes(), reverse_complement(original.tokens).tobytes()}
+    for _ in range(10):
+        ex = dataset[0]
+        assert (ex.tokens[ex.track.astype(bool)] == encode("C")[0]).all() or \
+               (ex.tokens[ex.track.astype(bool)] == encode("G")[0]).all()
+
+
+def test_both_strands_streamed_equal_offline_on_both_strands():
+    torch.manual_seed(0)
+    cfg = SWAConfig(d_model=16, n_heads=2, n_layers=3, window=[(4, 4), (4, 4), (3, 3)], downsample=[1, 2, 1])
+    model = DNAModel(cfg, [], stem_kernel=5).eval()
+    tokens = np.random.default_rng(1).integers(0, 5, 257).astype(np.uint8)
+    streamed = stream_both_strands(model, tokens, chunk=19)
+    with torch.no_grad():
+        fwd = torch.sigmoid(model(torch.from_numpy(tokens.astype(np.int64))[None])[1][0, :, 0]).numpy()
+        rc = torch.sigmoid(model(torch.from_numpy(reverse_complement(tokens).astype(np.int64))[None])[1][0, :, 0])
+    np.testing.assert_allclose(streamed, (fwd + rc.numpy()[::-1]) / 2, atol=1e-5)
+
+
+def test_per_position_scores_and_runs():
+    truth = np.array([0, 0, 1, 1, 1, 0])
+    prob = np.array([0.1, 0.6, 0.9, 0.8, 0.4, 0.2])
+    s = per_position_scores(prob, truth)
+    assert s["accuracy"] == pytest.approx(4 / 6) and s["recall"] == pytest.approx(2 / 3)
+    assert s["auroc"] == pytest.approx(8 / 9)
+    assert per_position_scores(prob, truth, valid=truth == 1)["accuracy"] == pytest.approx(2 / 3)
+    assert runs(prob) == [(1, 4)]
+
+
+@pytest.mark.skipif(not (SHARED / "promoters").is_dir(), reason="../shared/data/promoters is not beside the checkout")
+def test_promoter_folds_are_stratified_and_disjoint(tmp_path):
+    build_promoters(SHARED, tmp_path, folds=5)
+    everything = sorted(encode(seq).tobytes() for name in ("Ecoli_prom.fa", "Ecoli_non_prom.fa")
+                        for seq in read_sequences(SHARED / "promoters" / name))
+    tests = []
+    for k in range(5):
+        fold = {split: [line.split("\t") for line in (tmp_path / f"fold{k}" / f"{split}.labels.tsv").read_text()
+                        .splitlines()[1:]] for split in ("train", "val", "test")}
+        seqs = {split: [r.tokens.tobytes() for r in read_fasta(tmp_path / f"fold{k}" / f"{split}.fa")]
+                for split in fold}
+        assert sorted(seqs["train"] + seqs["val"] + seqs["test"]) == everything  # each fold uses every record once
+        positives = sum(label == "promoter" for _, label in fold["test"])
+        assert positives in (134, 135)
+        tests += seqs["test"]
+    assert sorted(tests) == everything  # the test fifths partition the data
