@@ -48,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--jobs", type=int, default=0, help="worker processes for asr (default: all cores)")
 
     fasta = commands.add_parser("score-fasta", help="score FASTA records into zarr (and TSV), resumably")
-    fasta.add_argument("inputs", nargs="+", metavar="IN.fa", help="FASTA files, plain or gzip")
+    fasta.add_argument("inputs", nargs="+", metavar="IN.fa",
+                       help="FASTA, FASTQ or CSV/TSV files or streams, plain, gzip, bzip2 or xz")
     fasta.add_argument("--out", required=True, metavar="OUT.zarr", help="zarr v3 store to create")
     fasta.add_argument("--tsv", metavar="OUT.tsv", help="also write one row per record")
     fasta.add_argument("--per-position", action="store_true", help="store per-position score tracks")
@@ -57,10 +58,15 @@ def _parser() -> argparse.ArgumentParser:
     fasta.add_argument("--batch-size", type=int, default=16, help="short records scored together")
     fasta.add_argument("--model", metavar="DIR", help="model bundle (default: the bundled dna-demo)")
     fasta.add_argument("--devices", type=int, default=1, help="processes (or GPUs) to spread records over")
+    fasta.add_argument("--rna", action="store_true", help="read U as T")
+    fasta.add_argument("--column", help="CSV/TSV: the sequence column, a header name or a number from 1")
+    fasta.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: more threads "
+                       "only pay on an idle machine, and collapse when the cores are busy)")
 
-    track = commands.add_parser("export-track", help="write a per-position track as bedGraph")
+    track = commands.add_parser("export-track", help="write a per-position track as bedGraph and/or bigWig")
     track.add_argument("store", metavar="OUT.zarr", help="a finished score-fasta --per-position store")
-    track.add_argument("--bedgraph", required=True, metavar="FILE", help="bedGraph file to write")
+    track.add_argument("--bedgraph", metavar="FILE", help="bedGraph file to write")
+    track.add_argument("--bigwig", metavar="FILE", help="bigWig file to write")
     track.add_argument("--track", help="track name (default: the first)")
     track.add_argument("--precision", type=int, default=3, help="decimals kept; equal runs merge")
 
@@ -84,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-endpoint", action="store_true", help="no endpointing: one final segment at the end")
     tr.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: streaming steps are "
                     "too small to gain from more, and thread synchronisation costs more than it saves)")
+
+    from swa_stream.pipelines.serve_args import add_serve, add_stream_to  # argparse only: nothing heavy
+
+    add_serve(commands.add_parser("serve", help="websocket speech server (vosk-compatible and native), mic page"))
+    add_stream_to(commands.add_parser("stream-to", help="send a file or the microphone to swa-stream serve"))
 
     export = commands.add_parser("export", help="turn a training checkpoint into a model bundle")
     export.add_argument("checkpoint", help="a Lightning .ckpt that you trained (it is unpickled)")
@@ -133,6 +144,14 @@ def _dispatch(args: argparse.Namespace) -> None:
         from swa_stream.pipelines import transcribe
 
         transcribe.run(args)
+    elif args.command == "serve":
+        from swa_stream.pipelines import serve
+
+        serve.run(args)
+    elif args.command == "stream-to":
+        from swa_stream.pipelines import stream_to
+
+        stream_to.run(args)
     elif args.command == "export":
         from swa_stream.pipelines import export
 
