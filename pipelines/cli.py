@@ -91,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: streaming steps are "
                     "too small to gain from more, and thread synchronisation costs more than it saves)")
 
+    from swa_stream.pipelines.serve_args import add_serve, add_stream_to  # argparse only: nothing heavy
+
+    add_serve(commands.add_parser("serve", help="websocket speech server (vosk-compatible and native), mic page"))
+    add_stream_to(commands.add_parser("stream-to", help="send a file or the microphone to swa-stream serve"))
+
     export = commands.add_parser("export", help="turn a training checkpoint into a model bundle")
     export.add_argument("checkpoint", help="a Lightning .ckpt that you trained (it is unpickled)")
     export.add_argument("--out", required=True, help="bundle folder: config.json + model.safetensors")
@@ -139,6 +144,14 @@ def _dispatch(args: argparse.Namespace) -> None:
         from swa_stream.pipelines import transcribe
 
         transcribe.run(args)
+    elif args.command == "serve":
+        from swa_stream.pipelines import serve
+
+        serve.run(args)
+    elif args.command == "stream-to":
+        from swa_stream.pipelines import stream_to
+
+        stream_to.run(args)
     elif args.command == "export":
         from swa_stream.pipelines import export
 

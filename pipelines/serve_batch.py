@@ -1,0 +1,192 @@
+"""The server's compute: every open stream's audio goes through resampler -> ASRModel.step -> CTCDecoder.step,
+as `transcribe` does, with all streams that have audio waiting advanced in one compute call.
+
+`BatchedRecognizer` is the only thing the websocket handlers talk to: `open(rate)`, `feed(stream, samples)`
+and `finish(stream)` return at once (feed/finish give an asyncio future of a `StepResult`), and one
+scheduling task (`run`) collects the waiting work, computes it in an executor thread (so a long step never
+blocks the event loop) and resolves the futures in order.
+
+Audio that queued up for one stream while a compute call ran is merged into one longer step. Every stage
+streams exactly, so a longer step changes no transcript; it only amortises per-step overhead, which makes a
+loaded server take bigger steps instead of falling behind. Each stream keeps its own state and is stepped
+alone (batch size 1): the core's state has one start position and one received count for the whole batch,
+so streams that began at different times cannot share a step yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from swa_stream.tasks.asr.audio import Resampler
+from swa_stream.tasks.asr.decoder import CTCDecoder, EndpointConfig, Segment
+
+
+@dataclass
+class StepResult:
+    """What one message's reply reports: the segments that became final, then the current partial text."""
+
+    finals: list[Segment]
+    partial: str
+
+
+@dataclass
+class Stream:
+    id: int
+    rate: int
+    resampler: Resampler
+    rs: object
+    ms: object
+    ds: object
+    received: int = 0  # samples at `rate` taken into the model
+    partial: str = ""
+    pending: list = field(default_factory=list)  # [(samples (n,) int16, future)] not yet computed
+    eof: asyncio.Future | None = None  # set by finish(): flush once the pending audio is in
+    record: object = None  # a soundfile.SoundFile receiving the raw audio (--record)
+    closed: bool = False
+
+
+class BatchedRecognizer:
+    """Many concurrent streams over one model; see the module docstring."""
+
+    def __init__(self, model, endpoint: EndpointConfig | None, record_dir: str | Path | None = None):
+        self.model, self.endpoint = model, endpoint
+        self.decoder = CTCDecoder(model.labels, model.frame_rate, endpoint)
+        self.record_dir = Path(record_dir) if record_dir else None
+        self.streams: dict[int, Stream] = {}
+        self._ids = itertools.count(1)
+        self._resamplers: dict[int, Resampler] = {}
+        self._wake = asyncio.Event()
+        # one thread: torch runs with the server's --threads inside it, and steps never overlap
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="swa-compute")
+        self.samples_received = self.messages_received = self.steps = self.computes = 0
+        self.compute_seconds = 0.0
+
+    # ---- what the handlers call (event loop thread) -----------------------------------------------
+    def open(self, rate: int) -> Stream:
+        if rate not in self._resamplers:
+            self._resamplers[rate] = Resampler(rate, self.model.sample_rate)
+        resampler = self._resamplers[rate]
+        s = Stream(next(self._ids), rate, resampler, resampler.init_state(1), self.model.init_state(1),
+                   self.decoder.init_state())
+        if self.record_dir is not None:
+            import soundfile as sf
+
+            self.record_dir.mkdir(parents=True, exist_ok=True)
+            s.record = sf.SoundFile(str(self.record_dir / f"stream-{s.id}.wav"), "w", rate, 1, "PCM_16")
+        self.streams[s.id] = s
+        return s
+
+    def feed(self, s: Stream, pcm: np.ndarray) -> asyncio.Future:
+        """Queue (n,) int16 samples at the stream's rate; the future gives this message's StepResult."""
+        fut = asyncio.get_running_loop().create_future()
+        s.pending.append((pcm, fut))
+        if s.record is not None:  # here, not in the compute thread, so that drop() can close it at any time
+            s.record.write(pcm)
+        self.samples_received += len(pcm)
+        self.messages_received += 1
+        self._wake.set()
+        return fut
+
+    def finish(self, s: Stream) -> asyncio.Future:
+        """End the stream: after its pending audio, flush every stage; the future gives the last finals."""
+        s.eof = asyncio.get_running_loop().create_future()
+        self._wake.set()
+        return s.eof
+
+    def drop(self, s: Stream) -> None:
+        """The client went away without an eof: forget the stream, compute nothing more for it."""
+        s.closed = True
+        for _, fut in s.pending:
+            fut.cancel()
+        if s.eof is not None:
+            s.eof.cancel()
+        s.pending = []
+        self._forget(s)
+
+    def _forget(self, s: Stream) -> None:
+        self.streams.pop(s.id, None)
+        if s.record is not None:
+            s.record.close()
+            s.record = None
+
+    # ---- the scheduling task ----------------------------------------------------------------------
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            work = []
+            for s in list(self.streams.values()):
+                if s.pending or s.eof is not None:
+                    jobs, s.pending = s.pending, []
+                    work.append((s, jobs, s.eof))
+            if not work:
+                continue
+            started = time.perf_counter()
+            outcomes = await loop.run_in_executor(self._executor, self._compute, work)
+            self.compute_seconds += time.perf_counter() - started
+            self.computes += 1
+            for (s, jobs, eof), outcome in zip(work, outcomes, strict=True):
+                self._resolve(s, jobs, eof, outcome)
+
+    def _resolve(self, s: Stream, jobs, eof, outcome) -> None:
+        if isinstance(outcome, BaseException):
+            for fut in [f for _, f in jobs] + ([eof] if eof is not None else []):
+                if not fut.done():
+                    fut.set_exception(outcome)
+            self._forget(s)
+            return
+        finals, partial, flushed = outcome
+        before, s.partial = s.partial, partial
+        # merged messages: the last one carries the step's finals, earlier ones repeat the partial they saw
+        for i, (_, fut) in enumerate(jobs):
+            last = i == len(jobs) - 1
+            if not fut.done():
+                fut.set_result(StepResult(finals if last else [], partial if last else before))
+        if not jobs and finals:  # nothing to attach the step's finals to: they go with the eof
+            flushed = finals + flushed
+        if eof is not None:
+            if not eof.done():
+                eof.set_result(StepResult(flushed, ""))
+            self._forget(s)
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    # ---- compute (executor thread) ----------------------------------------------------------------
+    @torch.no_grad()
+    def _compute(self, work) -> list:
+        outcomes = []
+        for s, jobs, eof in work:
+            try:
+                outcomes.append(self._advance(s, [x for x, _ in jobs], eof is not None))
+            except Exception as err:  # one broken stream must not take the others down
+                outcomes.append(err)
+        return outcomes
+
+    def _advance(self, s: Stream, chunks: list[np.ndarray], eof: bool):
+        """One step over the stream's merged audio, then (at eof) the flush `transcribe` does at the end."""
+        finals, flushed = [], []
+        if chunks:
+            # s16le -> float32 exactly as soundfile reads a 16-bit PCM file, so finals match `transcribe`
+            audio = (np.concatenate(chunks) if len(chunks) > 1 else chunks[0]).astype(np.float32) / 32768.0
+            y, s.rs = s.resampler.step(torch.from_numpy(audio)[None], s.rs)
+            log_probs, s.ms = self.model.step(y, s.ms)
+            finals, s.ds = self.decoder.step(log_probs[0], s.ds)
+            s.received += len(audio)
+            self.steps += 1
+        partial = self.decoder.partial(s.ds)
+        if eof and s.received:
+            log_probs, s.ms = self.model.step(s.resampler.flush(s.rs), s.ms)
+            log_probs = torch.cat([log_probs, self.model.flush(s.ms)], dim=1)
+            segments, s.ds = self.decoder.step(log_probs[0], s.ds)
+            flushed = segments + self.decoder.flush(s.ds)
+        return finals, partial, flushed
