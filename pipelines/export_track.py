@@ -1,65 +1,151 @@
-"""`swa-stream export-track OUT.zarr --bedgraph FILE`: per-position scores as bedGraph for genome browsers.
+"""`swa-stream export-track OUT.zarr --bedgraph FILE --bigwig FILE`: per-position scores for genome browsers.
 
-Runs of positions whose value rounds to the same `--precision` decimals become one line, and each
-record's track is read chunk by chunk, so a chromosome-length track never has to fit in memory.
+Runs of positions whose value rounds to the same `--precision` decimals become one interval; N
+positions (NaN in the store) are skipped, so masked regions show as gaps. Tracks are read sequentially in
+bounded pieces, so neither a chromosome nor a million short records has to fit in memory. bigWig is
+written with pyBigWig, its chromosome sizes taken from the store's record lengths. Both outputs go
+through a temp file and a rename; the summary goes to stdout.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
-import zarr
 
 from swa_stream.errors import SWAStreamError
+from swa_stream.pipelines.fasta_store import Store
+from swa_stream.pipelines.safe_output import atomic_path, atomic_text, check_output_file, first_line, os_problem
+
+BIGWIG_MAGIC = (0x888FFC26).to_bytes(4, "little")
+MAX_PRECISION = 9
 
 
 def _runs(values: np.ndarray):
-    """(start, end, value) of runs of equal values."""
+    """(start, end, value) of runs of equal, non-NaN values."""
     if not len(values):
         return
-    edges = np.flatnonzero(values[1:] != values[:-1]) + 1
+    nan = np.isnan(values)
+    change = (values[1:] != values[:-1]) & ~(nan[1:] & nan[:-1])
+    edges = np.flatnonzero(change) + 1
     starts = np.concatenate([[0], edges])
     ends = np.concatenate([edges, [len(values)]])
-    yield from zip(starts.tolist(), ends.tolist(), values[starts].tolist(), strict=True)
+    keep = ~nan[starts]
+    yield from zip(starts[keep].tolist(), ends[keep].tolist(), values[starts[keep]].tolist(), strict=True)
+
+
+def intervals(store: Store, column: int, precision: int):
+    """(record number, start, end, value) runs over every record, merged across read boundaries."""
+    pending = None
+    for n, lo, block in store.blocks(column):
+        values = np.round(block.astype(np.float64), precision)
+        for start, end, value in _runs(values):
+            start, end = start + lo, end + lo
+            if pending and pending[0] == n and pending[2] == start and pending[3] == value:
+                pending = (n, pending[1], end, value)
+                continue
+            if pending:
+                yield pending
+            pending = (n, start, end, value)
+    if pending:
+        yield pending
+
+
+def _column(store: Store, track: str | None) -> int:
+    if not store.tracks:
+        raise SWAStreamError(f"{store.path}: holds no per-position tracks (score with --per-position)")
+    if track is not None and track not in store.tracks:
+        raise SWAStreamError(f"{store.path}: no track {track!r} (tracks: {', '.join(store.tracks)})")
+    return store.tracks.index(track) if track else 0
+
+
+def check_precision(precision: int) -> None:
+    if not 0 <= precision <= MAX_PRECISION:
+        raise SWAStreamError(f"--precision: must be 0 to {MAX_PRECISION} decimals, got {precision}")
 
 
 def write_bedgraph(store: str, out: str, track: str | None = None, precision: int = 3) -> int:
-    try:
-        group = zarr.open_group(store, mode="r")
-        ids, tracks = group["records/id"][:], group.attrs.get("tracks", [])
-    except (FileNotFoundError, KeyError, ValueError):
-        raise SWAStreamError(f"{store}: not a finished score-fasta store") from None
-    if not tracks:
-        raise SWAStreamError(f"{store}: holds no per-position tracks (score with --per-position)")
-    column = tracks.index(track) if track else 0
-    if track and track not in tracks:
-        raise SWAStreamError(f"{store}: no track {track!r} (tracks: {', '.join(tracks)})")
+    check_precision(precision)
+    opened = Store(store)
+    column = _column(opened, track)
+    target = check_output_file(out, "--bedgraph", [opened.path], [opened.path], _is_bedgraph, "bedGraph file")
     lines = 0
-    with open(out, "w") as f:
-        f.write(f'track type=bedGraph name="{tracks[column]}" description="swa-stream {Path(store).name}"\n')
-        for n, chrom in enumerate(ids):
-            arr = group[f"tracks/{n}"]
-            step = arr.chunks[0]
-            pending = None  # a run may continue across chunk boundaries
-            for lo in range(0, arr.shape[0], step):
-                values = np.round(arr[lo : lo + step, column].astype(np.float64), precision)
-                for start, end, value in _runs(values):
-                    start, end = start + lo, end + lo
-                    if pending and pending[1] == start and pending[2] == value:
-                        pending = (pending[0], end, value)
-                        continue
-                    if pending:
-                        f.write(f"{chrom}\t{pending[0]}\t{pending[1]}\t{pending[2]:.{precision}f}\n")
-                        lines += 1
-                    pending = (start, end, value)
-            if pending:
-                f.write(f"{chrom}\t{pending[0]}\t{pending[1]}\t{pending[2]:.{precision}f}\n")
-                lines += 1
+    with atomic_text(target) as f:
+        f.write(f'track type=bedGraph name="{opened.tracks[column]}" description="swa-stream {opened.path.name}"\n')
+        for n, start, end, value in intervals(opened, column, precision):
+            f.write(f"{opened.ids[n]}\t{start}\t{end}\t{value:.{precision}f}\n")
+            lines += 1
     return lines
 
 
+def write_bigwig(store: str, out: str, track: str | None = None, precision: int = 3) -> tuple[int, int]:
+    """(intervals, chromosomes) written to a bigWig file."""
+    import pyBigWig
+
+    check_precision(precision)
+    opened = Store(store)
+    column = _column(opened, track)
+    target = check_output_file(out, "--bigwig", [opened.path], [opened.path], _is_bigwig, "bigWig file")
+    chroms = [(name, int(length)) for name, length in zip(opened.ids, opened.lengths, strict=True) if length]
+    seen: set[str] = set()
+    for name, _ in chroms:
+        if name in seen:
+            raise SWAStreamError(f"{opened.path}: record id {name!r} occurs twice; bigWig needs unique "
+                                 "chromosome names (bedGraph does not)")
+        seen.add(name)
+    count = 0
+    with atomic_path(target) as tmp:
+        bw = pyBigWig.open(str(tmp), "w")
+        if bw is None:
+            raise os_problem(target, OSError(0, "pyBigWig could not create the file"))
+        try:
+            bw.addHeader(chroms)
+            batch: list[tuple[int, int, int, float]] = []
+            for item in intervals(opened, column, precision):
+                if batch and batch[-1][0] != item[0]:
+                    count += _add(bw, opened, batch)
+                batch.append(item)
+            count += _add(bw, opened, batch)
+        finally:
+            bw.close()
+    return count, len(chroms)
+
+
+def _add(bw, store: Store, batch: list) -> int:
+    if not batch:
+        return 0
+    name = store.ids[batch[0][0]]
+    bw.addEntries([name] * len(batch), [b[1] for b in batch], ends=[b[2] for b in batch],
+                  values=[float(b[3]) for b in batch])
+    count = len(batch)
+    batch.clear()
+    return count
+
+
+def _is_bedgraph(path: Path) -> bool:
+    return first_line(path).startswith(b"track type=bedGraph")
+
+
+def _is_bigwig(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == BIGWIG_MAGIC
+
+
 def run(args) -> None:
-    lines = write_bedgraph(args.store, args.bedgraph, args.track, args.precision)
-    print(f"wrote {lines} bedGraph intervals to {args.bedgraph}", file=sys.stderr)
+    bedgraph, bigwig = getattr(args, "bedgraph", None), getattr(args, "bigwig", None)
+    if bedgraph is None and bigwig is None:
+        raise SWAStreamError(f"{args.store}: give --bedgraph FILE and/or --bigwig FILE")
+    check_precision(args.precision)
+    if bedgraph is not None and bigwig is not None and Path(bedgraph).resolve() == Path(bigwig).resolve():
+        raise SWAStreamError(f"{bedgraph}: --bedgraph and --bigwig name the same file")
+    store = Store(args.store)  # both outputs are checked before either is written
+    if bedgraph is not None:
+        check_output_file(bedgraph, "--bedgraph", [store.path], [store.path], _is_bedgraph, "bedGraph file")
+    if bigwig is not None:
+        check_output_file(bigwig, "--bigwig", [store.path], [store.path], _is_bigwig, "bigWig file")
+    if bedgraph is not None:
+        lines = write_bedgraph(args.store, bedgraph, args.track, args.precision)
+        print(f"wrote {lines} bedGraph intervals to {bedgraph}")
+    if bigwig is not None:
+        count, chroms = write_bigwig(args.store, bigwig, args.track, args.precision)
+        print(f"wrote {count} bigWig intervals over {chroms} chromosomes to {bigwig}")

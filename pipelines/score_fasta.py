@@ -1,41 +1,45 @@
-"""`swa-stream score-fasta IN.fa [...] --out OUT.zarr`: score every FASTA record, resumably.
+"""`swa-stream score-fasta IN [...] --out OUT.zarr`: score every record, resumably, into O(1) files.
 
-Layout while running (bio2zarr's pattern: work in progress, per-record completion, then finalise):
-
-    OUT.zarr.partial/run.json           the inputs and options; a rerun must match them
-    OUT.zarr.partial/done/<n>.json      record n's results, written atomically once it is complete
-    OUT.zarr.partial/store.zarr/        the zarr v3 group being filled: tracks/<n> per record
-
-Record n belongs to one process only, and its track is its own array, so concurrent writers never
-share a chunk or a shard. When every record is done, one process writes the per-record arrays
-(records/*), the metadata and the TSV, consolidates, renames store.zarr to OUT.zarr and removes the
-partial folder. A killed run loses at most the records in flight; rerunning the same command skips
-the finished ones.
+Inputs are FASTA, FASTQ or CSV/TSV, plain, gzip, bzip2 or xz (all detected by content), files or streams.
+Every output path is checked before any work (pipelines/safe_output.py); the run's folder, its lock, its
+append-only logs and finalising are in pipelines/fasta_store.py. Record n belongs to the process with
+n % world_size == rank; each process appends to its own log and track file, so writers never share one.
+A killed run loses at most the last uncommitted batch; rerunning the same command skips what is logged,
+after checking that the weights, the options, the inputs' fingerprints and each skipped record's content
+are what the earlier run scored.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 import shlex
-import shutil
 import sys
 import time
-import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import zarr
 from tqdm import tqdm
 
 from swa_stream import __version__
 from swa_stream.errors import SWAStreamError
+from swa_stream.pipelines.fasta_store import (
+    RankLog,
+    RunFolder,
+    Store,
+    build_store,
+    finish,
+    finished_records,
+    mark_complete,
+)
+from swa_stream.pipelines.safe_output import atomic_text, check_output_file, first_line, os_problem, probe_folder
+from swa_stream.tasks.dna.formats import read_sequences
 from swa_stream.tasks.dna.model import DNAModel, score_record
-from swa_stream.tasks.dna.tokenizer import FastaRecord, read_fasta, reverse_complement
+from swa_stream.tasks.dna.tokenizer import N_TOKEN, FastaRecord, check_input, fingerprint, reverse_complement
 
-TRACK_CHUNK = 1 << 16
+TSV_HEAD = ["file", "record_index", "id", "length"]
 
 
 @dataclass
@@ -44,119 +48,123 @@ class ScoreOptions:
     rc_average: bool = False
     chunk_size: int = 1 << 14
     batch_size: int = 16
+    rna: bool = False
+    column: str | None = None
 
 
-class TrackWriter:
-    """Writes one record's per-position probabilities into its own zarr array, chunk-aligned.
-
-    The forward strand arrives in order from position 0; with reverse-complement averaging the
-    reverse strand then arrives in reverse-complement coordinates and is averaged in place."""
-
-    def __init__(self, group: zarr.Group, name: str, length: int, n_tracks: int):
-        chunk = max(1, min(length, TRACK_CHUNK))
-        self.array = group.create_array(
-            name, shape=(length, n_tracks), chunks=(chunk, n_tracks), dtype="float32", overwrite=True
-        )
-        self.length = length
-
-    def __call__(self, start: int, probs: np.ndarray, strand: int = 1) -> None:
-        if strand == 1:
-            self.array[start : start + len(probs)] = probs
-        else:  # rc position j is forward position length-1-j
-            stop = self.length - start
-            lo = stop - len(probs)
-            self.array[lo:stop] = (self.array[lo:stop] + probs[::-1]) / 2
+def weights_hash(model_dir: str | Path) -> str:
+    """sha256 of the bundle's config and weights: a model re-exported into the same folder is another model."""
+    digest = hashlib.sha256()
+    for name in ("config.json", "model.safetensors"):
+        path = Path(model_dir) / name
+        if path.is_file():
+            with open(path, "rb") as f:
+                while block := f.read(1 << 22):
+                    digest.update(block)
+    return digest.hexdigest()
 
 
-def _record_result(rec: FastaRecord, number: int, probs: np.ndarray) -> dict:
-    return {
-        "number": number,
-        "file": rec.file,
-        "record_index": rec.index,
-        "id": rec.id,
-        "length": rec.length,
-        "n_fraction": rec.n_fraction,
-        "had_iupac": rec.had_iupac,
-        "empty": rec.length == 0,
-        "probs": [float(p) for p in probs],
-    }
+def check_paths(inputs: list[Path], out: str, tsv: str | None) -> tuple[Path, Path | None]:
+    """Refuse, before any work, outputs that would overwrite an input or each other, or cannot be written."""
+    if not out:
+        raise SWAStreamError("--out: an empty path; give a folder name such as scores.zarr")
+    out_path = Path(out)
+    partial = out_path.with_name(out_path.name + ".partial")
+    for p in inputs:
+        if out_path.resolve() == p.resolve() or p.resolve().is_relative_to(out_path.resolve()):
+            raise SWAStreamError(f"{out_path}: --out names an input (or a folder holding one); refusing")
+    if out_path.exists() and not (partial / "complete").exists():
+        kind = "is complete" if (out_path / "zarr.json").is_file() else "is not a score-fasta store"
+        raise SWAStreamError(f"{out_path}: already exists and {kind}; remove it or choose another --out")
+    probe_folder(out_path.parent, out_path)
+    tsv_path = None
+    if tsv is not None:
+        looks = lambda p: first_line(p).startswith("\t".join(TSV_HEAD).encode())  # noqa: E731
+        tsv_path = check_output_file(tsv, "--tsv", inputs, [out_path, partial], looks, "score-fasta TSV")
+    return out_path, tsv_path
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _entry(rec: FastaRecord, number: int, probs: np.ndarray, track_row: int) -> dict:
+    return {"n": number, "file": rec.file, "index": rec.index, "id": rec.id, "desc": rec.description,
+            "len": rec.length, "nf": rec.n_fraction, "iupac": rec.had_iupac,
+            "p": [round(float(p), 8) for p in probs], "h": rec.content_hash(), "t": track_row}
 
 
-class Run:
-    """The partial folder of one scoring run."""
-
-    def __init__(self, out: Path, inputs: list[Path], model_dir: str, options: ScoreOptions, command: str = ""):
-        self.command = command
-        self.out, self.partial = out, out.with_name(out.name + ".partial")
-        self.done_dir, self.store_path = self.partial / "done", self.partial / "store.zarr"
-        stats = [{"path": str(p.resolve()), "size": p.stat().st_size, "mtime": int(p.stat().st_mtime)} for p in inputs]
-        self.manifest = {"inputs": stats, "model": str(model_dir), "options": vars(options)}
-
-    def open(self) -> zarr.Group:
-        """Create the partial folder, or check that the existing one belongs to the same command."""
-        run_json = self.partial / "run.json"
-        if run_json.is_file():
-            previous = json.loads(run_json.read_text())
-            if previous != self.manifest:
-                raise SWAStreamError(
-                    f"{self.partial}: an unfinished run with other inputs, model or options; "
-                    "rerun that command, or remove the folder to start over"
-                )
-        else:
-            self.done_dir.mkdir(parents=True, exist_ok=True)
-            zarr.open_group(self.store_path, mode="a")
-            _write_atomically(run_json, json.dumps(self.manifest, indent=2))
-        return zarr.open_group(self.store_path, mode="a")
-
-    def finished(self) -> set[int]:
-        return {int(p.stem) for p in self.done_dir.glob("*.json")}
-
-    def mark_done(self, result: dict) -> None:
-        _write_atomically(self.done_dir / f"{result['number']}.json", json.dumps(result))
+def _masked(track: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """N positions carry no information: NaN in the track, skipped by bedGraph and bigWig."""
+    track = np.array(track, dtype=np.float32)
+    track[tokens == N_TOKEN] = np.nan
+    return track
 
 
-def _records(inputs: list[Path]):
-    number = 0
-    for path in inputs:
-        for rec in read_fasta(path):
-            yield number, rec
-            number += 1
+def _score_long(model: DNAModel, number: int, rec: FastaRecord, options: ScoreOptions, log: RankLog) -> None:
+    """A record longer than one chunk streams through step/flush; its track rows are written as they become final."""
+    writer, row = None, -1
+    if options.per_position:
+        row = log.reserve(rec.length)
+
+        def writer(start: int, probs: np.ndarray, strand: int = 1) -> None:
+            if strand == 1:
+                log.write_rows(row + start, _masked(probs, rec.tokens[start : start + len(probs)]))
+            else:  # reverse-strand position j is forward position length-1-j; NaN stays NaN
+                stop = rec.length - start
+                lo = stop - len(probs)
+                log.write_rows(row + lo, (log.read_rows(row + lo, len(probs)) + probs[::-1]) / 2)
+
+    probs = score_record(model, rec.tokens, options.chunk_size, options.rc_average, writer)
+    log.add(_entry(rec, number, probs, row))
+    log.commit()  # a long record is worth a commit of its own
 
 
-def _score_batch(model: DNAModel, batch: list[tuple[int, FastaRecord]], options: ScoreOptions, group, run: Run):
-    """Short records (at most one chunk) run offline as one padded batch, which equals streaming them
-    (padding is exact); each long record streams through step/flush in `chunk_size` pieces."""
-    if len(batch) == 1 and batch[0][1].length > options.chunk_size:
-        number, rec = batch[0]
-        writer = TrackWriter(group, f"tracks/{number}", rec.length, len(model.tracks)) if options.per_position else None
-        run.mark_done(_record_result(rec, number, score_record(model, rec.tokens, options.chunk_size,
-                                                                options.rc_average, writer)))
-        return
+def _score_batch(model: DNAModel, batch: list[tuple[int, FastaRecord]], options: ScoreOptions, log: RankLog):
+    """Short records (together at most one chunk) run offline as one padded batch, which equals streaming
+    them (padding is exact)."""
     strands = [[rec.tokens for _, rec in batch]]
     if options.rc_average:
         strands.append([reverse_complement(rec.tokens) for _, rec in batch])
     probs, tracks = [], []
     for seqs in strands:
         lengths = torch.tensor([len(t) for t in seqs])
-        tokens = torch.full((len(seqs), max(1, int(lengths.max()))), 4, dtype=torch.long)
+        tokens = torch.full((len(seqs), max(1, int(lengths.max()))), N_TOKEN, dtype=torch.long)
         for i, t in enumerate(seqs):
             tokens[i, : len(t)] = torch.from_numpy(t.astype(np.int64))
         class_logits, track_logits = model(tokens.to(model.class_head.weight.device), lengths)
         probs.append(class_logits.float().softmax(-1).cpu().numpy())
-        tracks.append(torch.sigmoid(track_logits.float()).cpu().numpy())
-    for i, (number, rec) in enumerate(batch):
         if options.per_position:
+            tracks.append(torch.sigmoid(track_logits.float()).cpu().numpy())
+    rows = []
+    if options.per_position:
+        for i, (_, rec) in enumerate(batch):
             track = tracks[0][i, : rec.length]
             if options.rc_average:
                 track = (track + tracks[1][i, : rec.length][::-1]) / 2
-            TrackWriter(group, f"tracks/{number}", rec.length, len(model.tracks))(0, track)
-        run.mark_done(_record_result(rec, number, sum(p[i] for p in probs) / len(probs)))
+            rows.append(_masked(track, rec.tokens))
+    row = -1
+    if rows:
+        row = log.reserve(sum(len(r) for r in rows))
+        log.write_rows(row, np.concatenate(rows))
+    for i, (number, rec) in enumerate(batch):
+        log.add(_entry(rec, number, sum(p[i] for p in probs) / len(probs), row))
+        if rows:
+            row += rec.length
+
+
+def _records(paths: list[Path], options: ScoreOptions):
+    number = 0
+    for path in paths:
+        for rec in read_sequences(path, rna=options.rna, column=options.column):
+            yield number, rec
+            number += 1
+
+
+def _prepare(run: RunFolder) -> str:
+    """Rank 0: take the lock; complete an interrupted finalise ("done"), or check the manifest ("score")."""
+    run.lock(0)
+    if run.complete.exists():
+        finish(run)
+        return "done"
+    run.check_manifest()
+    return "score"
 
 
 def score(
@@ -170,42 +178,76 @@ def score(
     world_size: int = 1,
     barrier=lambda: None,
     command: str = "",
+    broadcast=lambda value: value,
 ) -> dict:
     """Score every record of `inputs` into `out`; this process takes records n with n % world_size == rank."""
-    paths = [Path(p) for p in inputs]
-    for p in paths:
-        if not p.is_file():
-            raise SWAStreamError(f"{p}: no such file")
-    out_path = Path(out)
-    run = Run(out_path, paths, model_dir, options, command)
-    if out_path.exists() and not run.partial.exists():
-        raise SWAStreamError(f"{out_path}: already exists and is complete; remove it or choose another --out")
+    paths = [check_input(p) for p in inputs]
+    out_path, tsv_path = check_paths(paths, out, tsv)
+    manifest = {"inputs": [{"path": str(p.resolve()), "fingerprint": fingerprint(p)} for p in paths],
+                "model": str(model_dir), "model_sha256": weights_hash(model_dir), "options": asdict(options)}
+    run = RunFolder(out_path, manifest)
+    status = "score"
     if rank == 0:
-        run.open()
-    barrier()
-    group = run.open()
-    finished = run.finished()
+        try:
+            status = _prepare(run)
+        except SWAStreamError as err:
+            status = f"error:{err}"
+    status = broadcast(status)
+    if status.startswith("error:"):
+        raise SWAStreamError(status[len("error:"):])
+    summary = {"scored": 0, "skipped": 0, "bases": 0, "seconds": 0.0, "records": 0}
+    if status == "done":
+        if rank == 0:
+            print(f"{out_path}: an earlier run had finished scoring; completed its last step", file=sys.stderr)
+            summary["records"] = len(Store(out_path).ids)
+        return summary
+    try:
+        if rank:
+            run.lock(rank)
+        summary.update(_score_all(run, paths, model, options, rank, world_size))
+        barrier()
+        if rank == 0:
+            summary["records"] = finalise(run, model, options, tsv_path, command, summary.pop("total"))
+    except OSError as err:
+        raise os_problem(getattr(err, "filename", None) or run.partial, err) from None
+    finally:
+        run.unlock()
+    return summary
+
+
+def _score_all(run: RunFolder, paths, model, options, rank: int, world_size: int) -> dict:
+    finished = finished_records(run.partial)
+    log = RankLog(run.partial, rank, len(model.tracks))
     skipped = scored = bases = 0
     started = time.perf_counter()
-    bar = tqdm(desc="scoring", unit=" records", file=sys.stderr, disable=rank != 0 or None)
+    bar = tqdm(desc="scoring", unit=" records", file=sys.stderr, disable=rank != 0 or None, mininterval=0.5)
     pending: list[tuple[int, FastaRecord]] = []
 
     def flush_pending() -> None:
         nonlocal scored, bases
         if not pending:
             return
-        _score_batch(model, pending, options, group, run)
+        if len(pending) == 1 and pending[0][1].length > options.chunk_size:
+            _score_long(model, *pending[0], options, log)
+        else:
+            _score_batch(model, pending, options, log)
         scored += len(pending)
         bases += sum(rec.length for _, rec in pending) * (2 if options.rc_average else 1)
         bar.update(len(pending))
-        bar.set_postfix_str(f"{bases / max(1e-9, time.perf_counter() - started) / 1e3:,.0f} kbp/s")
+        bar.set_postfix_str(f"{bases / max(1e-9, time.perf_counter() - started) / 1e3:,.0f} kbp/s", refresh=False)
         pending.clear()
 
+    total = 0
     with torch.inference_mode():
-        for number, rec in _records(paths):
+        for number, rec in _records(paths, options):
+            total = number + 1
             if number % world_size != rank:
                 continue
             if number in finished:
+                if finished[number] != rec.content_hash():
+                    raise SWAStreamError(
+                        f"{rec.file}: record {rec.index + 1} ({rec.id}) is not the one the unfinished run in "
+                        f"{run.partial} scored; the input changed: remove that folder to start over")
                 skipped += 1
                 continue
             widest = max([rec.length] + [r.length for _, r in pending])
@@ -215,81 +257,49 @@ def score(
             if rec.length > options.chunk_size:
                 flush_pending()
         flush_pending()
+    log.close()
     bar.close()
     if skipped and rank == 0:
         print(f"skipped {skipped} records finished by an earlier run", file=sys.stderr)
-    barrier()
-    summary = {"scored": scored, "skipped": skipped, "bases": bases, "seconds": time.perf_counter() - started}
-    if rank == 0:
-        summary["records"] = finalise(run, model, options, tsv)
-    return summary
+    return {"scored": scored, "skipped": skipped, "bases": bases, "seconds": time.perf_counter() - started,
+            "total": total}
 
 
-def finalise(run: Run, model: DNAModel, options: ScoreOptions, tsv: str | None) -> int:
-    results = [json.loads(p.read_text()) for p in run.done_dir.glob("*.json")]
-    results.sort(key=lambda r: r["number"])
-    if [r["number"] for r in results] != list(range(len(results))):
-        raise SWAStreamError(f"{run.partial}: some records are not finished; rerun the same command")
-    group = zarr.open_group(run.store_path, mode="a")
-    n = len(results)
-
-    def column(name, values, dtype):
-        arr = group.create_array(f"records/{name}", shape=(n,), chunks=(max(1, n),), dtype=dtype, overwrite=True)
-        if n:
-            arr[:] = np.asarray(values, dtype=None if dtype is str else dtype)
-
-    column("file", [r["file"] for r in results], str)
-    column("id", [r["id"] for r in results], str)
-    column("record_index", [r["record_index"] for r in results], "int64")
-    column("length", [r["length"] for r in results], "int64")
-    column("n_fraction", [r["n_fraction"] for r in results], "float32")
-    column("had_iupac", [r["had_iupac"] for r in results], "bool")
-    column("empty", [r["empty"] for r in results], "bool")
-    probs = group.create_array(
-        "records/probs", shape=(n, len(model.classes)), chunks=(max(1, n), len(model.classes)),
-        dtype="float32", overwrite=True,
-    )
-    if n:
-        probs[:] = np.asarray([r["probs"] for r in results], dtype=np.float32)
-    group.attrs.update(
-        {
-            "swa_stream_version": __version__,
-            "model": run.manifest["model"],
-            "classes": model.classes,
-            "tracks": model.tracks if options.per_position else [],
-            "options": vars(options),
-            "command": run.command,
-        }
-    )
-    if tsv:
-        write_tsv(tsv, results, model.classes)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "consolidated metadata is not part of the v3 spec" is known
-        zarr.consolidate_metadata(run.store_path)
-    os.replace(run.store_path, run.out)
-    shutil.rmtree(run.partial)
-    return n
+def finalise(run: RunFolder, model: DNAModel, options: ScoreOptions, tsv: Path | None, command: str,
+             total: int) -> int:
+    attrs = {"swa_stream_version": __version__, "model": run.manifest["model"],
+             "model_sha256": run.manifest["model_sha256"], "options": asdict(options), "command": command}
+    entries = build_store(run, total, model.classes, model.tracks if options.per_position else [], attrs)
+    if tsv is not None:
+        write_tsv(tsv, entries, model.classes)
+    mark_complete(run)
+    finish(run)
+    return len(entries)
 
 
-def write_tsv(path: str, results: list[dict], classes: list[str]) -> None:
-    lines = ["\t".join(["file", "record_index", "id", "length"] + [f"p_{c}" for c in classes])]
-    for r in results:
-        lines.append("\t".join([r["file"], str(r["record_index"]), r["id"], str(r["length"])]
-                               + [f"{p:.6f}" for p in r["probs"]]))
-    _write_atomically(Path(path), "\n".join(lines) + "\n")
+def write_tsv(path: Path, entries: list[dict], classes: list[str]) -> None:
+    with atomic_text(path) as f:
+        f.write("\t".join(TSV_HEAD + [f"p_{c}" for c in classes] + ["n_fraction"]) + "\n")
+        for e in entries:
+            f.write("\t".join([e["file"], str(e["index"]), e["id"], str(e["len"])]
+                              + [f"{p:.6f}" for p in e["p"]] + [f"{e['nf']:.4f}"]) + "\n")
 
 
 def run(args) -> None:
-    from swa_stream.pipelines.bundles import default_model_dir, load_dna_model
+    from swa_stream.pipelines.bundles import load_dna_model
+    from swa_stream.pipelines.bundles import model_dir as find_model
 
-    for name in ("chunk_size", "batch_size", "devices"):
-        if getattr(args, name) < 1:
+    for name in ("chunk_size", "batch_size", "devices", "threads"):
+        if getattr(args, name, 1) < 1:
             raise SWAStreamError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    options = ScoreOptions(args.per_position, args.rc_average, args.chunk_size, args.batch_size)
-    model_dir = args.model or str(default_model_dir("dna"))
+    options = ScoreOptions(args.per_position, args.rc_average, args.chunk_size, args.batch_size,
+                           getattr(args, "rna", False), getattr(args, "column", None))
+    model_dir = str(find_model(args.model, "dna"))
     kwargs = dict(inputs=args.inputs, out=args.out, model_dir=model_dir, options=options, tsv=args.tsv,
                   command=shlex.join(["swa-stream", *args.argv]))
+    threads = getattr(args, "threads", 1)
     if args.devices == 1:
+        torch.set_num_threads(threads)
         summary = score(model=load_dna_model(model_dir), **kwargs)
     else:
         from lightning.fabric import Fabric
@@ -297,10 +307,10 @@ def run(args) -> None:
         fabric = Fabric(accelerator="auto", devices=args.devices, strategy="ddp")
         fabric.launch()  # starts the other processes; each scores the records n with n % N == its rank
         if fabric.device.type == "cpu":
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // fabric.world_size))
+            torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) // fabric.world_size)))
         model = load_dna_model(model_dir).to(fabric.device)
         summary = score(model=model, rank=fabric.global_rank, world_size=fabric.world_size,
-                        barrier=fabric.barrier, **kwargs)
+                        barrier=fabric.barrier, broadcast=lambda value: fabric.broadcast(value, src=0), **kwargs)
         if fabric.global_rank != 0:
             return
     rate = summary["bases"] / max(summary["seconds"], 1e-9) / 1e3
@@ -309,3 +319,4 @@ def run(args) -> None:
         f"{summary['seconds']:.1f} s, {rate:,.0f} kbp/s; {summary['records']} records in {args.out}"
         + (f" and {args.tsv}" if args.tsv else "")
     )
+

@@ -1,6 +1,9 @@
 """score-fasta: every record scored, in order, exact for any chunk size, resumable, and the same on 2 processes."""
 
+import bz2
 import csv
+import gzip
+import lzma
 import os
 import signal
 import subprocess
@@ -10,26 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import zarr
+from Bio.SeqIO.FastaIO import SimpleFastaParser
 
-from swa_stream import SWAConfig
-from swa_stream.bundle import save_bundle
 from swa_stream.pipelines.cli import main
-from swa_stream.tasks.dna.model import DNAModel
+from swa_stream.pipelines.fasta_store import Store
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "fasta"
 REAL_FILES = sorted(str(p) for p in REAL.glob("*") if p.suffix in {".fa", ".fasta", ".fna"})
+PROMOTERS = REAL.parent / "promoters"
 CLI = [sys.executable, "-m", "swa_stream.pipelines.cli"]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    model = DNAModel(SWAConfig(d_model=16, n_heads=2, n_layers=2, window=(8, 8)), ["far", "near"])
-    path = tmp_path_factory.mktemp("model")
-    save_bundle(path, model, "dna", {"encoder": model.cfg.to_dict(), "classes": model.classes, "tracks": model.tracks})
-    return str(path)
 
 
 def read_tsv(path):
@@ -49,13 +42,14 @@ def test_every_real_record_is_scored_in_order_with_duplicates_kept(tmp_path, mod
     for path in REAL_FILES:
         expected += [(path, str(i)) for i in range(Path(path).read_text().count(">"))]
     assert [(r["file"], r["record_index"]) for r in rows] == expected
-    assert list(rows[0]) == ["file", "record_index", "id", "length", "p_far", "p_near"]
+    assert list(rows[0]) == ["file", "record_index", "id", "length", "p_far", "p_near", "n_fraction"]
     dups = [r["id"] for r in rows if r["file"].endswith("dups.fasta")]
     assert dups == ["alpha", "beta", "gamma", "alpha", "delta"]
     group = zarr.open_group(out, mode="r")
     assert group["records/probs"].shape == (len(rows), 2)
     assert list(group["records/length"][:]) == [int(r["length"]) for r in rows]
-    assert group["tracks/0"].shape == (int(rows[0]["length"]), 1)
+    assert Store(out).track(0).shape == (int(rows[0]["length"]), 1)
+    assert group["tracks"].shape == (sum(int(r["length"]) for r in rows), 1)  # one ragged array
     assert group.attrs["classes"] == ["far", "near"]
     assert group.attrs["command"].startswith("swa-stream score-fasta ")
 
@@ -72,8 +66,7 @@ def test_chunk_size_never_changes_a_score(tmp_path, model_dir):
     out, small = score(tmp_path, model_dir, inputs, "small", *extra)
     for a, b in zip(whole, small, strict=True):
         assert abs(float(a["p_near"]) - float(b["p_near"])) <= 2e-6
-    tracks_whole = zarr.open_group(tmp_path / "whole.zarr", mode="r")["tracks/6"][:]
-    np.testing.assert_allclose(zarr.open_group(out, mode="r")["tracks/6"][:], tracks_whole, atol=1e-5)
+    np.testing.assert_allclose(Store(out).track(6), Store(tmp_path / "whole.zarr").track(6), atol=1e-5)
 
 
 def test_reverse_complement_average_is_strand_symmetric(tmp_path, model_dir):
@@ -122,13 +115,13 @@ def test_a_killed_run_resumes_without_losing_or_redoing_work(tmp_path, model_dir
     cmd = CLI + ["score-fasta", fasta, "--out", str(out), "--tsv", str(tmp_path / "resumed.tsv"),
                  "--model", model_dir, "--batch-size", "1", "--per-position"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    done = tmp_path / "resumed.zarr.partial" / "done"
+    log = tmp_path / "resumed.zarr.partial" / "log.0"
     deadline = time.time() + 60
-    while time.time() < deadline and len(list(done.glob("*.json")) if done.exists() else []) < 20:
+    while time.time() < deadline and (log.read_bytes().count(b"\n") if log.exists() else 0) < 20:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    finished_before = len(list(done.glob("*.json")))
+    finished_before = log.read_bytes().count(b"\n")
     assert 0 < finished_before < 300 and not out.exists()
 
     rerun = subprocess.run(cmd, capture_output=True, text=True)
@@ -148,9 +141,9 @@ def test_two_processes_give_the_same_result_as_one(tmp_path, model_dir):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert read_tsv(tmp_path / "two.tsv") == single
-    one, two = zarr.open_group(tmp_path / "one.zarr", mode="r"), zarr.open_group(tmp_path / "two.zarr", mode="r")
+    one, two = Store(tmp_path / "one.zarr"), Store(tmp_path / "two.zarr")
     for i in (0, 1, 50, 99):
-        np.testing.assert_array_equal(one[f"tracks/{i}"][:], two[f"tracks/{i}"][:])
+        np.testing.assert_array_equal(one.track(i), two.track(i))
 
 
 def test_an_existing_complete_store_is_not_overwritten(tmp_path, model_dir):
@@ -159,29 +152,134 @@ def test_an_existing_complete_store_is_not_overwritten(tmp_path, model_dir):
     assert code == 2
 
 
-def test_bedgraph_export_reconstructs_the_rounded_track(tmp_path, model_dir, monkeypatch):
-    from swa_stream.pipelines import score_fasta
-
-    monkeypatch.setattr(score_fasta, "TRACK_CHUNK", 7)  # runs must merge across chunk boundaries
-    path = tmp_path / "in.fa"
-    path.write_text(">a\n" + "A" * 40 + "CGTACGGT" + "\n>b\nNNNNNNNNNNNNNNNNNNNNNNN\n")
-    out, rows = score(tmp_path, model_dir, [str(path)], "bg", "--per-position")
-    bedgraph = tmp_path / "t.bedgraph"
-    assert main(["export-track", str(out), "--bedgraph", str(bedgraph), "--precision", "2"]) == 0
-    lines = bedgraph.read_text().splitlines()
-    assert lines[0].startswith("track type=bedGraph")
-    group = zarr.open_group(out, mode="r")
-    for n, row in enumerate(rows):
-        rebuilt = np.full(int(row["length"]), np.nan)
-        for line in lines[1:]:
-            chrom, start, end, value = line.split("\t")
-            if chrom == row["id"]:
-                rebuilt[int(start) : int(end)] = float(value)
-        np.testing.assert_allclose(rebuilt, np.round(group[f"tracks/{n}"][:, 0].astype(np.float64), 2), atol=1e-9)
-    b_lines = [line for line in lines if line.startswith("b\t")]
-    assert len(b_lines) < 23  # the all-N record's track is nearly flat: equal neighbours merged
+# ---- formats: every one scores exactly as the same sequences in plain FASTA ------------------------------------
+def scores_of(rows):
+    return [(r["id"], r["length"], r["p_far"], r["p_near"]) for r in rows]
 
 
-def test_bedgraph_needs_per_position_tracks(tmp_path, model_dir):
-    out, _ = score(tmp_path, model_dir, [str(REAL / "ex1.fa")], "notrack")
-    assert main(["export-track", str(out), "--bedgraph", str(tmp_path / "x.bg")]) == 2
+@pytest.mark.parametrize("compress", [gzip.compress, bz2.compress, lzma.compress], ids=["gzip", "bzip2", "xz"])
+def test_compressed_input_is_recognised_by_content(tmp_path, model_dir, compress):
+    plain = REAL / "ls_orchid.fasta"
+    packed = tmp_path / "orchids.txt"  # the name says nothing about the compression
+    packed.write_bytes(compress(plain.read_bytes()))
+    _, expected = score(tmp_path, model_dir, [str(plain)], "plain")
+    _, rows = score(tmp_path, model_dir, [str(packed)], "packed")
+    assert scores_of(rows) == scores_of(expected) and len(rows) == 94
+
+
+def fastq_of(fasta: Path, path: Path) -> Path:
+    """The records of a real FASTA as FASTQ, with qualities that start with '@' to test the parser."""
+    with open(path, "w") as f:
+        for title, seq in SimpleFastaParser(open(fasta)):
+            f.write(f"@{title}\n{seq}\n+\n{'@' + 'I' * (len(seq) - 1)}\n")
+    return path
+
+
+def test_fastq_is_scored_and_the_ignored_qualities_are_said_once(tmp_path, model_dir):
+    reads = REAL / "E3MFGYR02_random_10_reads.fasta"
+    fastq = fastq_of(reads, tmp_path / "reads.fq")
+    _, expected = score(tmp_path, model_dir, [str(reads)], "fa")
+    result = subprocess.run(CLI + ["score-fasta", str(fastq), "--out", str(tmp_path / "fq.zarr"), "--tsv",
+                                   str(tmp_path / "fq.tsv"), "--model", model_dir], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("qualities are ignored") == 1
+    assert scores_of(read_tsv(tmp_path / "fq.tsv")) == scores_of(expected)
+
+
+def promoter_rows(n=15):
+    rows = []
+    for name, label in (("Ecoli_prom.fa", "promoter"), ("Ecoli_non_prom.fa", "other")):
+        records = list(SimpleFastaParser(open(PROMOTERS / name)))[:n]
+        rows += [(title.split()[0], seq, label) for title, seq in records]
+    return rows
+
+
+@pytest.mark.parametrize("layout", ["csv_header", "tsv_no_header", "chosen_column"])
+def test_csv_and_tsv_tables_score_like_fasta(tmp_path, model_dir, layout):
+    rows = promoter_rows()
+    fasta = tmp_path / "p.fa"
+    fasta.write_text("".join(f">row{i + 1}\n{seq}\n" for i, (_, seq, _) in enumerate(rows)))
+    table, extra = tmp_path / "p.table", []
+    if layout == "csv_header":
+        table.write_text("sequence,label\n" + "".join(f"{seq},{label}\n" for _, seq, label in rows))
+    elif layout == "tsv_no_header":
+        table.write_text("".join(f"{seq}\t{label}\n" for _, seq, label in rows))
+    else:  # the label first and a column of ids that is also letters: the user names the column
+        table.write_text("label,name,dna_seq\n" + "".join(f"{label},{i},{seq}\n" for i, (_, seq, label) in
+                                                          enumerate(rows)))
+        extra = ["--column", "dna_seq"]
+    _, expected = score(tmp_path, model_dir, [str(fasta)], "fa")
+    _, got = score(tmp_path, model_dir, [str(table)], "table", *extra)
+    strip = [(r["length"], r["p_far"], r["p_near"]) for r in got]
+    assert strip == [(r["length"], r["p_far"], r["p_near"]) for r in expected] and len(got) == 30
+    if layout == "chosen_column":
+        assert [r["id"] for r in got] == [str(i) for i in range(30)]
+
+
+def test_rna_needs_the_flag_and_then_reads_u_as_t(tmp_path, model_dir, capsys):
+    dna = REAL / "ex1.fa"
+    rna = tmp_path / "ex1_rna.fa"
+    rna.write_text("".join(line if line.startswith(">") else line.replace("T", "U").replace("t", "u")
+                           for line in dna.read_text().splitlines(keepends=True)))
+    assert main(["score-fasta", str(rna), "--out", str(tmp_path / "r.zarr"), "--model", model_dir]) == 2
+    assert "pass --rna" in capsys.readouterr().err
+    _, expected = score(tmp_path, model_dir, [str(dna)], "dna")
+    _, got = score(tmp_path, model_dir, [str(rna)], "rna", "--rna")
+    assert scores_of(got) == scores_of(expected)
+
+
+def test_indented_headers_and_non_ascii_header_bytes(tmp_path, model_dir):
+    path = tmp_path / "odd.fa"
+    path.write_bytes(b" >a first\nACGTACGT\n\t>b\nGGCC\n>caf\xc3\xa9 Escherichia \xff\nACGT\n")
+    out, rows = score(tmp_path, model_dir, [str(path)], "odd")
+    assert [r["id"] for r in rows] == ["a", "b", "café"]
+    descriptions = list(zarr.open_group(out, mode="r")["records/description"][:])
+    assert descriptions == ["a first", "b", "café Escherichia \\xff"]
+
+
+def test_n_positions_are_nan_in_the_track_and_counted_in_the_tsv(tmp_path, model_dir):
+    fasta = REAL / "sequence.fa"  # real records with N runs
+    out, rows = score(tmp_path, model_dir, [str(fasta)], "n", "--per-position", "--rc-average",
+                      "--chunk-size", "100")  # records longer than a chunk stream; shorter ones batch
+    store = Store(out)
+    for n, (_, seq) in enumerate(SimpleFastaParser(open(fasta))):
+        is_n = np.array([c in "Nn" for c in seq])
+        track = store.track(n)[:, 0]
+        assert np.array_equal(np.isnan(track), is_n), n
+        assert float(rows[n]["n_fraction"]) == pytest.approx(is_n.mean(), abs=1e-4)
+    assert any(float(r["n_fraction"]) > 0 for r in rows)
+
+
+# ---- streams: read once, in order ------------------------------------------------------------------------------
+def test_a_fifo_and_stdin_are_read_as_streams(tmp_path, model_dir):
+    source = REAL / "ls_orchid.fasta"
+    _, expected = score(tmp_path, model_dir, [str(source)], "file")
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["sh", "-c", f"gzip -c {source} > {fifo}"])  # a compressed stream, too
+    _, from_fifo = score(tmp_path, model_dir, [str(fifo)], "fifo")
+    writer.wait()
+    with open(source, "rb") as stdin:
+        result = subprocess.run(CLI + ["score-fasta", "/dev/stdin", "--out", str(tmp_path / "stdin.zarr"),
+                                       "--tsv", str(tmp_path / "stdin.tsv"), "--model", model_dir],
+                                stdin=stdin, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert scores_of(from_fifo) == scores_of(expected) == scores_of(read_tsv(tmp_path / "stdin.tsv"))
+
+
+def test_leading_blank_lines_beyond_64_kib_are_not_an_empty_file(tmp_path, model_dir):
+    path = tmp_path / "blank_first.fa"
+    path.write_text("\n" * 70_000 + (REAL / "ex1.fa").read_text())
+    _, rows = score(tmp_path, model_dir, [str(path)], "blank")
+    assert [r["id"] for r in rows] == ["chr1", "chr2"]
+
+
+def test_a_bad_byte_deep_in_the_file_is_reported_at_its_true_offset_and_line(tmp_path, model_dir, capsys):
+    lines = [b">deep\n"] + [b"ACGT" * 15 + b"\n"] * 3000
+    data = bytearray(b"".join(lines))
+    data[120_007] = 0xC3
+    path = tmp_path / "deep.fa"
+    path.write_bytes(bytes(data))
+    assert main(["score-fasta", str(path), "--out", str(tmp_path / "d.zarr"), "--model", model_dir]) == 2
+    line = data[:120_007].count(b"\n") + 1
+    assert f"line {line}, byte 120,007: byte 0xc3 is not a nucleotide" in capsys.readouterr().err

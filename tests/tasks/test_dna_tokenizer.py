@@ -1,13 +1,16 @@
 """FASTA reading and tokenisation: what passes, what becomes N, and errors that name file, record, line."""
 
+import bz2
 import gzip
+import lzma
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from swa_stream import SWAStreamError
-from swa_stream.tasks.dna.tokenizer import encode, read_fasta, reverse_complement
+from swa_stream.tasks.dna.formats import read_sequences
+from swa_stream.tasks.dna.tokenizer import encode, fingerprint, read_fasta, reverse_complement
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "fasta"
 REAL_FILES = sorted(p for p in REAL.glob("*") if p.suffix in {".fa", ".fasta", ".fna"})
@@ -37,21 +40,70 @@ def test_records_keep_order_duplicates_and_flags(tmp_path):
     assert not recs[1].had_iupac and recs[0].description == "a first"
 
 
-def test_gzip_is_detected_by_content_not_name(tmp_path):
-    path = write(tmp_path, gzip.compress(b">x\nACGTR\n"), name="plain_name.fa")
+@pytest.mark.parametrize("compress", [gzip.compress, bz2.compress, lzma.compress], ids=["gzip", "bzip2", "xz"])
+def test_compression_is_detected_by_content_not_name(tmp_path, compress):
+    path = write(tmp_path, compress(b">x\nACGTR\n"), name="plain_name.fa")
     (rec,) = read_fasta(path)
     assert rec.tokens.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_truncated_compressed_input_is_one_line(tmp_path):
+    path = write(tmp_path, gzip.compress((REAL / "ls_orchid.fasta").read_bytes())[:5000])
+    with pytest.raises(SWAStreamError, match="cannot read"):
+        list(read_fasta(path))
+
+
+def test_rna_flag_reads_u_as_t():
+    assert encode("ACGUu", rna=True).tolist() == [0, 1, 2, 3, 3]
+
+
+def test_headers_indented_or_not_ascii(tmp_path):
+    path = write(tmp_path, b"  >a one\nAC\n\t>b\xff\nGT\n>\xce\xbb phage\nA\n")
+    recs = list(read_fasta(path))
+    assert [(r.id, r.description) for r in recs] == [("a", "a one"), ("b\\xff", "b\\xff"), ("\u03bb", "\u03bb phage")]
+
+
+def test_fastq_qualities_may_start_with_at_and_sequences_may_wrap(tmp_path):
+    path = write(tmp_path, "@r1 read\nACGT\nNN\n+\n@@II\nII\n@r2\nGG\n+r2\n@I\n")
+    recs = list(read_sequences(path, notice=lambda message: None))
+    assert [(r.id, r.tokens.tolist()) for r in recs] == [("r1", [0, 1, 2, 3, 4, 4]), ("r2", [2, 2])]
+
+
+def test_tables_detect_a_header_and_keep_labels_as_metadata(tmp_path):
+    with_header = list(read_sequences(write(tmp_path, "id,seq,label\nx1,ACGT,1\nx2,GG,0\n", "a.csv")))
+    assert [(r.id, r.description, r.length) for r in with_header] == [("x1", "x1 label=1", 4), ("x2", "x2 label=0", 2)]
+    without = list(read_sequences(write(tmp_path, "ACGT\tpos\nGGN\tneg\n", "b.tsv")))
+    assert [(r.id, r.length) for r in without] == [("row1", 4), ("row2", 3)]
+    chosen = list(read_sequences(write(tmp_path, "1,AC,GGGG\n0,GT,CCCC\n", "c.csv"), column="3"))
+    assert [r.length for r in chosen] == [4, 4]
+    with pytest.raises(SWAStreamError, match="no column 'nope'"):
+        list(read_sequences(write(tmp_path, "seq,label\nAC,1\n", "d.csv"), column="nope"))
+
+
+def test_fingerprint_sees_an_edit_that_keeps_size_and_mtime(tmp_path):
+    path = write(tmp_path, ">x\n" + "A" * 5000 + "\n")
+    before, stat = fingerprint(path), path.stat()
+    path.write_bytes(path.read_bytes().replace(b"AAAA", b"AAAC", 1))
+    import os
+
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and fingerprint(path) != before
 
 
 @pytest.mark.parametrize(
     "content, message",
     [
         ("", "empty file"),
+        ("\n" * 70_000, "empty file"),
         ("\n\n", "empty file"),
         ("ACGT\nACGT\n", "line 1: expected a '>' header"),
         ("\n\nhello\n>x\nAC\n", "line 3: expected a '>' header"),
-        (">x\nACGT\nAC1T\n", r"record 1 \(x\), line 3: '1' is not a nucleotide"),
-        (">x\nACGT\n>p\nMKVLEF\n", r"record 2 \(p\), line 4: 'L' is not a nucleotide"),
+        (">x\nACGT\nAC1T\n", r"record 1 \(x\), line 3, byte 10: '1' is not a nucleotide"),
+        (">x\nACGT\n>p\nMKVLEF\n", r"record 2 \(p\), line 4, byte 14: 'L' is not a nucleotide"),
+        (">x\nACGU\n", r"'U' is not a nucleotide .*; RNA\? pass --rna"),
+        ("@r\nACGT\n+\nII\n", r"2 quality characters for 4 bases"),
+        ("@r\nACGT\n", r"ends before its '\+' line"),
+        ("seq,label\nACGT,1\nAXGT,0\n", r"line 3, column 1: 'X' is not a nucleotide"),
         (b">x\nAC\x00GT\n", "binary data"),
         (b"\x89PNG\r\n\x1a\n\x00\x00", "binary"),
     ],
@@ -59,7 +111,7 @@ def test_gzip_is_detected_by_content_not_name(tmp_path):
 def test_bad_input_names_the_file_and_the_problem(tmp_path, content, message):
     path = write(tmp_path, content)
     with pytest.raises(SWAStreamError, match=message) as err:
-        list(read_fasta(path))
+        list(read_sequences(path))
     assert str(err.value).startswith(str(path))
 
 

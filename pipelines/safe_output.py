@@ -1,0 +1,123 @@
+"""Outputs that cannot destroy inputs: checked before any work, written through a temp file and a rename.
+
+Every output path is refused before work starts if it names an input, another output, or something that
+already exists as something else (a directory, a FIFO, a file that is not this kind of output). Its
+folder's writability is proven by creating a file there, which also works where `os.access` lies (root on a
+read-only mount says yes). Writing goes to `.NAME.tmp-PID` in the same folder, fsynced, then renamed, so a
+crash or a full disk leaves the old file or none, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from swa_stream.errors import SWAStreamError
+
+
+def os_problem(path: str | Path, err: OSError) -> SWAStreamError:
+    """One true line for an OSError met while writing `path`."""
+    if err.errno == errno.ENOSPC:
+        what = "disk full (no space left on device)"
+    elif err.errno == errno.EROFS:
+        what = "read-only file system"
+    elif err.errno in (errno.EACCES, errno.EPERM):
+        what = "permission denied"
+    else:
+        what = err.strerror or str(err)
+    return SWAStreamError(f"{path}: cannot write: {what}")
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        return False
+
+
+def check_output_file(
+    path: str | Path,
+    flag: str,
+    inputs: list[Path],
+    taken: list[Path],
+    looks_like: Callable[[Path], bool] | None = None,
+    kind: str = "file",
+) -> Path:
+    """Refuse an output file path that would overwrite an input, another output, or a non-`kind` thing."""
+    if path is None or str(path) == "":
+        raise SWAStreamError(f"{flag}: an empty path; give a file name")
+    path = Path(path)
+    for other in inputs:
+        if path.exists() and _same(path, other) or path.resolve() == other.resolve():
+            raise SWAStreamError(f"{path}: {flag} names an input; refusing to overwrite it")
+    for other in taken:
+        if path.resolve() == other.resolve() or _inside(path, other):
+            raise SWAStreamError(f"{path}: {flag} names another output ({other}); choose another path")
+    if path.exists() or path.is_symlink():
+        mode = os.stat(path).st_mode if path.exists() else 0
+        if stat.S_ISDIR(mode):
+            raise SWAStreamError(f"{path}: {flag} is a directory; give a file name")
+        if not stat.S_ISREG(mode):
+            raise SWAStreamError(f"{path}: {flag} exists and is not a regular file; refusing to replace it")
+        if looks_like is not None and path.stat().st_size and not looks_like(path):
+            raise SWAStreamError(f"{path}: exists and is not a {kind}; refusing to overwrite it "
+                                 "(remove it or choose another path)")
+    probe_folder(path.parent if str(path.parent) else Path("."), path)
+    return path
+
+
+def probe_folder(folder: Path, target: Path) -> None:
+    """Prove that `target` can be created in `folder` by creating (and removing) a file there."""
+    if not folder.is_dir():
+        raise SWAStreamError(f"{target}: cannot write: no folder {folder}")
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.probe-", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as err:
+        raise os_problem(target, err) from None
+
+
+def first_line(path: Path, size: int = 256) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(size).split(b"\n", 1)[0]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temp path beside `path`; on success it is fsynced and renamed over `path`, else removed."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        raise os_problem(path, err) from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_text(path: str | Path) -> Iterator:
+    """A text file handle whose content replaces `path` only once it is complete."""
+    with atomic_path(path) as tmp:
+        try:
+            with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+                yield f
+        except OSError as err:
+            raise os_problem(path, err) from None

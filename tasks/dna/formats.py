@@ -1,0 +1,191 @@
+"""The sequence formats users bring, detected by content: FASTA, FASTQ, and CSV/TSV tables.
+
+- FASTA: `>` headers (see tokenizer.parse_fasta).
+- FASTQ: `@` headers, sequence lines, a `+` line, then as many quality characters as bases (qualities
+  can start with `@`, so they are counted, not pattern-matched). Qualities are ignored.
+- CSV/TSV (`seq,label` as Genomic Benchmarks circulate): the delimiter is the first line's tab or comma.
+  The first row is a header unless its sequence cell is a valid sequence. The sequence column is
+  `column` (a header name, or a 1-based number), else a header named seq/sequence, else the first
+  column whose first value is a sequence. An `id`/`name` column names records (else `row<N>`), and the
+  other cells (labels) are kept in the description as `name=value`.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import itertools
+import lzma
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from swa_stream.errors import SWAStreamError
+from swa_stream.tasks.dna.tokenizer import (
+    INVALID,
+    FastaRecord,
+    Lines,
+    SequenceBuilder,
+    decode_header,
+    describe_byte,
+    has_iupac,
+    make_record,
+    open_binary,
+    parse_fasta,
+    record_label,
+    table,
+)
+
+SEQ_NAMES = ("seq", "sequence", "sequences", "dna", "rna")
+ID_NAMES = ("id", "name", "record", "seq_id", "sequence_id")
+FORMATS = ("fasta", "fastq", "table")
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def read_sequences(
+    path: str | Path,
+    rna: bool = False,
+    column: str | None = None,
+    formats: tuple[str, ...] = FORMATS,
+    notice: Callable[[str], None] = _say,
+) -> Iterator[FastaRecord]:
+    """Validated records of any supported format, compressed or not, file or stream."""
+    name = str(path)
+    try:
+        stream, _ = open_binary(path)
+        with stream:
+            lines = iter(Lines(stream))
+            first = next(((n, o, line) for n, o, line in lines if line.strip()), None)
+            if first is None:
+                raise SWAStreamError(f"{name}: empty file, no sequence records")
+            lines = itertools.chain([first], lines)
+            kind = _detect(name, first[0], first[2], formats)
+            if kind == "fasta":
+                yield from parse_fasta(name, lines, rna)
+            elif kind == "fastq":
+                notice(f"{name}: FASTQ: base qualities are ignored")
+                yield from parse_fastq(name, lines, rna)
+            else:
+                yield from parse_table(name, lines, rna, column)
+    except (OSError, EOFError, gzip.BadGzipFile, lzma.LZMAError) as err:
+        raise SWAStreamError(f"{name}: cannot read: {getattr(err, 'strerror', None) or err}") from None
+
+
+def _detect(name: str, number: int, line: bytes, formats: tuple[str, ...]) -> str:
+    start = line.lstrip()[:1]
+    if start == b">" and "fasta" in formats:
+        return "fasta"
+    if start == b"@" and "fastq" in formats:
+        return "fastq"
+    try:
+        line.decode("utf-8")
+        binary = b"\x00" in line or any(b < 9 or 13 < b < 32 for b in line[:64])
+    except UnicodeDecodeError:
+        binary = True
+    if binary:
+        raise SWAStreamError(f"{name}: binary data, not a sequence file")
+    if (b"\t" in line or b"," in line) and "table" in formats:
+        return "table"
+    wanted = {"fasta": "a '>' header", "fastq": "a FASTQ '@' header", "table": "a CSV/TSV table"}
+    raise SWAStreamError(f"{name}: line {number}: expected {' or '.join(wanted[f] for f in formats)}, "
+                         f"not a {'FASTA' if formats == ('fasta',) else 'sequence'} file")
+
+
+def parse_fastq(name: str, lines, rna: bool = False) -> Iterator[FastaRecord]:
+    lines = iter(lines)
+    index = -1
+    for number, offset, line in lines:
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if not stripped.startswith(b"@"):
+            raise SWAStreamError(f"{name}: line {number}: expected a FASTQ '@' header")
+        index += 1
+        title = decode_header(stripped[1:])
+        where = record_label(index, title.split(None, 1)[0] if title else "")
+        builder, bases = SequenceBuilder(name, rna), 0
+        for number, offset, line in lines:
+            if line.startswith(b"+"):
+                break
+            builder.add(number, offset, line, where)
+            bases += len(line.strip())
+        else:
+            raise SWAStreamError(f"{name}: {where}: ends before its '+' line (a truncated FASTQ file?)")
+        quality = 0
+        while quality < bases:
+            number, offset, line = next(lines, (number, offset, None))
+            if line is None:
+                raise SWAStreamError(f"{name}: {where}: {quality} quality characters for {bases} bases "
+                                     "(a truncated FASTQ file?)")
+            quality += len(line.strip())
+        if quality != bases:
+            raise SWAStreamError(f"{name}: {where}, line {number}: {quality} quality characters for {bases} bases")
+        tokens, iupac = builder.finish(where)
+        yield make_record(name, index, title, tokens, iupac)
+
+
+def _is_sequence(cell: str, rna: bool) -> bool:
+    raw = cell.strip().encode("utf-8", "replace")
+    return bool(raw) and not (table(rna)[np.frombuffer(raw, np.uint8)] == INVALID).any()
+
+
+def _choose_column(name: str, header: list[str] | None, row: list[str], column: str | None, rna: bool) -> int:
+    names = [h.strip().lower() for h in header] if header else []
+    if column is not None:
+        if column.isdigit() and 1 <= int(column) <= len(row):
+            return int(column) - 1
+        if column.strip().lower() in names:
+            return names.index(column.strip().lower())
+        known = f" (columns: {', '.join(header)})" if header else f" ({len(row)} columns, no header)"
+        raise SWAStreamError(f"{name}: no column {column!r}{known}")
+    for wanted in SEQ_NAMES:
+        if wanted in names:
+            return names.index(wanted)
+    for i, cell in enumerate(row):
+        if _is_sequence(cell, rna):
+            return i
+    raise SWAStreamError(f"{name}: no column of sequences found; choose one with --column")
+
+
+def parse_table(name: str, lines, rna: bool = False, column: str | None = None) -> Iterator[FastaRecord]:
+    text = (line.decode("utf-8", "backslashreplace") for _, _, line in lines)
+    first = next(text)
+    delimiter = "\t" if "\t" in first else ","
+    reader = csv.reader(itertools.chain([first], text), delimiter=delimiter)
+    rows = ((reader.line_num, row) for row in reader if any(cell.strip() for cell in row))
+    number, row = next(rows)
+    has_header = not any(_is_sequence(cell, rna) for cell in row) or (
+        column is not None and not column.isdigit())
+    header = row if has_header else None
+    if has_header:
+        number, row = next(rows, (number, None))
+        if row is None:
+            return
+    first_number, first_row = number, row
+    seq_col = _choose_column(name, header, row, column, rna)
+    lower = [h.strip().lower() for h in header] if header else []
+    id_col = next((lower.index(n) for n in ID_NAMES if n in lower), None)
+    labels = [i for i in range(len(lower)) if i not in (seq_col, id_col)]
+    codes = table(rna)
+    index = -1
+    for number, row in itertools.chain([(first_number, first_row)], rows):
+        index += 1
+        if seq_col >= len(row):
+            raise SWAStreamError(f"{name}: line {number}: {len(row)} columns, no column {seq_col + 1}")
+        raw = row[seq_col].strip().encode("utf-8", "surrogateescape")
+        tokens = codes[np.frombuffer(raw, np.uint8)]
+        bad = np.flatnonzero(tokens == INVALID)
+        if bad.size:
+            raise SWAStreamError(f"{name}: line {number}, column {seq_col + 1}: {describe_byte(raw[bad[0]])} "
+                                 "is not a nucleotide (A, C, G, T, N or an IUPAC code)"
+                                 + ("; RNA? pass --rna" if raw[bad[0]] in b"Uu" and not rna else ""))
+        record_id = row[id_col].strip() if id_col is not None and id_col < len(row) else f"row{index + 1}"
+        extra = " ".join(f"{header[i].strip()}={row[i].strip()}" for i in labels if i < len(row))
+        title = f"{record_id} {extra}".strip()
+        yield make_record(name, index, title, tokens, has_iupac(raw))
+
