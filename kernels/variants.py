@@ -188,7 +188,15 @@ def prefix_summary(logits: torch.Tensor, values: torch.Tensor, carry=None):
     each new position; values (B, H, T, D). For every new position t, the summary of all positions so far
     up to t: sum_j softmax(logits)_j * v_j, as (B, H, G, T, D). carry = (max, sum, weighted value) of the
     positions before, (B, H, G) twice and (B, H, G, D), or None at the start; returns the new carry.
-    Computed in float64, so that one pass over a whole sequence equals any chunked pass to ~1e-12."""
+    Computed in float64, so that one pass over a whole sequence equals any chunked pass to ~1e-12.
+
+    Each prefix is normalised by its own running sum, never by one scale for the whole pass: exp(-745) is
+    0 in float64, so scaling by the pass's largest score turned every prefix more than ~745 below it into
+    0/0 offline, while a chunked pass (whose earlier chunks never saw that score) stayed finite. The log of
+    each prefix's sum is a running log-sum-exp (torch.logcumsumexp, which keeps a running maximum), and
+    every weight exp(score_j - log_sum_t), j <= t, is then at most 1. Weighting all pairs (j, t) would cost
+    T^2, so positions go in blocks of b ~ T^(1/3): pairs within a block, then pairs of block ends (each
+    block's end summarises all before it), ~2 T^(4/3) pairs in all, with no loop over positions."""
     a, v = logits.double(), values.double()
     if carry is None:
         m_prev = torch.full(a.shape[:3], -math.inf, dtype=a.dtype, device=a.device)
@@ -196,12 +204,43 @@ def prefix_summary(logits: torch.Tensor, values: torch.Tensor, carry=None):
         acc_prev = torch.zeros(*a.shape[:3], v.shape[-1], dtype=a.dtype, device=a.device)
     else:
         m_prev, l_prev, acc_prev = (t.double() for t in carry)
-    if a.shape[-1] == 0:
+    n, lead = a.shape[-1], a.shape[:3]
+    if n == 0:
         return a.new_zeros(*a.shape, v.shape[-1]), (m_prev, l_prev, acc_prev)
+    # The positions before enter as one summary: the log of their sum, and their mean. An empty carry gets
+    # a finite log whose weight is 0 (-inf would give NaN gradients in the scan).
+    tiny, seen = torch.finfo(a.dtype).tiny, l_prev > 0
+    carry_log = torch.where(seen, m_prev + torch.log(l_prev.clamp_min(tiny)), NEG)
+    carry_mean = torch.where(seen[..., None], acc_prev / l_prev.clamp_min(tiny)[..., None], 0.0)
+    log_sums = torch.logcumsumexp(torch.cat([carry_log[..., None], a], dim=-1), dim=-1)[..., 1:]  # (B, H, G, T)
+
+    blk = n if n <= 16 else math.ceil(n ** (1 / 3))  # a streaming step's few positions: one block
+    n_blk, pad = -(-n // blk), -n % blk
+    a_b, l_b, v_b = a, log_sums, v
+    if pad:  # padding keys have weight 0; padding queries are dropped
+        a_b, v_b = F.pad(a, (0, pad), value=NEG), F.pad(v, (0, 0, 0, pad))
+        l_b = torch.cat([log_sums, log_sums[..., -1:].expand(*lead, pad)], dim=-1)
+    a_b, l_b = a_b.view(*lead, n_blk, blk), l_b.view(*lead, n_blk, blk)
+    v_b = v_b.view(*v.shape[:2], 1, n_blk, blk, v.shape[-1])
+    within = _weighted(a_b, v_b, l_b, torch.ones(blk, blk, dtype=torch.bool, device=a.device).tril())
+    # What each block adds to: the carry for the first block, the previous block's end summary for the rest.
+    before_log, before = carry_log[..., None], carry_mean[..., None, :]  # (B, H, G, 1) and (B, H, G, 1, D)
+    if n_blk > 1:
+        ends = l_b[..., -1]  # (B, H, G, n_blk)
+        keys = torch.cat([before_log, ends], dim=-1)
+        keys_values = torch.cat([before, within[..., -1, :]], dim=-2)
+        upto = torch.ones(n_blk - 1, n_blk + 1, dtype=torch.bool, device=a.device).tril(1)
+        end_summaries = _weighted(keys, keys_values, ends[..., :-1], upto)  # blocks 0 .. n_blk - 2
+        before_log, before = keys[..., :-1], torch.cat([before, end_summaries], dim=-2)
+    summary = within + (before_log[..., None] - l_b).exp()[..., None] * before[..., None, :]
+    summary = summary.flatten(3, 4)[..., :n, :] if pad else summary.flatten(3, 4)
     m = torch.maximum(m_prev, a.amax(-1))
-    rescale = torch.exp(m_prev - m)  # 0 for an empty carry
-    w = torch.exp(a - m[..., None])  # (B, H, G, T)
-    sums = l_prev[..., None] * rescale[..., None] + w.cumsum(-1)
-    weighted = acc_prev[..., None, :] * rescale[..., None, None] + (w[..., None] * v[:, :, None]).cumsum(-2)
-    summary = weighted / sums[..., None]
-    return summary, (m, sums[..., -1], weighted[..., -1, :])
+    total = torch.exp(log_sums[..., -1] - m)  # sum of exp(score - m) over every position so far
+    return summary, (m, total, total[..., None] * summary[..., -1, :])
+
+
+def _weighted(scores: torch.Tensor, values: torch.Tensor, log_sums: torch.Tensor, visible: torch.Tensor):
+    """(..., Nt, D): sum over keys j that `visible` (Nt, Nj) shows query t of exp(scores_j - log_sums_t) *
+    values_j. Each exponent that counts is <= 0; the others are masked before exp, so no inf, no NaN grad."""
+    w = (scores[..., None, :] - log_sums[..., :, None]).masked_fill(~visible, -math.inf).exp()
+    return w @ values

@@ -2,6 +2,7 @@
 and backward, for any block size; a dilated window run as plain attention per residue class equals it on
 every backend, Triton's interpreter included."""
 
+import math
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported anywhere
@@ -98,6 +99,61 @@ def test_prefix_summary_is_a_running_softmax_in_any_chunking():
         part, carry = prefix_summary(logits[..., a:b], values[:, :, a:b], carry)
         parts.append(part)
     torch.testing.assert_close(torch.cat(parts, dim=-2), whole, rtol=1e-12, atol=1e-12)
+
+
+def summary_by_definition(logits, values):
+    """(B, H, G, T, D): for each t, softmax over positions 0..t (torch's softmax subtracts each row's own max)."""
+    out = []
+    for t in range(logits.shape[-1]):
+        probs = torch.softmax(logits[..., : t + 1].double(), dim=-1)
+        out.append(torch.einsum("bhgj,bhjd->bhgd", probs, values[:, :, : t + 1].double()))
+    return torch.stack(out, dim=-2)
+
+
+def chunked_summary(logits, values, bounds, carry=None):
+    parts = []
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        part, carry = prefix_summary(logits[..., a:b], values[:, :, a:b], carry)
+        parts.append(part)
+    return torch.cat(parts, dim=-2), carry
+
+
+@settings(deadline=None, max_examples=30)
+@given(late=st.integers(1, 42), jump=st.sampled_from([800.0, 5000.0, 1e6]),
+       cuts=st.lists(st.integers(0, 43), max_size=4))
+def test_a_score_far_above_all_earlier_ones_keeps_every_prefix_finite_and_exact(late, jump, cuts):
+    """exp(-745) is 0 in float64: scaling every prefix by the pass's largest score gave 0/0 before it."""
+    g = torch.Generator().manual_seed(late)
+    logits, values = torch.randn(1, 2, 2, 43, generator=g, dtype=torch.float64), torch.randn(1, 2, 43, 3, generator=g)
+    logits[..., late] += jump
+    # A score of size S is itself only known to S * eps, and so is the softmax of it: the tolerance scales so.
+    tol = 16 * torch.finfo(torch.float64).eps * logits.abs().max().item()
+    whole, (m, total, acc) = prefix_summary(logits, values)
+    assert torch.isfinite(whole).all()
+    torch.testing.assert_close(whole, summary_by_definition(logits, values), rtol=tol, atol=tol)
+    empty = (torch.full((1, 2, 2), -math.inf), torch.zeros(1, 2, 2), torch.zeros(1, 2, 2, 3))  # a fresh stream
+    chunked, (m2, total2, acc2) = chunked_summary(logits, values, [0, *sorted(cuts), 43], carry=empty)
+    torch.testing.assert_close(chunked, whole, rtol=tol, atol=tol)
+    torch.testing.assert_close(acc2 / total2[..., None], acc / total[..., None], rtol=tol, atol=tol)
+    assert torch.equal(m, m2)
+
+
+def test_prefix_summary_gradients_equal_the_definitions_and_stay_finite_after_a_huge_score():
+    g = torch.Generator().manual_seed(1)
+    logits = (torch.randn(1, 2, 2, 17, generator=g, dtype=torch.float64) * 5).requires_grad_()
+    values = torch.randn(1, 2, 17, 3, generator=g, dtype=torch.float64).requires_grad_()
+    weights = torch.randn(1, 2, 2, 17, 3, generator=g, dtype=torch.float64)
+    got = torch.autograd.grad((prefix_summary(logits, values)[0] * weights).sum(), [logits, values])
+    want = torch.autograd.grad((summary_by_definition(logits, values) * weights).sum(), [logits, values])
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    with torch.no_grad():
+        logits[..., 9] += 1e4
+    got = torch.autograd.grad((prefix_summary(logits, values)[0] * weights).sum(), [logits, values])
+    want = torch.autograd.grad((summary_by_definition(logits, values) * weights).sum(), [logits, values])
+    for a, b in zip(got, want, strict=True):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
 def _triton_runs() -> bool:
