@@ -34,10 +34,10 @@ def _runs(values: np.ndarray):
     yield from zip(starts[keep].tolist(), ends[keep].tolist(), values[starts[keep]].tolist(), strict=True)
 
 
-def intervals(store: Store, column: int, precision: int):
+def intervals(store: Store, column: int, precision: int, rows: int = 1 << 20):
     """(record number, start, end, value) runs over every record, merged across read boundaries."""
     pending = None
-    for n, lo, block in store.blocks(column):
+    for n, lo, block in store.blocks(column, rows):
         values = np.round(block.astype(np.float64), precision)
         for start, end, value in _runs(values):
             start, end = start + lo, end + lo
@@ -68,7 +68,7 @@ def write_bedgraph(store: str, out: str, track: str | None = None, precision: in
     check_precision(precision)
     opened = Store(store)
     column = _column(opened, track)
-    target = check_output_file(out, "--bedgraph", [opened.path], [opened.path], _is_bedgraph, "bedGraph file")
+    target = check_output_file(out, "--bedgraph", [opened.path], [], _is_bedgraph, "bedGraph file")
     lines = 0
     with atomic_text(target) as f:
         f.write(f'track type=bedGraph name="{opened.tracks[column]}" description="swa-stream {opened.path.name}"\n')
@@ -85,7 +85,7 @@ def write_bigwig(store: str, out: str, track: str | None = None, precision: int 
     check_precision(precision)
     opened = Store(store)
     column = _column(opened, track)
-    target = check_output_file(out, "--bigwig", [opened.path], [opened.path], _is_bigwig, "bigWig file")
+    target = check_output_file(out, "--bigwig", [opened.path], [], _is_bigwig, "bigWig file")
     chroms = [(name, int(length)) for name, length in zip(opened.ids, opened.lengths, strict=True) if length]
     seen: set[str] = set()
     for name, _ in chroms:
@@ -140,9 +140,9 @@ def run(args) -> None:
         raise SWAStreamError(f"{bedgraph}: --bedgraph and --bigwig name the same file")
     store = Store(args.store)  # both outputs are checked before either is written
     if bedgraph is not None:
-        check_output_file(bedgraph, "--bedgraph", [store.path], [store.path], _is_bedgraph, "bedGraph file")
+        check_output_file(bedgraph, "--bedgraph", [store.path], [], _is_bedgraph, "bedGraph file")
     if bigwig is not None:
-        check_output_file(bigwig, "--bigwig", [store.path], [store.path], _is_bigwig, "bigWig file")
+        check_output_file(bigwig, "--bigwig", [store.path], [], _is_bigwig, "bigWig file")
     if bedgraph is not None:
         lines = write_bedgraph(args.store, bedgraph, args.track, args.precision)
         print(f"wrote {lines} bedGraph intervals to {bedgraph}")

@@ -60,8 +60,8 @@ def check_output_file(
         raise SWAStreamError(f"{flag}: an empty path; give a file name")
     path = Path(path)
     for other in inputs:
-        if path.exists() and _same(path, other) or path.resolve() == other.resolve():
-            raise SWAStreamError(f"{path}: {flag} names an input; refusing to overwrite it")
+        if path.exists() and _same(path, other) or path.resolve() == other.resolve() or _inside(path, other):
+            raise SWAStreamError(f"{path}: {flag} names an input (or a file inside one); refusing to overwrite it")
     for other in taken:
         if path.resolve() == other.resolve() or _inside(path, other):
             raise SWAStreamError(f"{path}: {flag} names another output ({other}); choose another path")
