@@ -17,7 +17,8 @@ import torch
 
 from swa_stream.kernels.cpu import blocked_attention
 from swa_stream.kernels.reference import attention_reference
-from swa_stream.kernels.ring import ring_attention_torch
+from swa_stream.kernels.ring import _one, ring_attention_torch, ring_read, ring_write
+from swa_stream.kernels.variants import NEG, dilated_attention, extended_attention, merge_extras, prefix_summary
 
 BACKENDS = ("auto", "triton", "torch", "reference")
 
@@ -86,25 +87,36 @@ def ring_window_attention(
     v_new: torch.Tensor,
     window: tuple[int, int],
     *,
-    end: int,
-    stream_start: int,
+    end: int | list[int],
+    stream_start: int | list[int],
+    new_counts: list[int] | None = None,
     scale: float | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
     """One streaming step: queries q (B, H, Tq, D) at positions end - right .. attend the ring buffer
     k_ring, v_ring (B, H, left + right, D; position p in slot p % C, positions end - C .. end - 1) plus
     the new keys k_new, v_new (B, H, t, D; positions end .. end + t - 1). Keys before `stream_start`
-    are invisible. Triton reads the ring in place; the PyTorch path unrolls it."""
+    are invisible. `end` and `stream_start` are one integer, or one per row (a ragged batch), and then
+    `new_counts[b]` of row b's t new keys are valid (the rest, and the queries past them, are padding).
+    Triton reads the ring in place (rows at one position only); the PyTorch path unrolls it."""
     window = _check(q, k_new, v_new, window)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k_ring, v_ring, k_new, v_new))
-    if not needs_grad and use_triton(backend, q, k_new, v_new):  # the ring kernel is forward-only
+    one_end, one_start = _one(end), _one(stream_start)
+    full = new_counts is None or all(c == k_new.shape[2] for c in new_counts)
+    aligned = one_end is not None and one_start is not None and full
+    if aligned and not needs_grad and use_triton(backend, q, k_new, v_new):  # the ring kernel is forward-only
         from swa_stream.kernels.triton_step import triton_ring_attention
 
-        return triton_ring_attention(q, k_ring, v_ring, k_new, v_new, window, end=end, stream_start=stream_start,
+        return triton_ring_attention(q, k_ring, v_ring, k_new, v_new, window, end=one_end, stream_start=one_start,
                                      scale=scale)
+    if aligned:
+        end, stream_start, new_counts = one_end, one_start, None
     return ring_attention_torch(q, k_ring, v_ring, k_new, v_new, window, end=end, stream_start=stream_start,
-                                scale=scale, dense=backend == "reference")
+                                new_counts=new_counts, scale=scale, dense=backend == "reference")
 
 
-__all__ = ["BACKENDS", "use_triton", "sliding_window_attention", "ring_window_attention", "attention_reference",
-           "blocked_attention"]
+# What the core uses: the two entry points, the ring's read/write, and the variants' pieces (each one
+# call into kernels/variants.py, so the core reaches no kernels.* module itself).
+__all__ = ["BACKENDS", "use_triton", "sliding_window_attention", "ring_window_attention", "ring_read", "ring_write",
+           "attention_reference", "blocked_attention", "NEG", "dilated_attention", "extended_attention",
+           "merge_extras", "prefix_summary"]

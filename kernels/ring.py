@@ -1,5 +1,9 @@
 """Key/value ring buffers: position p lives in slot p % C. Every "position mod capacity" in the project
-is here, in the style of mistral-inference's rotating buffer: small functions a reader can check by hand.
+is here (the Triton step kernel takes its placement from `ring_placement`), in the style of
+mistral-inference's rotating buffer: small functions a reader can check by hand.
+
+Positions may be one integer for the whole batch, or a list with one per row (a ragged batch, where every
+row is its own stream); a list whose entries agree takes the one-integer path.
 """
 
 from __future__ import annotations
@@ -8,51 +12,124 @@ import torch
 import torch.nn.functional as F
 
 from swa_stream.kernels.cpu import blocked_attention
-from swa_stream.kernels.reference import attention_reference, visibility_mask
+from swa_stream.kernels.reference import attention_reference
 
 # Below this many (query, key) pairs a streaming step attends with one masked SDPA call: a few queries
 # against a ring of tens of keys, where the blocked path's planning costs more than the arithmetic.
 SMALL_STEP = 8192
 
 
-def _slots(first_position: int, count: int, capacity: int, device) -> torch.Tensor:
-    return (first_position + torch.arange(count, device=device)) % capacity
+def _one(values) -> int | None:
+    """The common value of an int or a per-row list, or None if the rows differ."""
+    if isinstance(values, int):
+        return values
+    return values[0] if all(v == values[0] for v in values) else None
 
 
-def ring_read(ring: torch.Tensor, end: int) -> torch.Tensor:
-    """The ring (B, H, C, D) in position order: rows for positions end - C .. end - 1."""
+def ring_slots(first_position, count: int, capacity: int, device) -> torch.Tensor:
+    """Slots of positions first .. first + count - 1: (count,) for one first position, (B, count) for a list."""
+    offsets = torch.arange(count, device=device)
+    if isinstance(first_position, int):
+        return (first_position + offsets) % capacity
+    firsts = torch.tensor([p % capacity for p in first_position], device=device)
+    return (firsts[:, None] + offsets) % capacity
+
+
+def _rows_along_2(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x (B, H, N, D) indexed along dim 2 by (n,) or per row by (B, n)."""
+    if index.dim() == 1:
+        return x.index_select(2, index)
+    return x.gather(2, index[:, None, :, None].expand(-1, x.shape[1], -1, x.shape[3]))
+
+
+def ring_read(ring: torch.Tensor, end) -> torch.Tensor:
+    """The ring (B, H, C, D) in position order: rows for positions end - C .. end - 1 (end per row or one)."""
     capacity = ring.shape[2]
     if capacity == 0:
         return ring
-    return ring.index_select(2, _slots(end - capacity, capacity, capacity, ring.device))
+    first = _one(end)
+    first = [e - capacity for e in end] if first is None else first - capacity
+    return _rows_along_2(ring, ring_slots(first, capacity, capacity, ring.device))
 
 
-def ring_write(ring: torch.Tensor, rows: torch.Tensor, end: int) -> torch.Tensor:
-    """A new ring holding `rows` (B, H, t, D), positions end - t .. end - 1, over the old one."""
-    capacity = ring.shape[2]
-    keep = min(capacity, rows.shape[2])
-    if keep == 0:
+def ring_write(ring: torch.Tensor, rows: torch.Tensor, end, counts: list[int] | None = None) -> torch.Tensor:
+    """A new ring holding the new rows (B, H, t, D) over the old one. One `end`: rows are positions
+    end - t .. end - 1. Per row: row b's first counts[b] rows are positions end[b] - counts[b] .. end[b] - 1
+    (the rest is padding)."""
+    capacity, t = ring.shape[2], rows.shape[2]
+    one = _one(end)
+    if counts is None or (one is not None and all(c == t for c in counts)):
+        keep = min(capacity, t)
+        if keep == 0:
+            return ring
+        one = one if one is not None else end[0]
+        return ring.index_copy(2, ring_slots(one - keep, keep, capacity, ring.device), rows[:, :, t - keep :])
+    if capacity == 0:
         return ring
-    return ring.index_copy(2, _slots(end - keep, keep, capacity, ring.device), rows[:, :, rows.shape[2] - keep :])
+    # Ragged: unroll (old positions, then new), and read back, for slot s, the newest position p = s mod C.
+    before = [e - c for e, c in zip(end, counts, strict=True)]
+    keys = torch.cat([ring_read(ring, before), rows], dim=2)  # index i = position before - C + i
+    slot = torch.arange(capacity, device=ring.device)
+    ends = torch.tensor(end, device=ring.device)[:, None]
+    counts_t = torch.tensor(counts, device=ring.device)[:, None]
+    index = counts_t + (slot[None] - ends) % capacity  # see the module docstring: one wrap of the ring
+    return _rows_along_2(keys, index)
 
 
-def ring_attention_torch(
-    q, k_ring, v_ring, k_new, v_new, window, *, end: int, stream_start: int, scale=None, dense: bool = False
-) -> torch.Tensor:
+def ring_placement(window: tuple[int, int], end: int, stream_start: int, n_new: int) -> tuple[int, int]:
+    """(slot of the oldest ring position, first valid virtual key), both small, from absolute positions:
+    what the Triton ring kernel needs to read the ring in place."""
+    capacity = int(window[0]) + int(window[1])
+    ring_first = (end - capacity) % capacity if capacity else 0
+    k_start = min(max(stream_start - (end - capacity), 0), capacity + n_new)
+    return ring_first, k_start
+
+
+def step_mask(n_q: int, n_k: int, window, q_offset: int, k_start: list[int], k_lengths: list[int],
+              device) -> torch.Tensor:
+    """(B, 1, Nq, Nk) bool: may query i of row b see key j? A query that sees no key (padding, or a
+    position before its stream began) sees every key instead, so no row of an SDPA mask is empty; the
+    encoder never reads those rows. (A real query always sees its own key.)"""
+    qi = torch.arange(n_q, device=device)[:, None] + q_offset
+    kj = torch.arange(n_k, device=device)[None, :]
+    band = (kj >= qi - window[0]) & (kj <= qi + window[1])
+    lo = torch.tensor(k_start, device=device).view(-1, 1, 1)
+    hi = torch.tensor(k_lengths, device=device).view(-1, 1, 1)
+    mask = band[None] & (kj[None] >= lo) & (kj[None] < hi)
+    return (mask | ~mask.any(-1, keepdim=True))[:, None]
+
+
+def ring_attention_torch(q, k_ring, v_ring, k_new, v_new, window, *, end, stream_start, new_counts=None,
+                         scale=None, dense: bool = False) -> torch.Tensor:
     """PyTorch version of the ring step: unroll the ring, append the new keys, attend.
 
     Keys then cover positions end - C .. end + t - 1 and the queries start at end - right, i.e. at key
-    index C - right = left; slots of positions before the stream began are masked by `k_start`."""
-    capacity = k_ring.shape[2]
+    index C - right = left; slots of positions before the stream began are masked by `k_start`. With
+    per-row positions, row b's keys past C + new_counts[b] are padding and masked too."""
+    capacity, t = k_ring.shape[2], k_new.shape[2]
+    batch = q.shape[0]
+    ends = [end] * batch if isinstance(end, int) else list(end)
+    starts = [stream_start] * batch if isinstance(stream_start, int) else list(stream_start)
+    counts = [t] * batch if new_counts is None else list(new_counts)
     keys = torch.cat([ring_read(k_ring, end), k_new], dim=2)
     values = torch.cat([ring_read(v_ring, end), v_new], dim=2)
-    placement = dict(q_offset=window[0], k_start=max(0, stream_start - (end - capacity)), scale=scale)
-    if dense:
-        return attention_reference(q, keys, values, window, **placement)
-    if q.shape[2] * keys.shape[2] <= SMALL_STEP:
-        # Every query sees at least its own key (it is in k_new, after the stream start), so no row of the
-        # mask is empty and SDPA's softmax is well defined.
-        mask = visibility_mask(q.shape[2], keys.shape[2], window, q_offset=window[0],
-                               k_start=placement["k_start"], device=q.device)
+    k_start = [max(0, s - (e - capacity)) for s, e in zip(starts, ends, strict=True)]
+    k_len = [capacity + c for c in counts]
+    ragged = _one(k_start) is None or _one(k_len) is None or k_len[0] != keys.shape[2]
+    if not ragged:
+        placement = dict(q_offset=window[0], k_start=k_start[0], scale=scale)
+        if dense:
+            return attention_reference(q, keys, values, window, **placement)
+        if q.shape[2] * keys.shape[2] > SMALL_STEP:
+            return blocked_attention(q, keys, values, window, **placement)
+    if dense or q.shape[2] * keys.shape[2] <= SMALL_STEP:
+        mask = step_mask(q.shape[2], keys.shape[2], window, window[0], k_start, k_len, q.device)
         return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=scale)
-    return blocked_attention(q, keys, values, window, **placement)
+    # Long ragged steps: the blocked kernel per group of rows that share a first valid key.
+    out = torch.empty_like(q)
+    lengths = torch.tensor(k_len, device=q.device)
+    for lo in sorted(set(k_start)):
+        rows = torch.tensor([b for b in range(batch) if k_start[b] == lo], device=q.device)
+        out[rows] = blocked_attention(q[rows], keys[rows], values[rows], window, q_offset=window[0], k_start=lo,
+                                      k_lengths=lengths[rows], scale=scale)
+    return out

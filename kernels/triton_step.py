@@ -15,6 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
+from swa_stream.kernels.ring import ring_placement
 from swa_stream.kernels.triton_swa import (
     DTYPES,
     FWD_SHAPES,
@@ -116,14 +117,6 @@ def _ring_kernel(Q, KR, VR, KN, VN, Out,
         tl.store(o_ptrs, out.to(Out.dtype.element_ty))
     else:
         tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=offs_m[:, None] < N_Q)
-
-
-def ring_placement(window: tuple[int, int], end: int, stream_start: int, n_new: int) -> tuple[int, int]:
-    """(slot of the oldest ring position, first valid virtual key), both small, from absolute positions."""
-    capacity = int(window[0]) + int(window[1])
-    ring_first = (end - capacity) % capacity if capacity else 0
-    k_start = min(max(stream_start - (end - capacity), 0), capacity + n_new)
-    return ring_first, k_start
 
 
 def _check(q, k_ring, v_ring, k_new, v_new, window):

@@ -36,10 +36,12 @@ def _window_mask(delta: torch.Tensor, reach: tuple[int, int], dilation: int) -> 
 
 def _sees_sinks(query_index: torch.Tensor, sink_index: torch.Tensor, reach, dilation: int, hi: torch.Tensor):
     """(B, *query_index.shape, S): may each query see each sink? A sink is seen from its own position on,
-    unless the window already shows it (it counts once), and only if it is a valid key (< hi[b])."""
-    q = query_index[..., None]
+    unless the window already shows it (it counts once), and only if it is a valid key (< hi[b]).
+    sink_index is (S,), or (B, S) when each row's sinks sit at their own key indices (a ragged step)."""
+    q = query_index[None, ..., None]
+    sink_index = sink_index.view(-1, *[1] * query_index.dim(), sink_index.shape[-1])
     seen = (sink_index <= q) & ~_window_mask(q - sink_index, reach, dilation)
-    return seen[None] & (sink_index < hi.view(-1, *[1] * q.dim()))
+    return seen & (sink_index < hi.view(-1, *[1] * (q.dim() - 1)))
 
 
 def _valid_end(k_lengths: torch.Tensor | None, batch: int, n_k: int, device) -> torch.Tensor:
@@ -66,7 +68,8 @@ def extended_attention(
 ) -> torch.Tensor:
     """q (B, H, Nq, D) over k, v (B, H, Nk, D) -> (B, H, Nq, D); see the module docstring.
 
-    sinks = (sink_k, sink_v, sink_index): keys (B, H, S, D), their values, and their key indices (S,).
+    sinks = (sink_k, sink_v, sink_index): keys (B, H, S, D), their values, and their key indices (S,), or
+    (B, S) per row. k_start is one integer, or a (B,) tensor (a ragged step: each row's first valid key).
     extra_logits (B, H, Nq, E) are the (already scaled) scores of the extra keys; extra_values
     (B, H, Nq, E, D) their values.
     """
@@ -95,7 +98,8 @@ def extended_attention(
     delta = rows[:, None] + reach[0] - cols[None, :]  # same for every block
     key_index = first + torch.arange(n_blk, device=q.device)[:, None] * blk + cols[None, :]  # (n_blk, span)
     hi = _valid_end(k_lengths, batch, n_k, q.device)
-    valid = (key_index >= max(k_start, 0))[None] & (key_index[None] < hi.view(-1, 1, 1))  # (B, n_blk, span)
+    first_valid = torch.as_tensor(k_start, device=q.device).clamp(min=0).view(-1, 1, 1)  # one, or one per row
+    valid = (key_index[None] >= first_valid) & (key_index[None] < hi.view(-1, 1, 1))  # (B, n_blk, span)
     mask = _window_mask(delta, reach, dilation)[None, None] & valid[:, None, :, None, :]  # (B, 1, n_blk, blk, span)
     if span_bias is not None:
         bias = span_bias.to(acc)[:, delta.clamp(0, reach[0])] * (delta >= 0)  # (H, blk, span)

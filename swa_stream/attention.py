@@ -15,9 +15,16 @@ import torch
 from torch import nn
 
 from swa_stream.config import SWAConfig
-from swa_stream.kernels import ring_window_attention, sliding_window_attention, use_triton
-from swa_stream.kernels.ring import ring_read
-from swa_stream.kernels.variants import NEG, dilated_attention, extended_attention, merge_extras
+from swa_stream.kernels import (
+    NEG,
+    dilated_attention,
+    extended_attention,
+    merge_extras,
+    ring_read,
+    ring_window_attention,
+    sliding_window_attention,
+    use_triton,
+)
 from swa_stream.positions import RotaryPositions
 
 # Parameters that only the variants have; a plain model's weights can start a variant without them.
@@ -99,8 +106,8 @@ class SWAAttention(nn.Module):
         return span_reach(self.span, self.reach[0], self.span_ramp)
 
     # ---- projections -----------------------------------------------------------------------------
-    def project(self, x: torch.Tensor, start: int) -> Projection:
-        """x (B, T, d_model) at absolute positions start.. -> a Projection."""
+    def project(self, x: torch.Tensor, start: int | list[int]) -> Projection:
+        """x (B, T, d_model) at absolute positions start.. (one start, or one per row) -> a Projection."""
         batch, length, _ = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         cos, sin = self.rope.tables(start, length, x.dtype)
@@ -156,23 +163,29 @@ class SWAAttention(nn.Module):
         )
 
     # ---- streaming -------------------------------------------------------------------------------
-    def attend_ring(self, q, k_ring, v_ring, k_new, v_new, *, end: int, stream_start: int,
+    def attend_ring(self, q, k_ring, v_ring, k_new, v_new, *, end, stream_start, new_counts=None,
                     to_global=None, summaries=None, sinks=None) -> torch.Tensor:
         """A streaming step: q at positions end - right reach .. over the ring (positions end - C .. end - 1)
-        plus new keys (end ..) -> (B, Tq, d_model). sinks = (k, v, absolute positions) of the stream's first
-        positions; to_global / summaries as in `attend`, for these queries."""
+        plus new keys (end ..) -> (B, Tq, d_model). `end` and `stream_start` are one integer or one per row
+        (a ragged batch: then row b's first new_counts[b] new keys are valid). sinks = (k, v) of the
+        stream's first positions; to_global / summaries as in `attend`, for these queries."""
         if self.plain and self.dilation == 1:
             o = ring_window_attention(q, k_ring, v_ring, k_new, v_new, self.window, end=end,
-                                      stream_start=stream_start, backend=self.backend)
+                                      stream_start=stream_start, new_counts=new_counts, backend=self.backend)
             return self._merge(o)
-        capacity = k_ring.shape[2]
-        base = end - capacity  # position of key index 0
+        batch, capacity = q.shape[0], k_ring.shape[2]
+        ends = [end] * batch if isinstance(end, int) else list(end)
+        starts = [stream_start] * batch if isinstance(stream_start, int) else list(stream_start)
         keys = torch.cat([ring_read(k_ring, end), k_new], dim=2)
         values = torch.cat([ring_read(v_ring, end), v_new], dim=2)
+        # Key index 0 is position end - C: each row's first valid key, and its sinks' key indices.
+        first = torch.tensor([max(0, s - (e - capacity)) for s, e in zip(starts, ends, strict=True)])
+        k_lengths = None if new_counts is None else torch.tensor([capacity + c for c in new_counts])
         if sinks is not None:
-            sinks = (sinks[0], sinks[1], sinks[2] - base)
-        o = self._extended(q, keys, values, to_global, summaries, sinks=sinks,
-                           q_offset=capacity - self.reach[1], k_start=max(0, stream_start - base))
+            offset = torch.tensor([s - (e - capacity) for s, e in zip(starts, ends, strict=True)], device=q.device)
+            sinks = (sinks[0], sinks[1], offset[:, None] + torch.arange(sinks[0].shape[2], device=q.device))
+        o = self._extended(q, keys, values, to_global, summaries, sinks=sinks, q_offset=capacity - self.reach[1],
+                           k_start=first.to(q.device), k_lengths=k_lengths)
         return self._merge(o)
 
     def _merge(self, o: torch.Tensor) -> torch.Tensor:

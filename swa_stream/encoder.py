@@ -30,10 +30,11 @@ from torch import nn
 
 from swa_stream.attention import SWAAttention
 from swa_stream.config import SWAConfig
-from swa_stream.kernels.ring import ring_write
-from swa_stream.kernels.variants import prefix_summary
+from swa_stream.errors import SWAStreamError
+from swa_stream.kernels import NEG, prefix_summary, ring_write
 from swa_stream.lengths import zero_past
-from swa_stream.state import LayerState, StreamState
+from swa_stream.ragged import as_counts, ragged_cat, take, uniform, valid_mask
+from swa_stream.state import LayerState, StreamState, layer_state_shapes, state_bytes
 
 
 def mean_pool(x: torch.Tensor, lengths: torch.Tensor | None, stride: int):
@@ -85,70 +86,102 @@ class SWABlock(nn.Module):
             summaries = summaries_at(prefix_summary(p.from_global, p.v)[0], self.right, lengths)
         return self._finish(x, self.attn.attend(p, lengths, summaries))
 
-    def _answer(self, queries, resid, st: LayerState, k_new, v_new, end: int, stream_start: int,
-                **extras) -> torch.Tensor:
-        """Answer queries for positions end - R .. with the cached ring plus the new keys, and drop the rows
-        of positions before the stream began (their slots were never written)."""
-        attended = self.attn.attend_ring(queries, st.k, st.v, k_new, v_new, end=end, stream_start=stream_start,
-                                         **extras)
+    # ---- streaming: every row is its own stream (see swa_stream/ragged.py) -----------------------
+    def _answer(self, queries, resid, st: LayerState, k_new, v_new, rows: Rows, **extras):
+        """Answer queries for positions end - R .. with the cached ring plus the new keys; keep, per row,
+        the answers of positions from the stream's start on (earlier slots were never written), left-aligned.
+        Returns (outputs (B, t', d), per-row counts)."""
+        attended = self.attn.attend_ring(queries, st.k, st.v, k_new, v_new, end=rows.ends, stream_start=rows.starts,
+                                         new_counts=rows.new_counts, **extras)
         y = self._finish(resid, attended)
-        skip = min(y.shape[1], max(0, stream_start - (end - self.right)))
-        return y[:, skip:]
+        answered = rows.counts if k_new.shape[2] else [queries.shape[2]] * len(rows.counts)
+        skip = [min(c, max(0, self.right - n)) for c, n in zip(answered, rows.n, strict=True)]
+        kept = [c - s for c, s in zip(answered, skip, strict=True)]
+        return take(y, skip, max(kept, default=0)), kept
 
-    def _sinks(self, st: LayerState, stream_start: int):
-        positions = stream_start + torch.arange(st.sink_k.shape[2], device=st.sink_k.device)
-        return (st.sink_k, st.sink_v, positions)
+    def _keep_sinks(self, new: LayerState, p, rows: Rows):
+        """Write the stream's first positions into the sinks as they arrive: sink s is position s of the
+        stream, row j of this chunk is position n + j; return the sinks for this step's attention."""
+        n_sinks, t = new.sink_k.shape[2], p.k.shape[2]
+        if min(rows.n) < n_sinks:
+            j = torch.arange(n_sinks)[None] - torch.tensor(rows.n)[:, None]  # (B, S)
+            fresh = ((j >= 0) & (j < torch.tensor(rows.counts)[:, None])).to(p.k.device)[:, None, :, None]
+            index = j.clamp(0, t - 1).to(p.k.device)[:, None, :, None].expand(-1, p.k.shape[1], -1, p.k.shape[3])
+            new.sink_k = torch.where(fresh, p.k.gather(2, index), new.sink_k)
+            new.sink_v = torch.where(fresh, p.v.gather(2, index), new.sink_v)
+        return new.sink_k, new.sink_v
 
-    def _keep_sinks(self, new: LayerState, p, first: int, stream_start: int):
-        """Write the stream's first positions into the sinks as they arrive (`first`: the index of this chunk's
-        first position in the stream); return the sinks for this step's attention."""
-        n = max(0, min(p.k.shape[2], new.sink_k.shape[2] - first))
-        if n:
-            slots = torch.arange(first, first + n, device=p.k.device)
-            new.sink_k = new.sink_k.index_copy(2, slots, p.k[:, :, :n])
-            new.sink_v = new.sink_v.index_copy(2, slots, p.v[:, :, :n])
-        return self._sinks(new, stream_start)
-
-    def _advance_globals(self, new: LayerState, p, t: int) -> dict:
+    def _advance_globals(self, new: LayerState, p, rows: Rows) -> dict:
         """The answered queries (b-R ..) read the summaries after the new positions (b ..); the running
-        summaries move past the new positions, and the newest R queries' scores wait with them."""
+        summaries move past each row's new positions (padding scores -inf-like, so it adds nothing), and
+        the newest R queries' scores wait with them."""
+        t = p.k.shape[2]
         to_global = torch.cat([new.pending_g, p.to_global], dim=2)
-        summary, carry = prefix_summary(p.from_global, p.v, new.global_carry)
-        new.pending_g = to_global[:, :, t:].clone()
-        new.global_max, new.global_sum, new.global_acc = (c.to(new.global_acc.dtype) for c in carry)
+        from_global = p.from_global
+        if rows.new_counts is not None:
+            valid = valid_mask(rows.counts, t, from_global.device)[:, None, None]
+            from_global = from_global.masked_fill(~valid, NEG)
+        summary, carry = prefix_summary(from_global, p.v, new.global_carry)
+        carry = [c.to(new.global_acc.dtype) for c in carry]
+        if 0 in rows.counts:  # a row without new positions keeps its summary as it was
+            moved = torch.tensor([c > 0 for c in rows.counts], device=carry[0].device)
+            carry = [torch.where(moved.view(-1, *[1] * (c.dim() - 1)), c, old)
+                     for c, old in zip(carry, new.global_carry, strict=True)]
+        new.global_max, new.global_sum, new.global_acc = carry
+        new.pending_g = take(to_global, rows.counts, self.right, dim=2).clone()
         return dict(to_global=to_global[:, :, :t], summaries=summary)
 
-    def step(self, x: torch.Tensor, st: LayerState, b: int, stream_start: int) -> tuple[torch.Tensor, LayerState]:
-        """Take inputs x (B, t, d) for positions b .. b+t-1; emit the positions that became final."""
-        t = x.shape[1]
-        p = self.attn.project(self.norm1(x), start=b)
-        queries = torch.cat([st.pending_q, p.q], dim=2)  # positions b-R .. b+t-1
+    def step(self, x: torch.Tensor, st: LayerState, rows: Rows) -> tuple[torch.Tensor, list[int], LayerState]:
+        """Take inputs x (B, t, d): row b's first rows.counts[b] are its positions n[b] .. of its stream.
+        Emit the positions that became final: (outputs (B, t', d) left-aligned, per-row counts, state)."""
+        p = self.attn.project(self.norm1(x), start=rows.ends if rows.new_counts is not None else rows.ends[0])
+        queries = torch.cat([st.pending_q, p.q], dim=2)  # index i: position end - R + i
         resid = torch.cat([st.pending_x, x], dim=1)
+        after = [e + c for e, c in zip(rows.ends, rows.counts, strict=True)]
         new = replace(  # clones: a view would keep this whole chunk alive inside the state
             st,
-            k=ring_write(st.k, p.k, end=b + t),
-            v=ring_write(st.v, p.v, end=b + t),
-            pending_x=resid[:, t:].clone(),
-            pending_q=queries[:, :, t:].clone(),
+            k=ring_write(st.k, p.k, after, rows.new_counts),
+            v=ring_write(st.v, p.v, after, rows.new_counts),
+            pending_x=take(resid, rows.counts, self.right, dim=1).clone(),
+            pending_q=take(queries, rows.counts, self.right, dim=2).clone(),
         )
         extras = {}
         if st.sink_k is not None:
-            extras["sinks"] = self._keep_sinks(new, p, b - stream_start, stream_start)
+            extras["sinks"] = self._keep_sinks(new, p, rows)
         if p.to_global is not None:
-            extras.update(self._advance_globals(new, p, t))
-        y = self._answer(queries[:, :, :t], resid[:, :t], st, p.k, p.v, b, stream_start, **extras)
-        return y, new
+            extras.update(self._advance_globals(new, p, rows))
+        t = x.shape[1]
+        y, counts = self._answer(queries[:, :, :t], resid[:, :t], st, p.k, p.v, rows, **extras)
+        return y, counts, new
 
-    def finish(self, st: LayerState, b: int, stream_start: int) -> torch.Tensor:
-        """Answer the held-back queries (positions b-R .. b-1) with the keys that exist: the end of stream."""
+    def finish(self, st: LayerState, rows: Rows) -> tuple[torch.Tensor, list[int]]:
+        """Answer the held-back queries (positions end-R .. end-1) with the keys that exist: the end of
+        stream. Returns (outputs left-aligned, per-row counts)."""
         none = st.k[:, :, :0]
         extras = {}
         if st.sink_k is not None:
-            extras["sinks"] = self._sinks(st, stream_start)
+            extras["sinks"] = (st.sink_k, st.sink_v)
         if st.pending_g is not None:  # every held-back query reads the summary after the last position
             last = st.global_acc / st.global_sum.clamp_min(1e-30)[..., None]
             extras.update(to_global=st.pending_g, summaries=last[:, :, :, None].expand(-1, -1, -1, self.right, -1))
-        return self._answer(st.pending_q, st.pending_x, st, none, none, b, stream_start, **extras)
+        return self._answer(st.pending_q, st.pending_x, st, none, none, rows.finishing(), **extras)
+
+
+class Rows:
+    """One layer's per-row bookkeeping for a step, in Python ints: the stream's start, the positions the
+    layer received before (n), and how many new ones each row brings (counts)."""
+
+    def __init__(self, starts: list[int], n: list[int], counts: list[int], width: int):
+        self.starts, self.n, self.counts = starts, n, counts
+        self.ends = [s + m for s, m in zip(starts, n, strict=True)]
+        aligned = uniform(self.ends) and uniform(n) and all(c == width for c in counts)
+        self.new_counts = None if aligned else counts  # None: every row at one position, all rows valid
+
+    def finishing(self) -> Rows:
+        return Rows(self.starts, self.n, [0] * len(self.n), 0)
+
+    def advanced(self) -> Rows:
+        return Rows(self.starts, [m + c for m, c in zip(self.n, self.counts, strict=True)], self.counts, -1)
 
 
 class SWAEncoder(nn.Module):
@@ -191,81 +224,170 @@ class SWAEncoder(nn.Module):
         """Repeat each position of the last layer `rate` times (the input positions it stands for), keep
         `rows`, and add the bypass (the full-rate rows before the first pooling)."""
         rate = self.cfg.rates[-1]
-        return x if rate == 1 else x.repeat_interleave(rate, dim=1)[:, :rows] + bypass
+        return x if rate == 1 else x.repeat_interleave(rate, dim=1)[:, :rows] + bypass[:, :rows]
 
     # ---- streaming -----------------------------------------------------------------------------
-    def init_state(
-        self, batch_size: int, start_position: int = 0, device=None, dtype=None
-    ) -> StreamState:
-        """Empty state for `batch_size` streams whose first input has absolute position `start_position`."""
+    def state_shapes(self, batch_size: int = 1) -> list[dict[str, tuple]]:
+        """Each layer's state shapes, from the one definition (`swa_stream.state.layer_state_shapes`)."""
+        return [layer_state_shapes(self.cfg, i, batch_size, b.attn.cache_left()) for i, b in enumerate(self.blocks)]
+
+    def state_bytes(self, element_size: int = 4) -> int:
+        """Bytes of stream state per stream (at most: a downsampled stack's bypass varies below its bound)."""
+        return state_bytes(self.cfg, element_size, [b.attn.cache_left() for b in self.blocks])
+
+    def init_state(self, batch_size: int, start_position=0, device=None, dtype=None) -> StreamState:
+        """Empty state for `batch_size` streams whose first input has absolute position `start_position`
+        (one integer, or one per stream)."""
         ref = self.norm.weight
         device, dtype = device or ref.device, dtype or ref.dtype
-        cfg, zeros = self.cfg, lambda *shape: torch.zeros(*shape, device=device, dtype=dtype)
-        b, h, dh, g = batch_size, cfg.n_heads, cfg.head_dim, cfg.global_tokens
         layers = []
-        for block, stride in zip(self.blocks, cfg.strides, strict=True):
-            capacity, right = block.attn.cache_left() + block.right, block.right
-            st = LayerState(k=zeros(b, h, capacity, dh), v=zeros(b, h, capacity, dh),
-                            pending_x=zeros(b, right, cfg.d_model), pending_q=zeros(b, h, right, dh))
-            if cfg.sink_tokens:
-                st.sink_k, st.sink_v = zeros(b, h, cfg.sink_tokens, dh), zeros(b, h, cfg.sink_tokens, dh)
-            if g:
-                st.pending_g = zeros(b, h, right, g)
-                st.global_max = torch.full((b, h, g), float("-inf"), device=device, dtype=dtype)
-                st.global_sum, st.global_acc = zeros(b, h, g), zeros(b, h, g, dh)
-            if stride > 1:
-                st.pool = zeros(b, 0, cfg.d_model)
+        for shapes in self.state_shapes(batch_size):
+            st = LayerState(**{n: torch.zeros(s, device=device, dtype=dtype) for n, s in shapes.items()})
+            if st.global_max is not None:  # an empty running softmax
+                st.global_max.fill_(float("-inf"))
             layers.append(st)
-        bypass = None if self._first_pooled is None else zeros(b, 0, cfg.d_model)
-        return StreamState(start=int(start_position), received=0, layers=layers, bypass=bypass)
+        bypass = None if self._first_pooled is None else torch.zeros(batch_size, 0, self.cfg.d_model, device=device,
+                                                                       dtype=dtype)
+        start = torch.as_tensor(start_position, dtype=torch.int64)
+        return StreamState(start=start, received=0, layers=layers, bypass=bypass)
+
+    def check_state(self, state: StreamState) -> None:
+        """Refuse a state made for an encoder of another config, naming what differs."""
+        if not isinstance(state, StreamState):
+            raise SWAStreamError(f"state: expected a StreamState, got {type(state).__name__}")
+        if len(state.layers) != len(self.blocks):
+            raise SWAStreamError(f"state: made for {len(state.layers)} layers, this encoder has {len(self.blocks)}"
+                                 " (n_layers)")
+        if (state.bypass is None) != (self._first_pooled is None):
+            raise SWAStreamError("state: made for an encoder with other downsample strides (downsample)")
+        for i, (shapes, st) in enumerate(zip(self.state_shapes(state.batch_size), state.layers, strict=True)):
+            have = {n: tuple(t.shape) for n, t in st.tensors().items()}
+            for name in sorted(set(shapes) | set(have)):
+                if shapes.get(name) != have.get(name):
+                    raise SWAStreamError(
+                        f"state: layer {i}'s {name} is {have.get(name)} in the state but {shapes.get(name)} in this "
+                        f"encoder: the state was made for another config ({STATE_FIELDS.get(name, name)} differ)"
+                    )
 
     def _check_chunk(self, chunk: torch.Tensor, state: StreamState) -> None:
         if chunk.dim() != 3 or chunk.shape[0] != state.batch_size or chunk.shape[2] != self.cfg.d_model:
             raise ValueError(
                 f"chunk must be (B={state.batch_size}, t, d_model={self.cfg.d_model}); got {tuple(chunk.shape)}"
             )
+        self.check_state(state)
 
-    def _received(self, state: StreamState) -> list[int]:
-        return state.layer_inputs_received([b.right for b in self.blocks], self.cfg.strides)
+    def _schedule(self, received: list[int]) -> list[tuple[list[int], list[int]]]:
+        """Per layer, per row: (inputs that reached the layer before pooling, positions it received)."""
+        out, fed = [], list(received)
+        for block, stride in zip(self.blocks, self.cfg.strides, strict=True):
+            n = [f // stride for f in fed]
+            out.append((fed, n))
+            fed = [max(0, m - block.right) for m in n]
+        return out
 
-    def step(self, chunk: torch.Tensor, state: StreamState) -> tuple[torch.Tensor, StreamState]:
-        """Feed chunk (B, t, d_model); return (the positions that became final, the next state)."""
-        self._check_chunk(chunk, state)
-        x, layers, bypass = chunk, [], state.bypass
-        for i, (block, st, n, stride) in enumerate(zip(self.blocks, state.layers, self._received(state),
-                                                       self.cfg.strides, strict=True)):
-            if stride > 1:  # pool whole groups; the rest of a group waits in the state
-                bypass = torch.cat([bypass, x], dim=1) if i == self._first_pooled else bypass
-                pending = torch.cat([st.pool, x], dim=1)
-                whole = pending.shape[1] // stride * stride
-                x = pending[:, :whole].unflatten(1, (whole // stride, stride)).mean(2)
-                st = replace(st, pool=pending[:, whole:].clone())
-            if x.shape[1] == 0:  # nothing new reaches this layer yet
-                layers.append(st)
-                continue
-            x, st = block.step(x, st, state.start + n, state.start)
-            layers.append(st)
-        rows = x.shape[1] * self.cfg.rates[-1]
-        y = self.norm(self._upsample(x, rows, None if bypass is None else bypass[:, :rows]))
-        bypass = None if bypass is None else bypass[:, rows:].clone()
-        return y, StreamState(state.start, state.received + chunk.shape[1], layers, bypass)
+    def _emitted(self, schedule) -> list[int]:
+        """Input-rate rows each stream has emitted: what the last layer answered, repeated by its rate."""
+        return [max(0, m - self.blocks[-1].right) * self.cfg.rates[-1] for m in schedule[-1][1]]
 
-    def flush(self, state: StreamState) -> torch.Tensor:
-        """Finish the stream: emit every held-back position, as offline does at the end of a sequence."""
-        received = self._received(state)
-        x, bypass = state.layers[0].pending_x[:, :0], state.bypass
-        for i, (block, st, n, stride) in enumerate(zip(self.blocks, state.layers, received, self.cfg.strides,
-                                                       strict=True)):
-            b = state.start + n
-            if stride > 1:  # whole groups, then the group the end cut short
-                bypass = torch.cat([bypass, x], dim=1) if i == self._first_pooled else bypass
-                pending = torch.cat([st.pool, x], dim=1)
-                x = mean_pool(pending, None, stride)[0]
-            if x.shape[1]:
-                emitted, st = block.step(x, st, b, state.start)
-                b += x.shape[1]
+    def _pool(self, x, counts: list[int], st: LayerState, fed: list[int], stride: int, end: bool):
+        """Mean-pool whole groups (at the end also the group it cut short); the rest of a group waits."""
+        held = [f % stride for f in fed]
+        pending, total = ragged_cat(st.pool, held, x), [h + c for h, c in zip(held, counts, strict=True)]
+        if end:
+            pooled = mean_pool(pending, torch.tensor(total, device=x.device), stride)[0]
+            return pooled, [-(-n // stride) for n in total], st
+        groups = [n // stride for n in total]
+        whole = max(groups) * stride
+        pooled = pending[:, :whole].unflatten(1, (whole // stride, stride)).mean(2)
+        return pooled, groups, replace(st, pool=take(pending, [g * stride for g in groups], stride - 1).clone())
+
+    def _run(self, x, counts, state: StreamState, end: bool):
+        """The stack over a ragged chunk: (outputs, per-row counts, layer states, bypass, bypass counts)."""
+        received, starts = state.received.tolist(), state.start.tolist()
+        schedule = self._schedule(received)
+        bypass, waiting = state.bypass, None
+        if bypass is not None:
+            waiting = [f - e for f, e in zip(schedule[self._first_pooled][0], self._emitted(schedule), strict=True)]
+        layers = []
+        for i, (block, st, (fed, n), stride) in enumerate(zip(self.blocks, state.layers, schedule, self.cfg.strides,
+                                                               strict=True)):
+            if stride > 1:
+                if i == self._first_pooled:
+                    bypass = ragged_cat(bypass, waiting, x)
+                    waiting = [w + c for w, c in zip(waiting, counts, strict=True)]
+                x, counts, st = self._pool(x, counts, st, fed, stride, end)
+            rows = Rows(starts, n, counts, x.shape[1])
+            if max(counts, default=0):
+                x, counts, st = block.step(x, st, rows)
+                rows = Rows(starts, [m + c for m, c in zip(n, rows.counts, strict=True)], counts, x.shape[1])
             else:
-                emitted = x
-            x = torch.cat([emitted, block.finish(st, b, state.start)], dim=1)
-        emitted_before = max(0, received[-1] - self.blocks[-1].right) * self.cfg.rates[-1]
-        return self.norm(self._upsample(x, state.received - emitted_before, bypass))
+                x, counts = x[:, :0], [0] * len(counts)
+            if end:
+                tail, tail_counts = block.finish(st, rows)
+                x = ragged_cat(x, counts, tail)
+                counts = [c + t for c, t in zip(counts, tail_counts, strict=True)]
+            layers.append(st)
+        return x, counts, layers, bypass, waiting
+
+    def _output(self, x, counts, bypass, waiting, limit: list[int] | None = None):
+        """Final rows per stream: the last layer's outputs repeated to the input rate (plus the bypass)."""
+        rate = self.cfg.rates[-1]
+        rows = [c * rate for c in counts] if limit is None else limit
+        width = max(rows, default=0)
+        y = self.norm(self._upsample(x, width, bypass))
+        if bypass is not None:
+            left = [w - r for w, r in zip(waiting, rows, strict=True)]
+            bypass = take(bypass, rows, max(left, default=0)).clone()
+        if not uniform(rows):
+            y = zero_past(y, torch.tensor(rows, device=y.device))
+        return y, rows, bypass
+
+    def step(self, chunk: torch.Tensor, state: StreamState, counts=None):
+        """Feed chunk (B, t, d_model) and return what became final.
+
+        counts=None: every row takes all t positions, and `step` returns (outputs (B, t', d_model), state);
+        the rows must have received the same count so far (else they emit different counts: pass counts).
+        counts (B,) ints: row b takes its first counts[b] positions (0 allowed; the rest is padding), and
+        `step` returns (outputs (B, t', d_model), lengths (B,) int64, state): row b's first lengths[b]
+        outputs are its next final positions, the rest are zeros.
+        """
+        self._check_chunk(chunk, state)
+        batch, t = chunk.shape[:2]
+        given = as_counts(counts, batch, t)
+        x, out_counts, layers, bypass, waiting = self._run(chunk, given, state, end=False)
+        y, rows, bypass = self._output(x, out_counts, bypass, waiting)
+        received = state.received + torch.tensor(given, dtype=torch.int64)
+        new = StreamState(state.start, received, layers, bypass)
+        if counts is not None:
+            return y, torch.tensor(rows, dtype=torch.int64), new
+        if not uniform(rows):
+            raise SWAStreamError("step: the rows are at different points of their streams and emit different "
+                                 "counts; pass counts= to get per-row lengths")
+        return y, new
+
+    def flush(self, state: StreamState, with_lengths: bool = False):
+        """Finish the streams: emit every held-back position, as offline does at the end of a sequence.
+        Returns outputs (B, t', d_model), or with `with_lengths` (outputs, lengths (B,)), which rows that
+        are at different points of their streams need (row b's first lengths[b] outputs are its tail)."""
+        self.check_state(state)
+        batch = state.batch_size
+        x = state.layers[0].pending_x[:, :0]
+        received = state.received.tolist()
+        emitted_before = self._emitted(self._schedule(received))
+        x, counts, _, bypass, waiting = self._run(x, [0] * batch, state, end=True)
+        rows = [r - e for r, e in zip(received, emitted_before, strict=True)]
+        y, rows, _ = self._output(x, counts, bypass, waiting, limit=rows)
+        if with_lengths:
+            return y, torch.tensor(rows, dtype=torch.int64)
+        if not uniform(rows):
+            raise SWAStreamError("flush: the rows are at different points of their streams; pass with_lengths=True")
+        return y
+
+
+# What a mismatched state field says about the config it was made for.
+STATE_FIELDS = {
+    "k": "window, dilation, adaptive span, n_heads or d_model", "v": "window, dilation, n_heads or d_model",
+    "pending_x": "window (right) or d_model", "pending_q": "window (right), n_heads or d_model",
+    "pending_g": "global_tokens", "global_max": "global_tokens", "global_sum": "global_tokens",
+    "global_acc": "global_tokens", "sink_k": "sink_tokens", "sink_v": "sink_tokens", "pool": "downsample",
+}

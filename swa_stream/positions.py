@@ -36,14 +36,20 @@ class RotaryPositions(nn.Module):
         super().__init__()
         self.register_buffer("harmonics", rope_harmonics(head_dim, base), persistent=False)
 
-    def tables(self, start: int, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin, each (length, head_dim // 2), for positions start .. start + length - 1."""
+    def tables(self, start, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin for positions start .. start + length - 1: (length, head_dim // 2) for one start, or
+        (B, 1, length, head_dim // 2) for a list of per-row starts (a ragged batch: broadcast over heads)."""
         device = self.harmonics.device
-        # Reduce the (possibly huge) Python int first; everything after stays below 2**48.
-        p = (start % ROPE_PERIOD + torch.arange(length, device=device, dtype=torch.int64)) % ROPE_PERIOD
-        phase = (p[:, None] * self.harmonics[None, :]) % ROPE_PERIOD  # < 2**24: exact in float32
+        starts = [start] if isinstance(start, int) else list(start)
+        # Reduce the (possibly huge) Python ints first; everything after stays below 2**48.
+        first = torch.tensor([s % ROPE_PERIOD for s in starts], device=device, dtype=torch.int64)
+        p = (first[:, None] + torch.arange(length, device=device, dtype=torch.int64)) % ROPE_PERIOD
+        phase = (p[..., None] * self.harmonics) % ROPE_PERIOD  # < 2**24: exact in float32
         angle = phase.to(torch.float32) * (2 * math.pi / ROPE_PERIOD)
-        return angle.cos().to(dtype), angle.sin().to(dtype)
+        cos, sin = angle.cos().to(dtype), angle.sin().to(dtype)
+        if isinstance(start, int):
+            return cos[0], sin[0]
+        return cos[:, None], sin[:, None]
 
     @staticmethod
     def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,15 @@ layer caches exactly C = left + right keys and values, in a ring where position 
 `right` newest positions (their residual input and their rotated query) until their right context has
 arrived. Nothing here grows with the stream.
 
-The state is a plain dataclass of tensors plus two integers, passed in and returned explicitly: it can
-be moved with `.to()`, saved with `to_tensors()` (e.g. into safetensors) and restored.
+Every row of a batch is its own stream (ragged batching): `start` and `received` are (B,) integers, one
+per stream, and `select` / `cat` take rows out of a batch or join batches between steps.
+
+The shapes of a layer's state come from one function, `layer_state_shapes`; `init_state`, the byte count
+(`state_bytes`, which `SWAConfig.state_bytes()` and `swa-stream info` report) and the check that refuses a
+state made for another config all derive from it.
+
+The state is a plain dataclass of tensors, passed in and returned explicitly: it can be moved with
+`.to()`, saved with `to_tensors()` (e.g. into safetensors) and restored.
 """
 
 from __future__ import annotations
@@ -16,6 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import torch
+
+from swa_stream.errors import SWAStreamError
+from swa_stream.ragged import as_rows, cat_rows, select_rows
 
 
 @dataclass
@@ -33,7 +43,8 @@ class LayerState:
     global_max: torch.Tensor | None = None  # (B, H, G) each global token's running softmax: max score,
     global_sum: torch.Tensor | None = None  # (B, H, G) sum of exp(score - max),
     global_acc: torch.Tensor | None = None  # (B, H, G, D) and the weighted sum of values
-    pool: torch.Tensor | None = None  # (B, k < stride, d_model) inputs waiting for their pooling group
+    pool: torch.Tensor | None = None  # (B, stride - 1, d_model) inputs waiting for their pooling group,
+    # left-aligned: a stream's `received` says how many are valid
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
@@ -43,34 +54,85 @@ class LayerState:
         return None if self.global_max is None else (self.global_max, self.global_sum, self.global_acc)
 
 
+def layer_state_shapes(cfg, layer: int, batch: int = 1, cache_left: int | None = None) -> dict[str, tuple]:
+    """The one definition of a layer's state: field name -> shape, for `batch` streams. `cache_left`
+    overrides the keys kept back (adaptive span trims it to the widest learned span)."""
+    reach_left, right = cfg.reaches[layer]
+    capacity = (reach_left if cache_left is None else cache_left) + right
+    b, h, dh, d, g, s = batch, cfg.n_heads, cfg.head_dim, cfg.d_model, cfg.global_tokens, cfg.sink_tokens
+    shapes = {"k": (b, h, capacity, dh), "v": (b, h, capacity, dh), "pending_x": (b, right, d),
+              "pending_q": (b, h, right, dh)}
+    if g:
+        shapes.update(pending_g=(b, h, right, g), global_max=(b, h, g), global_sum=(b, h, g),
+                      global_acc=(b, h, g, dh))
+    if s:
+        shapes.update(sink_k=(b, h, s, dh), sink_v=(b, h, s, dh))
+    if cfg.strides[layer] > 1:
+        shapes["pool"] = (b, cfg.strides[layer] - 1, d)
+    return shapes
+
+
+def state_bytes(cfg, element_size: int = 4, cache_lefts: list[int] | None = None) -> int:
+    """Bytes of stream state per stream, derived from `layer_state_shapes`, plus the full-rate rows that wait
+    in a downsampled stack's bypass (at most `cfg.bypass_rows()`). Positions (two integers) are not counted.
+    Call: `swa_stream.state.state_bytes(cfg)`; for a built encoder `encoder.state_bytes()`."""
+    total = cfg.bypass_rows() * cfg.d_model
+    for i in range(cfg.n_layers):
+        left = None if cache_lefts is None else cache_lefts[i]
+        for shape in layer_state_shapes(cfg, i, 1, left).values():
+            n = 1
+            for size in shape:
+                n *= size
+            total += n
+    return total * element_size
+
+
+def _positions(value, batch: int) -> torch.Tensor:
+    """(B,) int64 on the CPU: positions are bookkeeping, read on the host each step."""
+    t = torch.as_tensor(value, dtype=torch.int64).to("cpu")
+    return t.expand(batch).clone() if t.dim() == 0 else t.clone()
+
+
 @dataclass
 class StreamState:
-    """State of a batch of streams that advance together.
+    """State of a batch of streams; every row is its own stream.
 
-    `start` is the absolute position of the first input; `received` counts the inputs taken so far.
-    `bypass` (B, n, d_model), with downsampling only: the full-rate rows that wait for the pooled layers'
-    outputs they will be added to.
+    `start` (B,) is the absolute position of each stream's first input; `received` (B,) counts the inputs
+    each has taken so far (ints are accepted and broadcast). `bypass` (B, n, d_model), with downsampling
+    only: the full-rate rows that wait for the pooled layers' outputs they will be added to, left-aligned
+    (row b's count follows from its `received`).
     """
 
-    start: int
-    received: int
+    start: torch.Tensor
+    received: torch.Tensor
     layers: list[LayerState]
     bypass: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        batch = self.layers[0].k.shape[0]
+        self.start, self.received = _positions(self.start, batch), _positions(self.received, batch)
+        if self.start.shape != (batch,) or self.received.shape != (batch,):
+            raise SWAStreamError(f"state: start and received must have one entry per row ({batch})")
 
     @property
     def batch_size(self) -> int:
         return self.layers[0].k.shape[0]
 
-    def layer_inputs_received(self, rights: list[int], strides: list[int] | None = None) -> list[int]:
-        """How many positions each layer has received. Layer i pools what reaches it by strides[i] (whole
-        groups only, until the end of the stream); layer i+1 is fed what layer i has emitted, which is
-        everything layer i received except the `right` newest positions it still holds."""
-        strides = strides or [1] * len(rights)
-        counts, fed = [], self.received
-        for right, stride in zip(rights, strides, strict=True):
-            counts.append(fed // stride)
-            fed = max(0, counts[-1] - right)
-        return counts
+    @property
+    def aligned(self) -> bool:
+        """Have all rows received the same count? Then they emit the same counts for the same input."""
+        return bool((self.received == self.received[0]).all()) if self.batch_size else True
+
+    def select(self, rows) -> StreamState:
+        """The streams in `rows` (indices, a LongTensor or a (B,) bool mask), e.g. to remove finished ones."""
+        return select_rows(self, as_rows(rows, self.batch_size))
+
+    @classmethod
+    def cat(cls, states: list[StreamState]) -> StreamState:
+        """One batch holding every row of `states` in order, e.g. to admit a new stream (`init_state(1)`)."""
+        if not states:
+            raise SWAStreamError("StreamState.cat: no states given")
+        return cat_rows(list(states), "state", pad=("bypass",))
 
     def nbytes(self) -> int:
         tensors = [t for layer in self.layers for t in layer.tensors().values()]
@@ -78,14 +140,14 @@ class StreamState:
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def to(self, *args, **kwargs) -> StreamState:
-        """Like `Tensor.to`: move or cast every tensor (positions are plain integers)."""
+        """Like `Tensor.to`: move or cast every tensor (positions stay int64 on the host)."""
         layers = [LayerState(**{n: t.to(*args, **kwargs) for n, t in ls.tensors().items()}) for ls in self.layers]
         bypass = None if self.bypass is None else self.bypass.to(*args, **kwargs)
         return StreamState(self.start, self.received, layers, bypass)
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
         """A flat name -> tensor mapping, e.g. for `safetensors.torch.save_file`."""
-        out = {"start": torch.tensor(self.start), "received": torch.tensor(self.received)}
+        out = {"start": self.start.clone(), "received": self.received.clone()}
         if self.bypass is not None:
             out["bypass"] = self.bypass.contiguous()
         for i, layer in enumerate(self.layers):
@@ -100,4 +162,4 @@ class StreamState:
             LayerState(**{n: tensors[f"layers.{i}.{n}"] for n in names if f"layers.{i}.{n}" in tensors})
             for i in range(n_layers)
         ]
-        return cls(int(tensors["start"]), int(tensors["received"]), layers, tensors.get("bypass"))
+        return cls(tensors["start"], tensors["received"], layers, tensors.get("bypass"))

@@ -12,20 +12,90 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 import pytest  # noqa: E402
 
 
-def _stream(enc, x, chunk_sizes, start_position=0):
-    """Feed x (B, T, d) to `enc` in chunks of `chunk_sizes`; return cat(step outputs + flush), the per-step
+def _first(result):
+    """A step's or flush's outputs: the first item of a tuple (the rest is state or other results)."""
+    return result[0] if isinstance(result, tuple) else result
+
+
+def _stream(module, x, chunk_sizes, start_position=None, **init):
+    """Feed x (B, T, ...) to `module` in chunks of `chunk_sizes`; return cat(step outputs + flush), the per-step
     outputs and the state before the flush."""
-    state = enc.init_state(batch_size=x.shape[0], start_position=start_position)
+    if start_position is not None:
+        init["start_position"] = start_position
+    state = module.init_state(x.shape[0], **init)
     outs, i = [], 0
     for size in chunk_sizes:
-        out, state = enc.step(x[:, i : i + size], state)
+        out, state = module.step(x[:, i : i + size], state)
         outs.append(out)
         i += size
     assert i == x.shape[1]
-    return torch.cat(outs + [enc.flush(state)], dim=1), outs, state
+    return torch.cat(outs + [_first(module.flush(state))], dim=1), outs, state
+
+
+def assert_streams_exactly(module, x, chunkings, offline=None, atol=1e-5, **init):
+    """The project's key test, for any streaming module: for every chunking (a list of chunk sizes),
+    cat(step outputs + flush) equals the offline output (default: `module(x)`, or its first item)."""
+    expected = _first(module(x)) if offline is None else offline
+    for sizes in chunkings:
+        streamed, *_ = _stream(module, x, sizes, **init)
+        torch.testing.assert_close(streamed, expected, rtol=0, atol=atol, msg=lambda m, s=sizes: f"chunks {s}: {m}")
+
+
+def stream_ragged(module, xs, chunkings, joins, init, pad=torch.randn_like):
+    """Stream several streams through `module` as one ragged batch, the way a server runs them: stream s
+    joins the batch (`type(state).cat`) at step joins[s] with state `init(s)`, takes chunkings[s][k] new
+    positions (0 allowed) at its k-th step, and once it has taken all of them it is flushed and leaves
+    (`state.select`). xs[s] is (T_s, ...); padding rows of a chunk are `pad`ded garbage. Returns each
+    stream's outputs, cat(step outputs + flush), (T'_s, ...)."""
+    n = len(xs)
+    outs, pos, taken = [[] for _ in range(n)], [0] * n, [0] * n
+    state, active, step = None, [], 0
+    assert all(chunkings), "every stream takes at least one step (a size of 0 is fine)"
+    while any(taken[s] < len(chunkings[s]) for s in range(n)):
+        for s in range(n):
+            if joins[s] == step:
+                new = init(s)
+                state = new if state is None else type(new).cat([state, new])
+                active.append(s)
+        step += 1
+        if not active:
+            continue
+        sizes = [chunkings[s][taken[s]] if taken[s] < len(chunkings[s]) else 0 for s in active]
+        width = max(sizes) + step % 2  # sometimes a padding row even in the longest
+        rows = []
+        for s, size in zip(active, sizes, strict=True):
+            part = xs[s][pos[s] : pos[s] + size]
+            rows.append(torch.cat([part, pad(xs[s][:1].expand(width - size, *xs[s].shape[1:]))]))
+            pos[s] += size
+            taken[s] += 1
+        out, lengths, state = module.step(torch.stack(rows), state, counts=torch.tensor(sizes))
+        for r, s in enumerate(active):
+            outs[s].append(out[r, : int(lengths[r])])
+        done = [r for r, s in enumerate(active) if taken[s] >= len(chunkings[s])]
+        if done:
+            tail, lengths = module.flush(state.select(done), with_lengths=True)[:2]
+            for i, r in enumerate(done):
+                outs[active[r]].append(tail[i, : int(lengths[i])])
+            keep = [r for r in range(len(active)) if r not in done]
+            active = [active[r] for r in keep]
+            state = state.select(keep) if keep else None
+    assert all(p == x.shape[0] for p, x in zip(pos, xs, strict=True))
+    return [torch.cat(o) for o in outs]
 
 
 @pytest.fixture(scope="session")
 def stream():
     """The streaming half of the project's key test, shared by the test files (hypothesis-safe: session)."""
     return _stream
+
+
+@pytest.fixture(scope="session")
+def streams_exactly():
+    """`assert_streams_exactly(module, x, chunkings, offline=None, atol=1e-5, **init_state_kwargs)`."""
+    return assert_streams_exactly
+
+
+@pytest.fixture(scope="session")
+def ragged():
+    """`stream_ragged(module, xs, chunkings, joins, init, pad)`: many streams in one ragged batch."""
+    return stream_ragged
