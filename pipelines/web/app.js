@@ -101,6 +101,7 @@ function closed(s, e) {
 }
 
 function teardown(s) {
+  if (s.ws) s.ws.onclose = null;  // a close we cause must not replace the status that says why
   if (s.stream) s.stream.getTracks().forEach((t) => t.stop());
   if (s.ctx && s.ctx.state !== "closed") s.ctx.close();
   if (s.ws && s.ws.readyState === WebSocket.OPEN && !s.ended) s.ws.close();

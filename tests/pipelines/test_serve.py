@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import aiohttp
 import numpy as np
@@ -24,7 +25,7 @@ from swa_stream.pipelines.serve import Limits, Server, _bind
 from swa_stream.pipelines.serve_batch import BatchedRecognizer
 from swa_stream.tasks.asr.decoder import EndpointConfig
 
-EXAMPLE = "pipelines/examples/asr_demo.wav"
+EXAMPLE = Path(__file__).parents[2] / "pipelines" / "examples" / "asr_demo.wav"
 
 
 @pytest.fixture(scope="module")
