@@ -385,3 +385,6 @@ async def _main(server: Server, host: str, port: int, sock: socket.socket) -> No
     print(f"swa-stream serve: stopping (pid {os.getpid()}): flushing {len(server.connections)} open streams",
           file=sys.stderr, flush=True)
     await server.drain()
+    rec = server.recognizer
+    print(f"swa-stream serve: stopped (pid {os.getpid()}): received {rec.samples_received} samples in "
+          f"{rec.messages_received} messages", file=sys.stderr, flush=True)
