@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,47 @@ except ImportError:  # pragma: no cover - only if torchaudio moves it
     _get_sinc_resample_kernel = None
 
 
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000  # what audio interfaces and files actually use
+MAX_KERNEL = 1 << 21  # taps of the resampling kernel (8 MiB in float32); 44.1 kHz -> 16 kHz needs 76,000
+
+
+def check_sample_rate(rate, name: str) -> int:
+    """`rate` as an int, or SWAStreamError naming `name` for a rate no audio has (0, -1, 2147483647)."""
+    integer = isinstance(rate, (int, np.integer)) and not isinstance(rate, bool)
+    if not integer or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise SWAStreamError(f"{name}: sample rate {rate} Hz is outside {MIN_SAMPLE_RATE:,}-{MAX_SAMPLE_RATE:,} Hz")
+    return int(rate)
+
+
+def _kernel_taps(orig: int, new: int) -> int:
+    """Taps of torchaudio's sinc kernel for the reduced ratio orig:new (its default 6 zero crossings, 0.99
+    rolloff), without building it."""
+    width = math.ceil(6 * orig / (min(orig, new) * 0.99))
+    return new * (orig + 2 * width)
+
+
+def resample_ratio(orig: int, new: int) -> tuple[int, int]:
+    """The reduced ratio (orig, new) the resampler uses: exact where its kernel fits in MAX_KERNEL taps, else
+    the closest ratio whose kernel fits (see the module docstring)."""
+    gcd = math.gcd(orig, new)
+    exact = Fraction(orig // gcd, new // gcd)
+    ratio, limit = exact, exact.denominator
+    while _kernel_taps(ratio.numerator, ratio.denominator) > MAX_KERNEL:
+        limit = max(1, limit // 2)
+        ratio = exact.limit_denominator(limit)
+    return ratio.numerator, ratio.denominator
+
+
+def finite_samples(samples: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """(samples with NaN and +-Inf replaced by 0, how many were, the index of the first or -1). One NaN would
+    otherwise spread through every output that can see it: seconds of silence in a transcript."""
+    bad = ~np.isfinite(samples)
+    count = int(bad.sum())
+    if not count:
+        return samples, 0, -1
+    return np.where(bad, np.zeros((), samples.dtype), samples), count, int(np.argmax(bad))
+
+
 def to_mono(samples: np.ndarray) -> np.ndarray:
     """(N,) or (N, channels) -> (N,) float32, channels averaged."""
     samples = np.asarray(samples, dtype=np.float32)
@@ -39,16 +81,23 @@ def read_audio(path: str | Path, sample_rate: int = 16000) -> torch.Tensor:
     import soundfile as sf
 
     path = Path(path)
+    if path.is_dir():
+        raise SWAStreamError(f"{path}: is a directory, not an audio file")
     if not path.is_file():
         raise SWAStreamError(f"{path}: no such audio file")
     try:
-        samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with open(path, "rb") as f:  # libsndfile says "System error." for what the OS would name
+            samples, rate = sf.read(f, dtype="float32", always_2d=True)
+    except OSError as err:
+        raise SWAStreamError(f"{path}: cannot read: {(err.strerror or str(err)).lower()}") from None
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         raise SWAStreamError(f"{path}: cannot read audio ({_short(err)})") from None
     if samples.shape[0] == 0:
         raise SWAStreamError(f"{path}: the file holds no audio samples")
-    audio = torch.from_numpy(to_mono(samples))
-    return resample(audio, rate, sample_rate)
+    samples, bad, _ = finite_samples(to_mono(samples))
+    if bad:  # training data with NaN would poison the loss; repairing it silently would hide a broken file
+        raise SWAStreamError(f"{path}: {bad} samples are NaN or infinite; repair or remove the file")
+    return resample(torch.from_numpy(samples), check_sample_rate(rate, str(path)), sample_rate)
 
 
 def _short(err: BaseException) -> str:
@@ -60,7 +109,7 @@ def resample(audio: torch.Tensor, orig: int, new: int) -> torch.Tensor:
     """(..., N) at `orig` Hz -> (..., M) at `new` Hz (torchaudio's sinc resampler; identity if equal)."""
     if orig == new or audio.shape[-1] == 0:  # torchaudio cannot reshape an empty signal
         return audio
-    return AF.resample(audio, int(orig), int(new))
+    return AF.resample(audio, *resample_ratio(int(orig), int(new)))
 
 
 # ---- streaming resampler --------------------------------------------------------------------------
@@ -78,16 +127,13 @@ class Resampler:
     """Streams `orig` Hz -> `new` Hz; (C, t) chunks in, (C, t') out; see the module docstring."""
 
     def __init__(self, orig: int, new: int):
-        if orig <= 0 or new <= 0:
-            raise SWAStreamError(f"sample rate: must be positive, got {orig} -> {new}")
-        self.orig_rate, self.new_rate = int(orig), int(new)
-        gcd = math.gcd(self.orig_rate, self.new_rate)
-        self.orig, self.new = self.orig_rate // gcd, self.new_rate // gcd
+        self.orig_rate, self.new_rate = (check_sample_rate(r, "sample rate") for r in (orig, new))
+        self.orig, self.new = resample_ratio(self.orig_rate, self.new_rate)
         self.identity = self.orig == self.new
         if not self.identity:
             if _get_sinc_resample_kernel is None:  # pragma: no cover
                 raise SWAStreamError("resampling needs torchaudio's sinc kernel, which this torchaudio lacks")
-            self.kernel, self.width = _get_sinc_resample_kernel(self.orig_rate, self.new_rate, gcd)
+            self.kernel, self.width = _get_sinc_resample_kernel(self.orig, self.new, 1)
 
     def init_state(self, channels: int = 1) -> ResamplerState:
         """State for `channels` signals streamed together (chunks are (channels, t))."""

@@ -1,0 +1,223 @@
+"""Audio sources for `swa-stream transcribe` (and the server's client): each gives (sample rate, an iterator of
+mono float32 chunks of about --chunk-ms) and fails with one line naming the input.
+
+A file is read through soundfile; a FIFO, /dev/stdin or <(...) is read once, in order, as a stream: WAV
+with PCM or float samples is decoded on the fly, other formats once the stream has ended.
+"""
+
+from __future__ import annotations
+
+import queue
+import struct
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from swa_stream.errors import SWAStreamError
+from swa_stream.tasks.asr.audio import to_mono
+
+STDIN = "stdin"
+
+
+# ---- sources: (sample rate, iterator of mono float32 chunks) ------------------------------------------
+def file_source(path: str | Path, chunk_ms: float) -> tuple[int, Iterator[np.ndarray]]:
+    """A file soundfile reads; a FIFO, /dev/stdin or <(...) is read once, in order, as a WAV stream."""
+    import soundfile as sf
+
+    path = Path(path)
+    stream = open_input(path)
+    if not stream.seekable():
+        return wav_stream_source(stream, str(path), chunk_ms)
+    try:
+        f = sf.SoundFile(stream)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        stream.close()
+        raise SWAStreamError(f"{path}: not a readable audio file ({_reason(err)})") from None
+    return f.samplerate, _soundfile_chunks(f, chunk_ms, str(path), stream)
+
+
+def open_input(path: Path):
+    """`path` opened for reading, or one true line: no such file, a directory, permission denied."""
+    if path.is_dir():
+        raise SWAStreamError(f"{path}: is a directory, not an audio file")
+    if not path.exists():
+        raise SWAStreamError(f"{path}: no such file")
+    try:
+        return open(path, "rb")
+    except OSError as err:
+        raise SWAStreamError(f"{path}: cannot read: {(err.strerror or str(err)).lower()}") from None
+
+
+def _soundfile_chunks(f, chunk_ms: float, name: str, stream=None) -> Iterator[np.ndarray]:
+    import soundfile as sf
+
+    frames = _frames(f.samplerate, chunk_ms)
+    try:
+        with f:
+            while True:
+                # read() with a count, not blocks(): libsndfile cannot seek in some codecs (GSM 6.10), and
+                # blocks() then refuses to run at all
+                block = f.read(frames, dtype="float32", always_2d=True)
+                if not len(block):
+                    return
+                yield to_mono(block)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+        raise SWAStreamError(f"{name}: damaged audio ({_reason(err)})") from None
+    finally:
+        if stream is not None:
+            stream.close()
+
+
+def _reason(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return (text.rsplit(": ", 1)[-1] if "Error opening" in text else text).rstrip(".")
+
+
+def _frames(rate: int, chunk_ms: float) -> int:
+    return max(1, round(rate * chunk_ms / 1000))
+
+
+def raw_source(stream, name: str, sample_rate: int, channels: int, chunk_ms: float):
+    """Headerless signed 16-bit little-endian PCM, interleaved channels."""
+    frame_bytes = 2 * channels
+
+    def chunks():
+        size, pending = _frames(sample_rate, chunk_ms) * frame_bytes, b""
+        while data := stream.read(size):
+            data = pending + data
+            cut = len(data) - len(data) % frame_bytes
+            data, pending = data[:cut], data[cut:]
+            if data:
+                yield to_mono(np.frombuffer(data, "<i2").reshape(-1, channels).astype(np.float32) / 32768.0)
+
+    return sample_rate, chunks()
+
+
+# WAV sample formats: (format tag, bits) -> (numpy dtype, scale to [-1, 1), offset)
+_WAV_FORMATS = {(1, 8): ("u1", 1 / 128, -128), (1, 16): ("<i2", 1 / 32768, 0), (1, 32): ("<i4", 1 / 2**31, 0),
+                (3, 32): ("<f4", 1.0, 0), (3, 64): ("<f8", 1.0, 0)}
+
+
+def wav_stream_source(stream, name: str, chunk_ms: float):
+    """A WAV stream that cannot seek (a pipe): parse the RIFF header, then read PCM to the end. A data size of
+    0 or 0x7fff.... / 0xffffffff (what streaming writers such as arecord and espeak-ng put there) means
+    'until end of input'. Other formats (ADPCM or GSM in WAV, FLAC, OGG) are read whole, then decoded."""
+    seen = bytearray()
+
+    def read(n: int) -> bytes:
+        data = stream.read(n)
+        seen.extend(data)
+        return data
+
+    head = read(12)
+    if not head:
+        raise SWAStreamError(f"{name}: empty input (use --raw --sample-rate N for headerless s16le PCM)")
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return _whole_stream_source(bytes(seen) + stream.read(), name, chunk_ms)
+    fmt = None
+    while True:
+        chunk = read(8)
+        if len(chunk) < 8:
+            raise SWAStreamError(f"{name}: WAV stream ends before its data chunk")
+        cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        if cid == b"data":
+            break
+        body = read(size + (size & 1))
+        if cid == b"fmt ":
+            if len(body) < 16:
+                raise SWAStreamError(f"{name}: damaged WAV fmt chunk")
+            tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
+            if tag == 0xFFFE and len(body) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the real tag opens the GUID
+                tag = struct.unpack("<H", body[24:26])[0]
+            fmt = (tag, channels, rate, bits)
+    if fmt is None:
+        raise SWAStreamError(f"{name}: WAV stream has no fmt chunk")
+    tag, channels, rate, bits = fmt
+    if (tag, bits) not in _WAV_FORMATS or channels < 1 or rate < 1:
+        return _whole_stream_source(bytes(seen) + stream.read(), name, chunk_ms)
+    dtype, scale, offset = _WAV_FORMATS[(tag, bits)]
+    frame_bytes = channels * bits // 8
+    limit = None if size in (0, 0xFFFFFFFF) or size >= 0x7FFF0000 else size
+
+    def chunks():
+        remaining, pending = limit, b""
+        step = _frames(rate, chunk_ms) * frame_bytes
+        while remaining is None or remaining > 0:
+            data = stream.read(step if remaining is None else min(step, remaining))
+            if not data:
+                break
+            if remaining is not None:
+                remaining -= len(data)
+            data = pending + data
+            cut = len(data) - len(data) % frame_bytes
+            data, pending = data[:cut], data[cut:]
+            if data:
+                x = np.frombuffer(data, dtype).astype(np.float32)
+                yield to_mono(((x + offset) * scale).reshape(-1, channels))
+
+    return rate, chunks()
+
+
+def _whole_stream_source(data: bytes, name: str, chunk_ms: float):
+    """A stream in a format that is not decoded on the fly: decoded from memory once it has all arrived."""
+    import io
+
+    import soundfile as sf
+
+    try:
+        f = sf.SoundFile(io.BytesIO(data))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        raise SWAStreamError(f"{name}: not a WAV stream nor other audio that libsndfile reads ({_reason(err)}; use "
+                             "--raw --sample-rate N for headerless s16le PCM)") from None
+    return f.samplerate, _soundfile_chunks(f, chunk_ms, name)
+
+
+def stdin_source(chunk_ms: float):
+    stream = stdin_stream()
+    if stream.seekable():  # a redirected file: any format soundfile reads
+        import soundfile as sf
+
+        try:
+            f = sf.SoundFile(stream)
+        except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+            raise SWAStreamError(f"{STDIN}: not a readable audio stream ({_reason(err)})") from None
+        return f.samplerate, _soundfile_chunks(f, chunk_ms, STDIN)
+    return wav_stream_source(stream, STDIN, chunk_ms)
+
+
+def stdin_stream():
+    """Standard input as bytes, or one line when nothing is connected to it (`transcribe - <&-`)."""
+    try:  # with fd 0 closed, Python starts with sys.stdin None
+        stream = sys.stdin.buffer
+    except AttributeError:
+        raise SWAStreamError(f"{STDIN}: not open (nothing is connected to standard input)") from None
+    return stream
+
+
+def mic_source(chunk_ms: float):
+    """The default input device through sounddevice (PortAudio), mono at the device's own rate."""
+    try:
+        import sounddevice as sd
+    except (ImportError, OSError) as err:  # OSError: the module loads but PortAudio does not
+        raise SWAStreamError(f"--mic: no microphone support ({' '.join(str(err).split())}; "
+                             "install sounddevice and PortAudio, e.g. apt-get install libportaudio2)") from None
+    try:
+        device = sd.query_devices(kind="input")
+    except (sd.PortAudioError, ValueError) as err:
+        raise SWAStreamError(f"--mic: no input device ({' '.join(str(err).split())})") from None
+    rate = int(device["default_samplerate"])
+    blocks: queue.Queue = queue.Queue()
+
+    def chunks():
+        try:
+            with sd.InputStream(samplerate=rate, channels=1, dtype="float32", blocksize=_frames(rate, chunk_ms),
+                                callback=lambda data, frames, t, status: blocks.put(data[:, 0].copy())):
+                while True:
+                    yield blocks.get()
+        except sd.PortAudioError as err:
+            raise SWAStreamError(f"--mic: {' '.join(str(err).split())}") from None
+
+    print(f"listening on {device['name']} at {rate} Hz; Ctrl-C to stop", file=sys.stderr)
+    return rate, chunks()
