@@ -7,6 +7,7 @@ kind of model the bundle holds and the config needed to rebuild it.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -25,12 +26,25 @@ VERSION = 1
 
 
 def save_bundle(directory: str | Path, module: nn.Module, kind: str, config: dict) -> Path:
-    """Write `module`'s weights and `{kind, config}` into `directory` (created if needed)."""
+    """Write `module`'s weights and `{kind, config}` into `directory` (created if needed). Each file is written
+    to a temporary name beside it, synced, then renamed, weights first: a crash or a full disk leaves the
+    old bundle or a whole new one, never a half-written file. OSError reaches the caller (it names the path)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "version": VERSION, "kind": kind, "config": config}
-    (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    save_model(module, str(directory / WEIGHTS_FILE), metadata={"kind": kind})
+    weights, text = directory / WEIGHTS_FILE, directory / CONFIG_FILE
+    tmp_weights, tmp_text = (p.with_name(f".{p.name}.tmp-{os.getpid()}") for p in (weights, text))
+    try:
+        save_model(module, str(tmp_weights), metadata={"kind": kind})
+        tmp_text.write_text(json.dumps(meta, indent=2) + "\n")
+        for tmp in (tmp_weights, tmp_text):
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp_weights, weights)
+        os.replace(tmp_text, text)
+    finally:
+        for tmp in (tmp_weights, tmp_text):
+            tmp.unlink(missing_ok=True)
     return directory
 
 
@@ -43,6 +57,8 @@ def load_bundle(directory: str | Path, kind: str | None = None) -> tuple[dict, d
         raise SWAStreamError(f"{weights_path}: missing (a model bundle holds {CONFIG_FILE} and {WEIGHTS_FILE})")
     try:
         weights = load_file(str(weights_path))
+    except PermissionError:
+        raise SWAStreamError(f"{weights_path}: cannot read: permission denied") from None
     except (SafetensorError, OSError) as err:
         raise SWAStreamError(f"{weights_path}: not a readable safetensors file ({err})") from None
     return config, weights
@@ -50,17 +66,23 @@ def load_bundle(directory: str | Path, kind: str | None = None) -> tuple[dict, d
 
 def load_bundle_config(directory: str | Path, kind: str | None = None) -> tuple[str, dict]:
     """A bundle's (kind, config) without its weights."""
-    config_path = Path(directory) / CONFIG_FILE
+    directory = Path(directory)
+    if not directory.is_dir():
+        what = "not a folder" if directory.exists() else "no such model folder"
+        raise SWAStreamError(f"{directory}: {what} (a model bundle is a folder with {CONFIG_FILE} and {WEIGHTS_FILE})")
+    config_path = directory / CONFIG_FILE
     if not config_path.is_file():
         raise SWAStreamError(f"{config_path}: missing (a model bundle holds {CONFIG_FILE} and {WEIGHTS_FILE})")
     try:
         meta = json.loads(config_path.read_text())
+    except OSError as err:
+        raise SWAStreamError(f"{config_path}: cannot read: {(err.strerror or str(err)).lower()}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise SWAStreamError(f"{config_path}: not valid JSON ({err})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "config" not in meta:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("config"), dict):
         raise SWAStreamError(f"{config_path}: not a swa-stream bundle config")
     if kind is not None and meta.get("kind") != kind:
-        raise SWAStreamError(f"{config_path}: holds a {meta.get('kind')!r} model, expected {kind!r}")
+        raise SWAStreamError(f"{config_path}: holds a model of kind {meta.get('kind')!r}, not {kind!r}")
     return meta.get("kind"), meta["config"]
 
 

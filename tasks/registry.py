@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from importlib import import_module
+from pathlib import Path
 
 from swa_stream.config import SWAConfig
 from swa_stream.errors import ConfigError, SWAStreamError
@@ -79,6 +80,39 @@ def for_hparams(hparams: dict) -> TaskSchema | None:
     if "_class_path" in hparams:
         return for_task(hparams["_class_path"])
     return next((s for s in schemas() if s.hparam_marker in hparams), None)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A Lightning checkpoint loaded safely (no code in it runs), or one SWAStreamError line naming the file.
+    Used by `export` and to check `fit/test --ckpt_path` before Lightning starts."""
+    import torch
+
+    path = Path(path)
+    if path.is_dir():
+        raise SWAStreamError(f"{path}: is a directory, not a checkpoint file")
+    if not path.is_file():
+        raise SWAStreamError(f"{path}: no such checkpoint file")
+    try:
+        with open(path, "rb") as f:
+            empty = not f.read(1)
+    except OSError as err:
+        raise SWAStreamError(f"{path}: cannot read: {(err.strerror or str(err)).lower()}") from None
+    if empty:
+        raise SWAStreamError(f"{path}: empty file, not a checkpoint")
+    classes = [c for s in schemas() for c in s.safe_classes()]
+    try:
+        with torch.serialization.safe_globals(classes):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for damaged, foreign or unsafe files
+        # torch's own text advises weights_only=False, i.e. running the file's code: never pass that on
+        text = str(err).lower()
+        unsafe = "unsupported global" in text or "global" in text and "blocked" in text
+        why = "it holds Python objects that would have to run to load it" if unsafe else "damaged or not a checkpoint"
+        raise SWAStreamError(f"{path}: refused: not a training checkpoint that swa-stream can load safely ({why})") \
+            from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise SWAStreamError(f"{path}: not a Lightning training checkpoint (no state_dict)")
+    return ckpt
 
 
 # ---- helpers the schemas share ------------------------------------------------------------------------

@@ -75,6 +75,9 @@ def test_info_reads_a_model_bundle(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "16 positions = 16 bp back" in out and "18 positions = 18 bp back" in out
     assert main(["info", "--model", str(tmp_path / "missing")]) == 2
+    assert "missing: no such model folder" in capsys.readouterr().err
+    (tmp_path / "config.json").unlink()
+    assert main(["info", "--model", str(tmp_path)]) == 2
     assert "config.json: missing" in capsys.readouterr().err
 
 
