@@ -165,6 +165,9 @@ class Connection:
                 result = StepResult([], "") if item is None else await item
             except asyncio.CancelledError:  # dropped: the item that says why (gone, abort) follows
                 continue
+            except Exception as err:  # the compute failed for this stream: say so instead of hanging up silently
+                await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=f"server error: {err}".encode()[:120])
+                return
             try:
                 for text in self._format(result, final=kind == "eof"):
                     await ws.send_str(text)
@@ -251,6 +254,7 @@ class Server:
             "max_streams": self.limits.max_streams, "model": self.model_name, "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self.started, 3), "messages_received": rec.messages_received,
             "samples_received": rec.samples_received, "steps": rec.steps, "computes": rec.computes,
+            "batch_rows_max": rec.rows_max,
             "compute_s": round(rec.compute_seconds, 3)})
 
     async def vosk(self, request: web.Request) -> web.StreamResponse:

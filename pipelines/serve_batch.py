@@ -6,16 +6,20 @@ and `finish(stream)` return at once (feed/finish give an asyncio future of a `St
 scheduling task (`run`) collects the waiting work, computes it in an executor thread (so a long step never
 blocks the event loop) and resolves the futures in order.
 
-Audio that queued up for one stream while a compute call ran is merged into one longer step. Every stage
-streams exactly, so a longer step changes no transcript; it only amortises per-step overhead, which makes a
-loaded server take bigger steps instead of falling behind. Each stream keeps its own state and is stepped
-alone (batch size 1): the core's state has one start position and one received count for the whole batch,
-so streams that began at different times cannot share a step yet.
+Streams share batched steps: the model's state is one ragged batch, a row per stream, each row at its own
+point of its own stream (`ASRModel.step(chunk, state, counts)`). A stream joins the batch between steps
+(`ASRState.cat`) and leaves it the same way (`select`); a row with no new audio takes a count of 0. Audio
+that queued up for one stream while a compute call ran is merged into one longer step. Every stage streams
+exactly, so neither batching nor merging changes a transcript; they amortise per-step overhead, which makes
+a loaded server take bigger steps instead of falling behind. (With a model whose step takes no per-row
+counts, each stream is stepped alone.) Resampling and decoding stay per stream: each has its own rate and
+its own decoder state.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -66,16 +70,20 @@ class BatchedRecognizer:
         self._wake = asyncio.Event()
         # one thread: torch runs with the server's --threads inside it, and steps never overlap
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="swa-compute")
+        self.ragged = "counts" in inspect.signature(model.step).parameters and hasattr(type(model.init_state(1)), "cat")
+        self._rows: list[Stream] = []  # the streams in the batch state's row order (compute thread only)
+        self._batch = None  # their model state, one row each
         self.samples_received = self.messages_received = self.steps = self.computes = 0
         self.compute_seconds = 0.0
+        self.rows_max = 0  # the most streams one model step has carried
 
     # ---- what the handlers call (event loop thread) -----------------------------------------------
     def open(self, rate: int) -> Stream:
         if rate not in self._resamplers:
             self._resamplers[rate] = Resampler(rate, self.model.sample_rate)
         resampler = self._resamplers[rate]
-        s = Stream(next(self._ids), rate, resampler, resampler.init_state(1), self.model.init_state(1),
-                   self.decoder.init_state())
+        ms = None if self.ragged else self.model.init_state(1)  # batched: the stream's row joins at its first step
+        s = Stream(next(self._ids), rate, resampler, resampler.init_state(1), ms, self.decoder.init_state())
         if self.record_dir is not None:
             import soundfile as sf
 
@@ -131,7 +139,8 @@ class BatchedRecognizer:
             if not work:
                 continue
             started = time.perf_counter()
-            outcomes = await loop.run_in_executor(self._executor, self._compute, work)
+            compute = self._compute_batched if self.ragged else self._compute
+            outcomes = await loop.run_in_executor(self._executor, compute, work)
             self.compute_seconds += time.perf_counter() - started
             self.computes += 1
             for (s, jobs, eof), outcome in zip(work, outcomes, strict=True):
@@ -190,3 +199,96 @@ class BatchedRecognizer:
             segments, s.ds = self.decoder.step(log_probs[0], s.ds)
             flushed = segments + self.decoder.flush(s.ds)
         return finals, partial, flushed
+
+    # ---- the batched path: one ragged model step for every stream with audio ----------------------------
+    @torch.no_grad()
+    def _compute_batched(self, work) -> list:
+        try:
+            return self._batched(work)
+        except Exception as err:  # a failed batch step leaves no trustworthy state: its streams end with it
+            self._rows, self._batch = [], None
+            return [err] * len(work)
+
+    def _batched(self, work) -> list:
+        """Resample each stream's merged audio, step the model once over all rows, decode row by row; then
+        the ending streams flush together and leave the batch."""
+        self._admit([s for s, _, _ in work])
+        row_of = {s.id: i for i, s in enumerate(self._rows)}
+        audio: dict[int, torch.Tensor] = {}
+        outcomes: dict[int, object] = {}
+        for s, jobs, _ in work:
+            try:
+                audio[s.id] = self._resample(s, [x for x, _ in jobs]) if jobs else None
+            except Exception as err:  # one broken stream must not take the others down
+                outcomes[s.id] = err
+        stepped = [s for s, jobs, _ in work if audio.get(s.id) is not None]
+        finals = self._step_rows(stepped, [audio[s.id] for s in stepped], row_of)
+        ending = [s for s, _, eof in work if eof is not None and s.id not in outcomes and s.received]
+        flushed = self._flush_rows(ending, row_of) if ending else {}
+        self._leave({s.id for s, _, eof in work if eof is not None})
+        for s, _, _ in work:
+            if s.id not in outcomes:
+                outcomes[s.id] = (finals.get(s.id, []), self.decoder.partial(s.ds), flushed.get(s.id, []))
+        return [outcomes[s.id] for s, _, _ in work]
+
+    def _admit(self, streams: list[Stream]) -> None:
+        """Rows leave when their stream is gone (dropped, or ended last time); new streams join at the end."""
+        keep = [i for i, s in enumerate(self._rows) if s.id in self.streams and not s.closed]
+        if len(keep) < len(self._rows):
+            self._rows = [self._rows[i] for i in keep]
+            self._batch = self._batch.select(keep) if keep else None
+        present = {s.id for s in self._rows}
+        new = [s for s in streams if s.id not in present]
+        if new:
+            fresh = self.model.init_state(len(new))
+            self._batch = fresh if self._batch is None else type(fresh).cat([self._batch, fresh])
+            self._rows += new
+
+    def _leave(self, ids: set[int]) -> None:
+        keep = [i for i, s in enumerate(self._rows) if s.id not in ids]
+        if len(keep) < len(self._rows):
+            self._rows = [self._rows[i] for i in keep]
+            self._batch = self._batch.select(keep) if keep else None
+
+    def _resample(self, s: Stream, chunks: list[np.ndarray]) -> torch.Tensor:
+        pcm = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+        audio = torch.from_numpy(pcm.astype(np.float32) / 32768.0)  # as soundfile reads 16-bit PCM
+        y, s.rs = s.resampler.step(audio[None], s.rs)
+        s.received += len(pcm)
+        return y[0]
+
+    def _step_rows(self, streams: list[Stream], audio: list[torch.Tensor], row_of: dict) -> dict[int, list]:
+        """One model step: row b of the batch takes its stream's new audio (count 0 for the rest)."""
+        if not streams:
+            return {}
+        counts = [0] * len(self._rows)
+        longest = max(len(y) for y in audio)
+        chunk = torch.zeros(len(self._rows), longest)
+        for s, y in zip(streams, audio, strict=True):
+            chunk[row_of[s.id], : len(y)] = y
+            counts[row_of[s.id]] = len(y)
+        log_probs, frames, self._batch = self.model.step(chunk, self._batch, counts)
+        self.steps += 1
+        self.rows_max = max(self.rows_max, len(streams))
+        finals = {}
+        for s in streams:
+            row = row_of[s.id]
+            finals[s.id], s.ds = self.decoder.step(log_probs[row, : int(frames[row])], s.ds)
+        return finals
+
+    def _flush_rows(self, streams: list[Stream], row_of: dict) -> dict[int, list]:
+        """The ending streams' rows together: the resamplers' tails, then the model's flush, then the decoders'."""
+        rows = [row_of[s.id] for s in streams]
+        state = self._batch.select(rows)
+        tails = [s.resampler.flush(s.rs)[0] for s in streams]
+        chunk = torch.zeros(len(rows), max(len(t) for t in tails))
+        for i, t in enumerate(tails):
+            chunk[i, : len(t)] = t
+        head, head_frames, state = self.model.step(chunk, state, [len(t) for t in tails])
+        tail, tail_frames = self.model.flush(state, with_lengths=True)
+        flushed = {}
+        for i, s in enumerate(streams):
+            lp = torch.cat([head[i, : int(head_frames[i])], tail[i, : int(tail_frames[i])]])
+            segments, s.ds = self.decoder.step(lp, s.ds)
+            flushed[s.id] = segments + self.decoder.flush(s.ds)
+        return flushed

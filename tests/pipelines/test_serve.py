@@ -18,11 +18,13 @@ import aiohttp
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from swa_stream.pipelines.bundles import load_asr_model
 from swa_stream.pipelines.cli import main
 from swa_stream.pipelines.serve import Limits, Server, _bind
 from swa_stream.pipelines.serve_batch import BatchedRecognizer
+from swa_stream.tasks.asr.audio import resample
 from swa_stream.tasks.asr.decoder import EndpointConfig
 
 EXAMPLE = Path(__file__).parents[2] / "pipelines" / "examples" / "asr_demo.wav"
@@ -93,8 +95,8 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
 
 
-async def session_ws(url, messages, headers=None, read_all=True):
-    """Send `messages` (bytes or dict) without waiting for replies; return (replies, close code)."""
+async def session_ws(url, messages, headers=None, pause=0.0):
+    """Send `messages` (bytes or dict) without waiting for replies, `pause` s apart; return (replies, close code)."""
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(url, headers=headers or {}) as ws:
             replies = []
@@ -106,6 +108,7 @@ async def session_ws(url, messages, headers=None, read_all=True):
             task = asyncio.create_task(receive())
             for m in messages:
                 await (ws.send_bytes(m) if isinstance(m, bytes) else ws.send_str(json.dumps(m)))
+                await asyncio.sleep(pause)
             await task
             return replies, ws.close_code
 
@@ -130,6 +133,37 @@ def test_native_finals_equal_transcribe_for_any_framing(server, wav, reference, 
     assert len(finals(replies)) == 2
     partials = [r["text"] for r in replies if r["type"] == "partial"]
     assert all(a != b for a, b in zip(partials, partials[1:], strict=False)), "partials only when they change"
+
+
+def test_concurrent_streams_share_steps_and_each_gets_its_own_cli_finals(model, wav, tmp_path):
+    """Streams at different rates, framings and start times, batched together: each one's finals equal the
+    CLI's on its own file."""
+    _, audio, rate = wav
+    cases = []
+    for k, (new_rate, size) in enumerate([(16000, 1600), (44100, 4410), (8000, 800), (22050, 7000)]):
+        x = resample(torch.from_numpy(audio.astype(np.float32) / 32768), rate, new_rate).numpy()
+        pcm = np.clip(np.rint(x * 32768), -32768, 32767).astype(np.int16)
+        path = tmp_path / f"at{new_rate}.wav"
+        sf.write(path, pcm, new_rate, subtype="PCM_16")
+        cases.append((path, pcm, new_rate, size, 0.1 * k))
+    s = ServerThread(model)
+    try:
+        async def one(pcm, new_rate, size, delay):
+            await asyncio.sleep(delay)  # joins a batch that is already running
+            return await session_ws(s.url + "/v1/stream", [{"config": {"sample_rate": new_rate}}]
+                                    + framed(pcm, [size]) + [{"eof": 1}], pause=0.01)
+
+        async def all_streams():
+            return await asyncio.gather(*(one(*c[1:]) for c in cases))
+
+        results = run(all_streams())
+        for (path, *_), (replies, code) in zip(cases, results, strict=True):
+            assert code == 1000
+            assert finals(replies) == finals(transcribe_lines(path)), path.name
+        if s.server.recognizer.ragged:
+            assert s.server.recognizer.rows_max > 1, "streams shared a step"
+    finally:
+        s.stop()
 
 
 def test_vosk_protocol_one_reply_per_message(server, wav, reference):
