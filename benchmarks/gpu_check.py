@@ -4,8 +4,9 @@ FlexAttention and SDPA at N = 32768. Made for one H200 and under 8 minutes; run 
     bash benchmarks/gpu_check.sh [--json PATH]          # on the GPU machine
     PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh --smoke --json /tmp/gpu_check.json   # CPU, interpreted
 
-Correctness follows FlashAttention's rule: against a float64 reference, the kernel's error may be at most
-twice that of a plain PyTorch run in the same precision, plus one epsilon of that precision (relative).
+Correctness follows FlashAttention's rule (swa_stream.kernels.testing, shared with tests/kernels): against a
+float64 reference, the kernel's relative error may be at most twice that of a plain PyTorch run in the same
+precision, plus FlashAttention's rounding allowance (eps of that precision).
 Speed counts useful work only: forward 4 * N * W * D * H * B flops for W keys per query, backward 2.5x that.
 Prints PASS/FAIL lines and a markdown table, and writes JSON. Exit: 0 all pass, 1 a check failed, 2 no GPU.
 """
@@ -56,7 +57,14 @@ import triton  # noqa: E402
 import triton.testing  # noqa: E402
 
 from swa_stream.kernels import triton_step, triton_swa  # noqa: E402
-from swa_stream.kernels.reference import attention_reference, visibility_mask  # noqa: E402
+from swa_stream.kernels.testing import (  # noqa: E402
+    attention_reference,
+    flash_checks,
+    flash_rule,
+    forward_backward,
+    plain_attention,
+    ring_in_position_order,
+)
 
 DEVICE = "cpu" if ARGS.smoke else "cuda"
 RESULTS = {
@@ -81,44 +89,23 @@ def save():
 
 
 # ---- correctness ---------------------------------------------------------------------------------------
-def plain_attention(q, k, v, window, *, q_offset=0, k_start=0, k_lengths=None, scale=None):
-    """What a user would write at the inputs' own precision (FlashAttention's `upcast=False`)."""
-    if q.dtype == torch.float32:
-        return attention_reference(q, k, v, window, q_offset=q_offset, k_start=k_start, k_lengths=k_lengths)
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    mask = visibility_mask(q.shape[2], k.shape[2], window, q_offset=q_offset, k_start=k_start,
-                           k_lengths=k_lengths, device=q.device)
-    scores = (q @ k.transpose(-1, -2) * scale).masked_fill(~mask, float("-inf"))
-    return torch.softmax(scores.float(), dim=-1).nan_to_num(0.0).to(q.dtype) @ v
-
-
-def record(name, dtype, got, precise, plain):
-    err = (got.double() - precise).abs().max().item()
-    plain_err = (plain.double() - precise).abs().max().item()
-    bound = 2 * plain_err + torch.finfo(dtype).eps * max(precise.abs().max().item(), 1.0)
-    ok = err <= bound and got.isfinite().all().item()
-    dt = str(dtype).removeprefix("torch.")
-    print(f"{'PASS' if ok else 'FAIL'} {name:34s} {dt:8s} max err {err:.3e} (plain {plain_err:.3e}, bound {bound:.3e})")
-    RESULTS["correctness"].append(dict(check=name, dtype=dt, max_err=err, plain_err=plain_err, bound=bound, ok=ok))
-    return ok
+def record(name, check) -> bool:
+    """One PASS/FAIL line and one JSON row for a FlashCheck (errors relative, see kernels/testing.py)."""
+    dt = str(check.dtype).removeprefix("torch.")
+    print(f"{'PASS' if check.ok else 'FAIL'} {name:34s} {dt:8s} rel err {check.err:.3e} "
+          f"(plain {check.plain_err:.3e}, bound {check.bound:.3e})")
+    RESULTS["correctness"].append(dict(check=name, dtype=dt, rel_err=check.err, plain_rel_err=check.plain_err,
+                                       bound=check.bound, ok=check.ok))
+    return check.ok
 
 
 def check_attention(name, dtype, batch, heads, n_q, n_k, dim, window, **placement):
     gen = torch.Generator(device=DEVICE).manual_seed(0)
     q, k, v, do = (torch.randn(batch, heads, n, dim, device=DEVICE, generator=gen).to(dtype)
                    for n in (n_q, n_k, n_k, n_q))
-    outs = {}
-    for which, fn, cast in (("triton", triton_swa.triton_attention, lambda t: t),
-                            ("precise", attention_reference, torch.Tensor.double),
-                            ("plain", plain_attention, lambda t: t)):
-        inputs = [cast(t).detach().requires_grad_() for t in (q, k, v)]
-        out = fn(*inputs, window, **placement)
-        grads = torch.autograd.grad(out, inputs, cast(do))
-        outs[which] = [t.detach() for t in (out, *grads)]
-    ok = True
-    for i, part in enumerate(("fwd", "bwd dq", "bwd dk", "bwd dv")):
-        ok &= record(f"{part} {name}", dtype, outs["triton"][i], outs["precise"][i], outs["plain"][i])
-    return ok
+    _, checks = flash_checks(triton_swa.triton_attention, q, k, v, window, grad_out=do, **placement)
+    parts = ("fwd", "bwd dq", "bwd dk", "bwd dv")
+    return all([record(f"{part} {name}", check) for part, check in zip(parts, checks, strict=True)])
 
 
 def check_ring(name, dtype, batch, heads, dim, window, end, stream_start, n_new, n_q):
@@ -126,15 +113,14 @@ def check_ring(name, dtype, batch, heads, dim, window, end, stream_start, n_new,
     capacity = window[0] + window[1]
     q, k_ring, v_ring, k_new, v_new = (torch.randn(batch, heads, n, dim, device=DEVICE, generator=gen).to(dtype)
                                        for n in (n_q, capacity, capacity, n_new, n_new))
-    order = torch.tensor([(end - capacity + j) % capacity for j in range(capacity)], device=DEVICE, dtype=torch.long)
-    keys, values = torch.cat([k_ring[:, :, order], k_new], 2), torch.cat([v_ring[:, :, order], v_new], 2)
-    placement = dict(q_offset=window[0], k_start=max(0, stream_start - (end - capacity)))
+    keys, values, where = ring_in_position_order(k_ring, v_ring, k_new, v_new, window, end=end,
+                                                 stream_start=stream_start)
     with torch.no_grad():
         got = triton_step.triton_ring_attention(q, k_ring, v_ring, k_new, v_new, window, end=end,
                                                 stream_start=stream_start)
-        precise = attention_reference(q.double(), keys.double(), values.double(), window, **placement)
-        plain = plain_attention(q, keys, values, window, **placement)
-    return record(f"ring {name}", dtype, got, precise, plain)
+        precise = attention_reference(q.double(), keys.double(), values.double(), window, **where)
+        plain = plain_attention(q, keys, values, window, **where)
+    return record(f"ring {name}", flash_rule(got, precise, plain, "ring"))
 
 
 def check_variants(name, dtype, fields, length):
@@ -151,13 +137,12 @@ def check_variants(name, dtype, fields, length):
     x = torch.randn(2, length, 128, device=DEVICE, dtype=torch.float64)
     lengths = torch.tensor([length, length * 2 // 3], device=DEVICE)
     weights = torch.randn_like(x)
-    outs = {}
-    for which, enc in (("fast", fast), ("precise", precise), ("plain", plain)):
-        xi = x.to(next(enc.parameters()).dtype).requires_grad_()
-        y = enc(xi, lengths)
-        (grad,) = torch.autograd.grad((y * weights.to(y.dtype)).sum(), [xi])
-        outs[which] = (y.detach(), grad)
-    return all([record(f"{part} variants {name}", dtype, outs["fast"][i], outs["precise"][i], outs["plain"][i])
+    outs = {which: forward_backward(lambda xi, enc=enc: enc(xi, lengths), [x.to(next(enc.parameters()).dtype)],
+                                    weights)
+            for which, enc in (("fast", fast), ("precise", precise), ("plain", plain))}
+    size = max(max(t.abs().max().item(), 1.0) for t in outs["precise"])  # the pass's size, as flash_checks
+    return all([record(f"{part} variants {name}", flash_rule(*(outs[w][i] for w in ("fast", "precise", "plain")),
+                                                             part, size))
                 for i, part in enumerate(("fwd", "bwd dx"))])
 
 
@@ -301,7 +286,7 @@ def print_row(row):
 def main() -> int:
     print(f"gpu_check on {RESULTS['device']}: torch {torch.__version__}, triton {triton.__version__}, "
           f"kernels from {os.path.dirname(triton_swa.__file__)}")
-    print("== correctness (FlashAttention rule: err <= 2 x plain-PyTorch err + eps) ==")
+    print("== correctness (FlashAttention rule: rel err <= 2 x plain-PyTorch rel err + eps) ==")
     ok = correctness()
     RESULTS["all_pass"] = bool(ok)
     save()

@@ -1,8 +1,8 @@
 """The Triton kernels equal the dense reference, forward and backward, run by Triton's interpreter on CPU.
 
-Accuracy follows FlashAttention's rule: against a float64 reference, a kernel's error may be at most twice
-the error of a plain PyTorch computation in the same precision, plus one unit of that precision's epsilon
-(relative to the size of the values). Shapes are small and odd so every block edge is a partial one.
+Accuracy follows FlashAttention's rule (kernels/testing.py): against a float64 reference, a kernel's relative
+error may be at most twice that of a plain PyTorch computation in the same precision, plus FlashAttention's
+rounding allowance. Shapes are small and odd so every block edge is a partial one.
 """
 
 import os
@@ -14,7 +14,14 @@ import torch  # noqa: E402
 
 try:
     from swa_stream.kernels import triton_step, triton_swa
-    from swa_stream.kernels.reference import attention_reference, visibility_mask
+    from swa_stream.kernels.testing import (
+        assert_flash_rule,
+        attention_reference,
+        flash_checks,
+        flash_rule,
+        plain_attention,
+        ring_in_position_order,
+    )
 
     if not triton_swa.INTERPRET:
         raise RuntimeError("the kernels were imported without TRITON_INTERPRET=1")
@@ -25,21 +32,6 @@ except Exception as err:  # noqa: BLE001 - any failure means: no interpreter her
 
 triton_attention = triton_swa.triton_attention
 triton_ring_attention = triton_step.triton_ring_attention
-
-
-def plain_attention(q, k, v, window, *, q_offset=0, k_start=0, k_lengths=None, scale=None):
-    """What a user would write in PyTorch at the inputs' own precision (FlashAttention's `upcast=False`)."""
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    mask = visibility_mask(q.shape[2], k.shape[2], window, q_offset=q_offset, k_start=k_start, k_lengths=k_lengths)
-    scores = (q @ k.transpose(-1, -2) * scale).masked_fill(~mask, float("-inf"))
-    return torch.softmax(scores.float(), dim=-1).nan_to_num(0.0).to(q.dtype) @ v
-
-
-def assert_flash_rule(got, precise, plain, what):
-    err = (got.double() - precise).abs().max().item()
-    plain_err = (plain.double() - precise).abs().max().item()
-    hair = torch.finfo(got.dtype).eps * max(precise.abs().max().item(), 1.0)
-    assert err <= 2 * plain_err + hair, f"{what}: error {err:.3g} > 2 x plain {plain_err:.3g} + {hair:.3g}"
 
 
 def make_qkv(batch, heads, n_q, n_k, dim, dtype, seed, transposed_q=False):
@@ -53,21 +45,10 @@ def make_qkv(batch, heads, n_q, n_k, dim, dtype, seed, transposed_q=False):
 def check_against_reference(dtype, batch, heads, n_q, n_k, dim, window, seed=0, transposed_q=False, **placement):
     q, k, v = make_qkv(batch, heads, n_q, n_k, dim, dtype, seed, transposed_q)
     do = torch.randn(batch, heads, n_q, dim, generator=torch.Generator().manual_seed(seed + 1)).to(dtype)
-    results = {}
-    for name, fn, cast in (
-        ("triton", triton_attention, lambda t: t),
-        ("precise", attention_reference, torch.Tensor.double),
-        ("plain", attention_reference if dtype == torch.float32 else plain_attention, lambda t: t),
-    ):
-        inputs = [cast(t).detach().requires_grad_() for t in (q, k, v)]
-        out = fn(*inputs, window, **placement)
-        grads = torch.autograd.grad(out, inputs, cast(do), allow_unused=True)
-        results[name] = [out, *(torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads, strict=True))]
-    for i, what in enumerate(("out", "dq", "dk", "dv")):
-        got, precise, plain = (results[n][i].detach() for n in ("triton", "precise", "plain"))
-        assert got.dtype == dtype and got.shape == precise.shape, what
-        assert_flash_rule(got, precise, plain, what)
-    return results["triton"]
+    got, checks = flash_checks(triton_attention, q, k, v, window, grad_out=do, **placement)
+    assert all(t.dtype == dtype for t in got)
+    assert_flash_rule(checks)
+    return got
 
 
 @pytest.mark.parametrize(
@@ -104,22 +85,10 @@ def test_rows_that_see_no_key_give_zeros_and_zero_gradients():
 def test_huge_offsets_and_windows_are_reduced_exactly():
     q, k, v = make_qkv(1, 2, 20, 40, 16, torch.float32, seed=5)
     for window, q_offset in (((10**12 + 3, 0), 10**12), ((10**12, 10**12), 7), ((2, 10**12), -(10**12))):
-        got = triton_attention(q, k, v, window, q_offset=q_offset)
-        want = attention_reference(q.double(), k.double(), v.double(), window, q_offset=q_offset)
-        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+        assert_flash_rule(flash_checks(triton_attention, q, k, v, window, q_offset=q_offset)[1])
 
 
 # ---- the streaming step over the ring buffer ---------------------------------------------------------
-def ring_reference(q, k_ring, v_ring, k_new, v_new, window, *, end, stream_start):
-    """The torch equivalent: the ring read in position order, then the new keys, then dense attention."""
-    capacity = k_ring.shape[2]
-    order = [(end - capacity + j) % capacity for j in range(capacity)]
-    keys = torch.cat([k_ring[:, :, order], k_new], dim=2)
-    values = torch.cat([v_ring[:, :, order], v_new], dim=2)
-    k_start = max(0, stream_start - (end - capacity))
-    return attention_reference(q, keys, values, window, q_offset=window[0], k_start=k_start)
-
-
 @pytest.mark.parametrize(
     "window, end, stream_start, n_new, n_q, dtype",
     [
@@ -145,16 +114,10 @@ def test_ring_step_matches_the_concatenated_reference(window, end, stream_start,
     kw = dict(end=end, stream_start=stream_start)
 
     got = triton_ring_attention(q, k_ring, v_ring, k_new, v_new, window, **kw)
-    precise = ring_reference(*(t.double() for t in (q, k_ring, v_ring, k_new, v_new)), window, **kw)
-    if dtype == torch.float32:
-        plain = ring_reference(q, k_ring, v_ring, k_new, v_new, window, **kw)
-    else:
-        order = [(end - capacity + j) % capacity for j in range(capacity)]
-        keys, values = torch.cat([k_ring[:, :, order], k_new], 2), torch.cat([v_ring[:, :, order], v_new], 2)
-        k_start = max(0, stream_start - (end - capacity))
-        plain = plain_attention(q, keys, values, window, q_offset=window[0], k_start=k_start)
+    keys, values, where = ring_in_position_order(k_ring, v_ring, k_new, v_new, window, **kw)
+    precise = attention_reference(q.double(), keys.double(), values.double(), window, **where)
     assert got.shape == q.shape and got.dtype == dtype
-    assert_flash_rule(got, precise, plain, "ring step")
+    assert_flash_rule(flash_rule(got, precise, plain_attention(q, keys, values, window, **where), "ring step"))
     assert torch.equal(k_ring, slots_before[0]) and torch.equal(v_ring, slots_before[1])  # read in place
 
 

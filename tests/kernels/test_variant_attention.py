@@ -13,7 +13,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from swa_stream.kernels import sliding_window_attention  # noqa: E402
-from swa_stream.kernels.reference import variant_reference  # noqa: E402
+from swa_stream.kernels.testing import variant_reference  # noqa: E402
 from swa_stream.kernels.variants import dilated_attention, extended_attention, prefix_summary  # noqa: E402
 
 
