@@ -133,3 +133,54 @@ def as_rows(rows, batch: int) -> torch.Tensor:
     if rows.numel() and (rows.min() < -batch or rows.max() >= batch):
         raise SWAStreamError(f"rows: indices must be in 0 .. {batch - 1}, got {rows.tolist()}")
     return rows % batch if rows.numel() else rows
+
+
+def emit(y: torch.Tensor, counts: list[int], state, ragged: bool, what: str = "step"):
+    """What a streaming module's `step` returns: (y, lengths (B,) int64, state) when the caller passed
+    per-row counts (`ragged`), else (y, state), which needs every row to have emitted the same count.
+    Positions past a row's length are zeros."""
+    if not uniform(counts) and y.shape[1]:
+        y = y * valid_mask(counts, y.shape[1], y.device).view(*y.shape[:2], *[1] * (y.dim() - 2)).to(y.dtype)
+    if ragged:
+        return y, torch.tensor(counts, dtype=torch.int64), state
+    if not uniform(counts):
+        raise SWAStreamError(f"{what}: the rows are at different points of their streams and emit different "
+                             "counts; pass counts= to get per-row lengths")
+    return y, state
+
+
+def positions(values, batch: int) -> torch.Tensor:
+    """(B,) int64 counts on the host from an int or per-row values."""
+    t = torch.as_tensor(values, dtype=torch.int64).to("cpu")
+    return t.expand(batch).clone() if t.dim() == 0 else t.clone()
+
+
+class RowsMixin:
+    """`select(rows)` and `cat(states)` for a dataclass state whose tensors all lead with the batch."""
+
+    _ragged_fields: tuple[str, ...] = ()  # tensors whose dim 1 is a ragged buffer (padded when joined)
+
+    def select(self, rows):
+        """The streams in `rows` (indices, a LongTensor or a (B,) bool mask), e.g. to remove finished ones."""
+        return select_rows(self, as_rows(rows, _batch(self)))
+
+    @classmethod
+    def cat(cls, states: list):
+        """One batch holding every row of `states` in order, e.g. to admit a new stream."""
+        if not states:
+            raise SWAStreamError(f"{cls.__name__}.cat: no states given")
+        return cat_rows(list(states), "state", pad=cls._ragged_fields)
+
+
+def _batch(state) -> int:
+    if isinstance(state, torch.Tensor):
+        return state.shape[0]
+    items = dataclasses.astuple(state) if dataclasses.is_dataclass(state) else state
+    for item in items if isinstance(items, (list, tuple)) else ():
+        if isinstance(item, torch.Tensor) and item.dim():
+            return item.shape[0]
+        if dataclasses.is_dataclass(item) or isinstance(item, (list, tuple)):
+            found = _batch(item)
+            if found is not None:
+                return found
+    return None

@@ -25,7 +25,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from swa_stream.errors import SWAStreamError
-from swa_stream.ragged import as_rows, cat_rows, select_rows
+from swa_stream.ragged import as_rows, cat_rows, positions, select_rows
 
 
 @dataclass
@@ -87,12 +87,6 @@ def state_bytes(cfg, element_size: int = 4, cache_lefts: list[int] | None = None
     return total * element_size
 
 
-def _positions(value, batch: int) -> torch.Tensor:
-    """(B,) int64 on the CPU: positions are bookkeeping, read on the host each step."""
-    t = torch.as_tensor(value, dtype=torch.int64).to("cpu")
-    return t.expand(batch).clone() if t.dim() == 0 else t.clone()
-
-
 @dataclass
 class StreamState:
     """State of a batch of streams; every row is its own stream.
@@ -110,7 +104,7 @@ class StreamState:
 
     def __post_init__(self) -> None:
         batch = self.layers[0].k.shape[0]
-        self.start, self.received = _positions(self.start, batch), _positions(self.received, batch)
+        self.start, self.received = positions(self.start, batch), positions(self.received, batch)
         if self.start.shape != (batch,) or self.received.shape != (batch,):
             raise SWAStreamError(f"state: start and received must have one entry per row ({batch})")
 

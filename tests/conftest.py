@@ -10,6 +10,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 import pytest  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 
 def _first(result):
@@ -81,6 +82,21 @@ def stream_ragged(module, xs, chunkings, joins, init, pad=torch.randn_like):
             state = state.select(keep) if keep else None
     assert all(p == x.shape[0] for p, x in zip(pos, xs, strict=True))
     return [torch.cat(o) for o in outs]
+
+
+def draw_chunks(draw, length: int, sizes) -> list[int]:
+    """A chunking of `length` positions drawn from `sizes` (0 allowed: an empty step; put it after a
+    nonzero size so that hypothesis's smallest example is short)."""
+    chunks = []
+    while sum(chunks) < length:
+        chunks.append(min(length - sum(chunks), draw(st.sampled_from(sizes))))
+    return chunks
+
+
+@pytest.fixture(scope="session")
+def chunks():
+    """`draw_chunks(draw, length, sizes)`: a chunking for hypothesis (`data.draw` or a composite's draw)."""
+    return draw_chunks
 
 
 @pytest.fixture(scope="session")

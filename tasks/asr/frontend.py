@@ -26,16 +26,18 @@ from torch import nn
 
 from swa_stream.errors import ConfigError
 from swa_stream.lengths import length_mask, zero_past
+from swa_stream.ragged import RowsMixin, as_counts, emit, positions, ragged_cat, take
 from swa_stream.tasks.asr.schema import FrontendConfig  # torch-free, so that `info` needs no torch
 
 
 # ---- log-mel --------------------------------------------------------------------------------------
 @dataclass
 class LogMelState:
-    """Samples not yet in a complete window. `buffer` (B, W-1) holds them left-aligned; `count` are valid."""
+    """Samples not yet in a complete window. `buffer` (B, W-1) holds them left-aligned; `count` (B,) int64
+    says how many are valid in each row (every row is its own stream)."""
 
     buffer: torch.Tensor
-    count: int
+    count: torch.Tensor
 
 
 class LogMel(nn.Module):
@@ -75,16 +77,25 @@ class LogMel(nn.Module):
     def init_state(self, batch_size: int, device=None, dtype=None) -> LogMelState:
         ref = self.mel.spectrogram.window
         buffer = torch.zeros(batch_size, self.win - 1, device=device or ref.device, dtype=dtype or ref.dtype)
-        return LogMelState(buffer, 0)
+        return LogMelState(buffer, positions(0, batch_size))
 
-    def step(self, chunk: torch.Tensor, state: LogMelState) -> tuple[torch.Tensor, LogMelState]:
-        """chunk (B, t) samples, any t >= 0 -> (B, f, n_mels), the frames whose windows completed."""
-        x = torch.cat([state.buffer[:, : state.count], chunk.to(state.buffer.dtype)], dim=1)
-        n_frames = (x.shape[1] - self.win) // self.hop + 1 if x.shape[1] >= self.win else 0
+    def step(self, chunk: torch.Tensor, state: LogMelState, counts=None):
+        """chunk (B, t) samples, any t >= 0 -> (B, f, n_mels), the frames whose windows completed, and the
+        state; with counts (B,) (row b's first counts[b] samples are valid): (frames, lengths (B,), state)."""
+        return emit(*self.step_rows(chunk, state, as_counts(counts, *chunk.shape)), counts is not None, "step")
+
+    def step_rows(self, chunk: torch.Tensor, state: LogMelState, counts: list[int]):
+        """`step` on a ragged chunk: (frames (B, f, n_mels), per-row frame counts, state)."""
+        held = state.count.tolist()
+        x = ragged_cat(state.buffer, held, chunk.to(state.buffer.dtype))
+        total = [h + c for h, c in zip(held, counts, strict=True)]
+        frames = [(n - self.win) // self.hop + 1 if n >= self.win else 0 for n in total]
+        most = max(frames, default=0)
         # The same transform on just the complete windows: each frame is computed exactly as offline.
-        y = self._frames(x[:, : (n_frames - 1) * self.hop + self.win] if n_frames else x[:, :0])
-        rest = x[:, n_frames * self.hop :]  # at most win - 1 samples: the start of the next window on
-        return y, LogMelState(F.pad(rest, (0, self.win - 1 - rest.shape[1])), rest.shape[1])
+        y = self._frames(x[:, : (most - 1) * self.hop + self.win] if most else x[:, :0])
+        used = [f * self.hop for f in frames]  # the rest, below win samples, starts the next window on
+        rest = take(x, used, self.win - 1).clone()
+        return y, frames, LogMelState(rest, positions([n - u for n, u in zip(total, used, strict=True)], len(total)))
 
     def flush(self, state: LogMelState) -> torch.Tensor:
         """(B, 0, n_mels): the buffered samples never fill a window, and offline drops them too."""
@@ -135,7 +146,7 @@ class ConvState:
     which `counts[i]` are valid. A fresh stage holds K - stride zero frames: its causal left padding."""
 
     held: list[torch.Tensor]
-    counts: list[int]
+    counts: list[torch.Tensor]  # (B,) int64 each
 
 
 class _CausalStage(nn.Module):
@@ -160,11 +171,16 @@ class _CausalStage(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._valid(F.pad(x, (0, 0, self.PAD, 0)))
 
-    def step(self, x: torch.Tensor, held: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        x = torch.cat([held[:, :, :count], x], dim=2)
-        y = self._valid(x)
-        rest = x[:, :, y.shape[2] * self.S :]  # at most K - 1 frames: the next output's oldest inputs on
-        return y, F.pad(rest, (0, 0, 0, self.K - 1 - rest.shape[2])), rest.shape[2]
+    def step(self, x: torch.Tensor, held: torch.Tensor, count: list[int], new: list[int]):
+        """x (B, C, t, F), row b's first new[b] frames valid, after held[b]'s first count[b] ->
+        (outputs, their per-row counts, frames held, their per-row counts)."""
+        x = ragged_cat(held, count, x, dim=2)
+        total = [c + n for c, n in zip(count, new, strict=True)]
+        outs = [(n - self.K) // self.S + 1 if n >= self.K else 0 for n in total]
+        y = self._valid(x)[:, :, : max(outs, default=0)]
+        used = [o * self.S for o in outs]  # at most K - 1 frames left: the next output's oldest inputs on
+        rest = take(x, used, self.K - 1, dim=2).clone()
+        return y, outs, rest, [n - u for n, u in zip(total, used, strict=True)]
 
 
 class ConvSubsampling(nn.Module):
@@ -211,16 +227,21 @@ class ConvSubsampling(nn.Module):
             torch.zeros(batch_size, 1 if i == 0 else self.channels, _CausalStage.K - 1, f, device=device, dtype=dtype)
             for i, f in enumerate(self.freq_in[:-1])
         ]
-        return ConvState(held, [_CausalStage.PAD] * len(self.stages))
+        return ConvState(held, [positions(_CausalStage.PAD, batch_size) for _ in self.stages])
 
-    def step(self, chunk: torch.Tensor, state: ConvState) -> tuple[torch.Tensor, ConvState]:
-        """chunk (B, t, n_mels), any t >= 0 -> (B, t_out, d_model), the outputs whose inputs are complete."""
-        h, held, counts = chunk[:, None], [], []
+    def step(self, chunk: torch.Tensor, state: ConvState, counts=None):
+        """chunk (B, t, n_mels), any t >= 0 -> (B, t_out, d_model), the outputs whose inputs are complete, and
+        the state; with counts (B,) (valid frames per row): (outputs, lengths (B,), state)."""
+        return emit(*self.step_rows(chunk, state, as_counts(counts, *chunk.shape[:2])), counts is not None, "step")
+
+    def step_rows(self, chunk: torch.Tensor, state: ConvState, counts: list[int]):
+        """`step` on a ragged chunk: (outputs, per-row output counts, state)."""
+        h, held, kept = chunk[:, None], [], []
         for stage, old, count in zip(self.stages, state.held, state.counts, strict=True):
-            h, new, count = stage.step(h, old, count)
+            h, counts, new, left = stage.step(h, old, count.tolist(), counts)
             held.append(new)
-            counts.append(count)
-        return self._project(h), ConvState(held, counts)
+            kept.append(positions(left, len(left)))
+        return self._project(h), counts, ConvState(held, kept)
 
     def flush(self, state: ConvState) -> torch.Tensor:
         """(B, 0, d_model): the held frames never complete a block, and offline drops them too."""
@@ -229,7 +250,9 @@ class ConvSubsampling(nn.Module):
 
 # ---- the whole frontend ---------------------------------------------------------------------------
 @dataclass
-class FrontendState:
+class FrontendState(RowsMixin):
+    """The frontend's stream state; every row is its own stream (`select` / `cat` take or join rows)."""
+
     logmel: LogMelState
     conv: ConvState
 
@@ -276,13 +299,20 @@ class Frontend(nn.Module):
             self.logmel.init_state(batch_size, device, dtype), self.subsample.init_state(batch_size, device, dtype)
         )
 
-    def step(self, chunk: torch.Tensor, state: FrontendState) -> tuple[torch.Tensor, FrontendState]:
-        """chunk (B, t) samples, any t >= 0 -> (B, t_out, d_model) final outputs, and the next state."""
-        feats, logmel = self.logmel.step(chunk, state.logmel)
-        y, conv = self.subsample.step(self.norm(feats), state.conv)
-        return y, FrontendState(logmel, conv)
+    def step(self, chunk: torch.Tensor, state: FrontendState, counts=None):
+        """chunk (B, t) samples, any t >= 0 -> (B, t_out, d_model) final outputs, and the next state; with
+        counts (B,) (row b's first counts[b] samples are valid; 0 allowed): (outputs, lengths (B,), state)."""
+        return emit(*self.step_rows(chunk, state, as_counts(counts, *chunk.shape)), counts is not None, "step")
 
-    def flush(self, state: FrontendState) -> torch.Tensor:
-        """Finish the stream as offline does at the end: (B, t_tail, d_model), empty for this frontend."""
+    def step_rows(self, chunk: torch.Tensor, state: FrontendState, counts: list[int]):
+        """`step` on a ragged chunk: (outputs (B, t_out, d_model), per-row output counts, state)."""
+        feats, frames, logmel = self.logmel.step_rows(chunk, state.logmel, counts)
+        y, out_counts, conv = self.subsample.step_rows(self.norm(feats), state.conv, frames)
+        return y, out_counts, FrontendState(logmel, conv)
+
+    def flush(self, state: FrontendState, with_lengths: bool = False):
+        """Finish the stream as offline does at the end: (B, t_tail, d_model), empty for this frontend (with
+        `with_lengths`, also the per-row lengths (B,): zeros)."""
         y, conv = self.subsample.step(self.norm(self.logmel.flush(state.logmel)), state.conv)
-        return torch.cat([y, self.subsample.flush(conv)], dim=1)
+        y = torch.cat([y, self.subsample.flush(conv)], dim=1)
+        return (y, torch.zeros(y.shape[0], dtype=torch.int64)) if with_lengths else y

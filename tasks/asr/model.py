@@ -19,8 +19,9 @@ from torch import nn
 
 from swa_stream.config import SWAConfig
 from swa_stream.encoder import SWAEncoder
-from swa_stream.errors import ConfigError
+from swa_stream.errors import ConfigError, SWAStreamError
 from swa_stream.lengths import zero_past
+from swa_stream.ragged import RowsMixin, as_counts, emit, ragged_cat
 from swa_stream.state import StreamState
 from swa_stream.tasks.asr.frontend import Frontend, FrontendConfig, FrontendState
 from swa_stream.tasks.asr.text import check_labels
@@ -30,7 +31,11 @@ FeatureAugment = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
-class ASRState:
+class ASRState(RowsMixin):
+    """A batch of speech streams, one per row: `state.select(rows)` keeps some (a stream left),
+    `ASRState.cat([state, model.init_state(1)])` adds one (a stream joined), between steps."""
+
+    _ragged_fields = ("bypass",)
     frontend: FrontendState
     encoder: StreamState
 
@@ -104,21 +109,39 @@ class ASRModel(nn.Module):
     def init_state(self, batch_size: int = 1) -> ASRState:
         return ASRState(self.frontend.init_state(batch_size), self.encoder.init_state(batch_size))
 
-    def step(self, chunk: torch.Tensor, state: ASRState) -> tuple[torch.Tensor, ASRState]:
-        """chunk (B, t) samples, any t >= 0 -> (log_probs (B, t', V) of the frames that became final, state)."""
-        x, fe_state = self.frontend.step(chunk, state.frontend)
-        h, enc_state = self.encoder.step(x, state.encoder)
-        return self.head(h).log_softmax(-1), ASRState(fe_state, enc_state)
+    def step(self, chunk: torch.Tensor, state: ASRState, counts=None):
+        """Feed each stream its next samples; return the log-probabilities of the frames that became final.
 
-    def flush(self, state: ASRState) -> torch.Tensor:
-        """End of stream: the log-probs (B, t', V) of the end padding and of the frames held for lookahead."""
+        step(chunk (B, t), state) -> (log_probs (B, t', V), state): every row takes all t samples (any t >= 0)
+        and, since every row must then emit the same count, the rows must be at the same point of their
+        streams (else an SWAStreamError asks for counts).
+        step(chunk (B, t), state, counts (B,) ints) -> (log_probs (B, t', V), frames (B,) int64, state): row b
+        takes its first counts[b] samples (0 allowed; the rest of the row is ignored), and its first frames[b]
+        rows of log_probs are its new frames (the rest are zeros). This is the server's batched call.
+        """
+        counted = as_counts(counts, *chunk.shape)
+        x, frames, fe_state = self.frontend.step_rows(chunk, state.frontend, counted)
+        h, frames, enc_state = self.encoder.step(x, state.encoder, counts=frames)
+        return emit(self.head(h).log_softmax(-1), frames.tolist(), ASRState(fe_state, enc_state), counts is not None)
+
+    def flush(self, state: ASRState, with_lengths: bool = False):
+        """End of stream: the log-probs (B, t', V) of the end padding and of the frames held for lookahead.
+        With `with_lengths`: (log_probs, frames (B,) int64), which rows at different points of their streams
+        need (row b's first frames[b] rows are its tail)."""
         ref = state.frontend.logmel.buffer
-        zeros = ref.new_zeros(ref.shape[0], self.end_padding)
-        x, fe_state = self.frontend.step(zeros, state.frontend)
-        x = torch.cat([x, self.frontend.flush(fe_state)], dim=1)
-        h, enc_state = self.encoder.step(x, state.encoder)
-        h = torch.cat([h, self.encoder.flush(enc_state)], dim=1)
-        return self.head(h).log_softmax(-1)
+        batch = ref.shape[0]
+        zeros = ref.new_zeros(batch, self.end_padding)
+        x, frames, fe_state = self.frontend.step_rows(zeros, state.frontend, [self.end_padding] * batch)
+        h, frames, enc_state = self.encoder.step(x, state.encoder, counts=frames)
+        tail, tail_frames = self.encoder.flush(enc_state, with_lengths=True)
+        h = ragged_cat(h, frames.tolist(), tail)
+        log_probs, frames = self.head(h).log_softmax(-1), (frames + tail_frames).tolist()
+        log_probs, lengths, _ = emit(log_probs[:, : max(frames, default=0)], frames, None, True)
+        if with_lengths:
+            return log_probs, lengths
+        if len(set(frames)) > 1:
+            raise SWAStreamError("flush: the rows are at different points of their streams; pass with_lengths=True")
+        return log_probs
 
     def config(self) -> dict:
         """What a bundle's config.json holds to rebuild this model."""
