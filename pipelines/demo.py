@@ -1,5 +1,7 @@
 """`swa-stream demo`: show every bundled config, prove on each that streaming equals offline, then run the
-bundled demo models on their bundled examples (a FASTA file for dna-demo, a wav file for asr-demo).
+bundled demo models on their bundled examples: bacteria-genes on a real E. coli region (a table and a
+picture against the annotation), dna-demo (the long-range teaching example) on its FASTA file, and asr-demo
+on a wav file.
 
 The config checks use randomly initialised (seeded) encoders: exactness is a property of the architecture,
 not of the weights.
@@ -58,17 +60,16 @@ def stream_check(encoder: SWAEncoder, length: int, seed: int = 0) -> dict:
     }
 
 
-def _bundled(kind: str, example: str) -> tuple[Path, str] | None:
-    """(the bundled demo model's folder, the path of its example file), or None when no model is bundled."""
+def _bundled(name: str, example: str) -> tuple[Path, str] | None:
+    """(the bundled model `name`'s folder, the path of its example file), or None when it is not bundled."""
     from importlib import resources
 
-    from swa_stream.pipelines.bundles import DEFAULT_MODELS, default_model_dir
+    from swa_stream.pipelines.bundles import bundled_models, model_dir
 
-    model_dir = default_model_dir(kind)
-    if not (model_dir / "model.safetensors").is_file():
-        print(f"(no bundled {DEFAULT_MODELS[kind]} model in this checkout: skipping its example)")
+    if name not in bundled_models():
+        print(f"(no bundled {name} model in this checkout: skipping its example)")
         return None
-    return model_dir, str(resources.files("swa_stream.pipelines").joinpath("examples", example))
+    return model_dir(name, "dna"), str(resources.files("swa_stream.pipelines").joinpath("examples", example))
 
 
 def score_dna_example() -> None:
@@ -79,7 +80,7 @@ def score_dna_example() -> None:
     from swa_stream.pipelines.score_fasta import ScoreOptions, score
     from swa_stream.tasks.dna.tokenizer import read_fasta
 
-    if (found := _bundled("dna", "dna_demo.fa")) is None:
+    if (found := _bundled("dna-demo", "dna_demo.fa")) is None:
         return
     model_dir, example = found
     model = load_dna_model(model_dir)
@@ -87,8 +88,8 @@ def score_dna_example() -> None:
         summary = score([example], f"{tmp}/out.zarr", model, str(model_dir),
                         ScoreOptions(chunk_size=100), tsv=f"{tmp}/out.tsv")
         rows = [line.split("\t") for line in open(f"{tmp}/out.tsv").read().splitlines()[1:]]
-    print(f"== dna-demo on {example} (streamed in chunks of 100 bp: "
-          f"swa-stream score-fasta {Path(example).name} --chunk-size 100)")
+    print(f"== dna-demo, the long-range teaching example (synthetic motifs), on {example}\n"
+          f"   (streamed in chunks of 100 bp: swa-stream score-fasta {Path(example).name} --chunk-size 100)")
     print(f"{'record':<12} {'truth':<32} {'p_near':>7}  prediction")
     right = 0
     for rec, row in zip(read_fasta(example), rows, strict=True):
@@ -106,7 +107,7 @@ def transcribe_asr_example(chunk_ms: float = 160.0) -> None:
     from swa_stream.pipelines.transcribe import Writer, file_source, transcribe_chunks
     from swa_stream.tasks.asr.decoder import CTCDecoder, EndpointConfig
 
-    if (found := _bundled("asr", "asr_demo.wav")) is None:
+    if (found := _bundled("asr-demo", "asr_demo.wav")) is None:
         return
     model_dir, example = found
     model = load_asr_model(model_dir)
@@ -139,6 +140,9 @@ def run(configs_dir: str = "configs", length: int = 2000) -> None:
             f"{', '.join(str(b) for b in r['state_bytes'])} bytes; "
             f"offline {r['offline_s'] * 1e3:.0f} ms, streamed {r['stream_s'] * 1e3:.0f} ms\n"
         )
+    from swa_stream.pipelines import genes_demo
+
+    genes_demo.run()
     score_dna_example()
     transcribe_asr_example()
     verdict = "equal" if worst <= 1e-5 else "NOT equal"
