@@ -215,54 +215,66 @@ def score(
     return summary
 
 
-def _score_all(run: RunFolder, paths, model, options, rank: int, world_size: int) -> dict:
-    finished = finished_records(run.partial)
-    log = RankLog(run.partial, rank, len(model.tracks))
-    skipped = scored = bases = 0
-    started = time.perf_counter()
-    bar = tqdm(desc="scoring", unit=" records", file=sys.stderr, disable=rank != 0 or None, mininterval=0.5)
-    pending: list[tuple[int, FastaRecord]] = []
+class _Scorer:
+    """One process's pass over the inputs: skip what is logged, batch short records, stream long ones."""
 
-    def flush_pending() -> None:
-        nonlocal scored, bases
+    def __init__(self, run: RunFolder, model: DNAModel, options: ScoreOptions, rank: int):
+        self.run, self.model, self.options, self.rank = run, model, options, rank
+        self.finished = finished_records(run.partial)
+        self.log = RankLog(run.partial, rank, len(model.tracks))
+        self.skipped = self.scored = self.bases = self.total = 0
+        self.started = time.perf_counter()
+        self.bar = tqdm(desc="scoring", unit=" records", file=sys.stderr, disable=rank != 0 or None, mininterval=0.5)
+        self.pending: list[tuple[int, FastaRecord]] = []
+
+    def flush(self) -> None:
+        pending, options = self.pending, self.options
         if not pending:
             return
         if len(pending) == 1 and pending[0][1].length > options.chunk_size:
-            _score_long(model, *pending[0], options, log)
+            _score_long(self.model, *pending[0], options, self.log)
         else:
-            _score_batch(model, pending, options, log)
-        scored += len(pending)
-        bases += sum(rec.length for _, rec in pending) * (2 if options.rc_average else 1)
-        bar.update(len(pending))
-        bar.set_postfix_str(f"{bases / max(1e-9, time.perf_counter() - started) / 1e3:,.0f} kbp/s", refresh=False)
+            _score_batch(self.model, pending, options, self.log)
+        self.scored += len(pending)
+        self.bases += sum(rec.length for _, rec in pending) * (2 if options.rc_average else 1)
+        self.bar.update(len(pending))
+        rate = self.bases / max(1e-9, time.perf_counter() - self.started) / 1e3
+        self.bar.set_postfix_str(f"{rate:,.0f} kbp/s", refresh=False)
         pending.clear()
 
-    total = 0
-    with torch.inference_mode():
-        for number, rec in _records(paths, options):
-            total = number + 1
-            if number % world_size != rank:
-                continue
-            if number in finished:
-                if finished[number] != rec.content_hash():
-                    raise SWAStreamError(
-                        f"{rec.file}: record {rec.index + 1} ({rec.id}) is not the one the unfinished run in "
-                        f"{run.partial} scored; the input changed: remove that folder to start over")
-                skipped += 1
-                continue
-            widest = max([rec.length] + [r.length for _, r in pending])
-            if pending and (len(pending) >= options.batch_size or (len(pending) + 1) * widest > options.chunk_size):
-                flush_pending()  # keep a padded batch within one chunk's worth of positions
-            pending.append((number, rec))
-            if rec.length > options.chunk_size:
-                flush_pending()
-        flush_pending()
-    log.close()
-    bar.close()
-    if skipped and rank == 0:
-        print(f"skipped {skipped} records finished by an earlier run", file=sys.stderr)
-    return {"scored": scored, "skipped": skipped, "bases": bases, "seconds": time.perf_counter() - started,
-            "total": total}
+    def take(self, number: int, rec: FastaRecord) -> None:
+        if number in self.finished:
+            if self.finished[number] != rec.content_hash():
+                raise SWAStreamError(
+                    f"{rec.file}: record {rec.index + 1} ({rec.id}) is not the one the unfinished run in "
+                    f"{self.run.partial} scored; the input changed: remove that folder to start over")
+            self.skipped += 1
+            return
+        pending, options = self.pending, self.options
+        widest = max([rec.length] + [r.length for _, r in pending])
+        if pending and (len(pending) >= options.batch_size or (len(pending) + 1) * widest > options.chunk_size):
+            self.flush()  # keep a padded batch within one chunk's worth of positions
+        pending.append((number, rec))
+        if rec.length > options.chunk_size:
+            self.flush()
+
+
+def _score_all(run: RunFolder, paths, model, options, rank: int, world_size: int) -> dict:
+    scorer = _Scorer(run, model, options, rank)
+    try:
+        with torch.inference_mode():
+            for number, rec in _records(paths, options):
+                scorer.total = number + 1
+                if number % world_size == rank:
+                    scorer.take(number, rec)
+            scorer.flush()
+    finally:  # what was scored before an error or Ctrl-C is kept for the rerun
+        scorer.log.close()
+        scorer.bar.close()
+    if scorer.skipped and rank == 0:
+        print(f"skipped {scorer.skipped} records finished by an earlier run", file=sys.stderr)
+    return {"scored": scorer.scored, "skipped": scorer.skipped, "bases": scorer.bases,
+            "seconds": time.perf_counter() - scorer.started, "total": scorer.total}
 
 
 def finalise(run: RunFolder, model: DNAModel, options: ScoreOptions, tsv: Path | None, command: str,
