@@ -101,14 +101,9 @@ class Job:
 
 
 def _noise(rng: np.random.Generator, n: int, colour: str) -> np.ndarray:
-    white = rng.standard_normal(n)
-    if colour == "white":
-        return white
-    spectrum = np.fft.rfft(white)
-    f = np.maximum(np.fft.rfftfreq(n), 1.0 / n)
-    spectrum /= f ** (0.5 if colour == "pink" else 1.0)  # pink: 1/f power, brown: 1/f^2
-    noise = np.fft.irfft(spectrum, n)
-    return noise / (noise.std() + 1e-12)
+    from swa_stream.tasks.asr.augment import noise
+
+    return noise(rng, n, colour)
 
 
 _RESAMPLERS: dict = {}
@@ -158,18 +153,37 @@ def _worker_init() -> None:
 
 
 def write_dataset(out: str | Path, counts: dict[str, int], seed: int = 0, jobs: int | None = None,
-                  progress=None) -> dict[str, list[tuple[str, str]]]:
-    """Write `counts[split]` utterances per split under `out` (see the module docstring)."""
+                  progress=None, fsdd: str | Path | None = None) -> dict:
+    """Write the demo's data under `out`: `counts["train"]` utterances of the training mixture (mixture.py:
+    every installed engine, augmented, and FSDD's training speakers when FSDD is found), `counts["val"]` and
+    `counts["test"]` espeak-ng utterances of held-out voices (this module's original recipe), and FSDD's
+    held-out speakers as fsdd_{val,test}_{strings,singles}.jsonl. Returns the voice split and a report
+    (engines used, FSDD counts) that `describe` prints; engines.json keeps the report."""
+    from swa_stream.tasks.asr import fsdd as fsdd_data
+    from swa_stream.tasks.asr import mixture
+    from swa_stream.tasks.asr.engines import available
+
     out = Path(out)
+    engines = available()
+    if "espeak-ng" not in engines:
+        _espeak()  # raises the install hint: espeak-ng is the one engine the demo cannot do without
     voices, variants = english_voices(), distinct_variants()
     if not voices:
         raise SWAStreamError("espeak-ng: lists no English voices")
     splits = split_combinations(voices, variants, seed)
     out.mkdir(parents=True, exist_ok=True)
     (out / "voices.json").write_text(json.dumps({k: [list(c) for c in v] for k, v in splits.items()}, indent=1))
+    root = Path(fsdd) if fsdd else fsdd_data.default_root()
+    clips = fsdd_data.split_clips(fsdd_data.read_clips(root)) if root else {"train": [], "val": [], "test": []}
+    espeak_train = [v + (f"+{x}" if x else "") for v, x in splits["train"]]
+    train_jobs = mixture.plan_train(counts.get("train", 0), seed, engines, espeak_train, clips["train"])
+    report: dict = {"engines": {}, "fsdd": str(root) if root else None}
     workers = jobs or os.cpu_count() or 1
     with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as pool:
         for split, n in counts.items():
+            if split == "train":
+                report["engines"] = mixture.write_train(out, train_jobs, pool, progress)
+                continue
             (out / "wav" / split).mkdir(parents=True, exist_ok=True)
             rng = random.Random(f"{seed}-{split}")
             batch = []
@@ -182,14 +196,28 @@ def write_dataset(out: str | Path, counts: dict[str, int], seed: int = 0, jobs: 
                     manifest.write(json.dumps(entry) + "\n")
                     if progress is not None and (done % 200 == 0 or done == n):
                         progress(split, done, n)
-    return splits
+            if root and split in ("val", "test"):
+                n_strings = min(FSDD_STRINGS[split], n)
+                report[f"fsdd_{split}"] = fsdd_data.write_held_out(out, clips[split], split, n_strings, seed)
+    report["installed"] = sorted(engines)
+    (out / "engines.json").write_text(json.dumps(report, indent=1))
+    return {**splits, "report": report}
 
 
-def describe(splits: dict[str, list[tuple[str, str]]]) -> str:
-    voices = sorted({v for combos in splits.values() for v, _ in combos})
-    variants = sorted({x for combos in splits.values() for _, x in combos})
-    sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
-    return f"{len(voices)} voices x {len(variants)} variants; combinations per split: {sizes}"
+FSDD_STRINGS = {"val": 200, "test": 300}  # connected strings of the held-out speakers (at most n_val / n_test)
+
+
+def describe(splits: dict) -> str:
+    report = splits.get("report", {})
+    combos = {k: v for k, v in splits.items() if k in ("train", "val", "test")}
+    voices = sorted({v for c in combos.values() for v, _ in c})
+    variants = sorted({x for c in combos.values() for _, x in c})
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in combos.items())
+    used = ", ".join(f"{name} {n}" for name, n in sorted(report.get("engines", {}).items())) or "none"
+    fsdd = report.get("fsdd") or "not found (set SWA_STREAM_FSDD)"
+    return (f"engines installed: {', '.join(report.get('installed', [])) or 'espeak-ng'}; training utterances by "
+            f"engine: {used}; FSDD: {fsdd}; espeak-ng {len(voices)} voices x {len(variants)} variants, "
+            f"combinations per split: {sizes}")
 
 
 def main_progress(split: str, done: int, total: int) -> None:
