@@ -12,6 +12,11 @@ frames whose best label is the blank; a segment's length counts from its first f
   rule 3  the segment reached `max_segment` s (default 20): final (or start over without speech).
 A word starts at its first character's frame and ends one frame after its last character's frame; times are
 seconds from the start of the stream (frame / frame_rate).
+
+A word's confidence is the mean, over its characters, of the character's highest probability across the
+frames of its CTC run (CTC puts a character's mass on one or two spiky frames). Words under
+`min_confidence`, and garbage words (`*`, the label of non-task speech), are dropped from the output: they
+neither print nor count as speech for endpointing.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from swa_stream.tasks.asr.text import ctc_collapse, decode
+from swa_stream.tasks.asr.text import GARBAGE, ctc_collapse, decode
+
+MIN_CONFIDENCE = 0.5  # the default: on the demo's held-out data it drops junk and keeps real digits
 
 
 @dataclass
@@ -28,6 +35,7 @@ class Word:
     word: str
     start: float
     end: float
+    conf: float = 1.0
 
 
 @dataclass
@@ -41,7 +49,8 @@ class Segment:
 
     def to_dict(self) -> dict:
         return {"type": "final", "text": self.text, "start": round(self.start, 3), "end": round(self.end, 3),
-                "words": [{"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3)} for w in self.words]}
+                "words": [{"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3),
+                           "conf": round(w.conf, 3)} for w in self.words]}
 
 
 @dataclass
@@ -59,8 +68,9 @@ class DecoderState:
     last: int = 0  # best label of the previous frame (0 = blank), for CTC's repeat merging
     silence: int = 0  # trailing frames whose best label is the blank
     segment_start: int = 0  # first frame of the current segment
-    words: list[tuple[str, int, int]] = field(default_factory=list)  # (word, first frame, last frame) finished
+    words: list[tuple[str, int, int, float]] = field(default_factory=list)  # finished: (word, first, last, conf)
     chars: str = ""  # the word being spelled
+    probs: tuple[float, ...] = ()  # its characters' probabilities (each the best frame of the char's run)
     word_first: int = -1  # frame of its first character
     word_last: int = -1  # frame of its last character so far
 
@@ -68,27 +78,30 @@ class DecoderState:
 class CTCDecoder:
     """Streaming greedy CTC: `step(log_probs (T, V), state) -> (final segments, state)`, `flush(state)`."""
 
-    def __init__(self, labels: list[str], frame_rate: float, endpoint: EndpointConfig | None = None):
+    def __init__(self, labels: list[str], frame_rate: float, endpoint: EndpointConfig | None = None,
+                 min_confidence: float = MIN_CONFIDENCE):
         self.labels, self.frame_rate = list(labels), float(frame_rate)
         self.space = self.labels.index(" ")
         self.endpoint = endpoint or EndpointConfig(None, None, None)
+        self.min_confidence = float(min_confidence)
 
     def init_state(self) -> DecoderState:
         return DecoderState()
 
     def partial(self, state: DecoderState) -> str:
         """The current segment's text so far, including a word still being spelled."""
-        return " ".join([w for w, _, _ in state.words] + ([state.chars] if state.chars else []))
+        return " ".join([w[0] for w in state.words] + ([state.chars] if state.chars else []))
 
     def step(self, log_probs: torch.Tensor, state: DecoderState) -> tuple[list[Segment], DecoderState]:
         """log_probs (T, V) (or (1, T, V)) of consecutive frames -> segments that became final, next state."""
         if log_probs.dim() == 3:
             log_probs = log_probs[0]
-        best = log_probs.argmax(-1).tolist()
+        top = log_probs.max(-1)
+        best, probs = top.indices.tolist(), top.values.float().exp().tolist()
         state = replace(state, words=list(state.words))
         finals = []
-        for label in best:
-            self._read(label, state)
+        for label, prob in zip(best, probs, strict=True):
+            self._read(label, prob, state)
             segment = self._check_endpoint(state)
             if segment is not None:
                 finals.append(segment)
@@ -101,7 +114,7 @@ class CTCDecoder:
         return [segment] if segment.words else []
 
     # ---- one frame at a time ----------------------------------------------------------------------
-    def _read(self, label: int, st: DecoderState) -> None:
+    def _read(self, label: int, prob: float, st: DecoderState) -> None:
         f = st.frame
         if label != 0 and label != st.last:
             if label == self.space:
@@ -110,14 +123,19 @@ class CTCDecoder:
                 if not st.chars:
                     st.word_first = f
                 st.chars += self.labels[label]
+                st.probs += (prob,)
                 st.word_last = f
+        elif label != 0 and label != self.space and st.chars:  # the same character's run goes on
+            st.probs = st.probs[:-1] + (max(st.probs[-1], prob),)
         st.silence = st.silence + 1 if label == 0 else 0
         st.last, st.frame = label, f + 1
 
     def _end_word(self, st: DecoderState) -> None:
-        if st.chars:
-            st.words.append((st.chars, st.word_first, st.word_last))
-        st.chars, st.word_first, st.word_last = "", -1, -1
+        if st.chars and GARBAGE not in st.chars:
+            conf = sum(st.probs) / len(st.probs)
+            if conf >= self.min_confidence:
+                st.words.append((st.chars, st.word_first, st.word_last, conf))
+        st.chars, st.word_first, st.word_last, st.probs = "", -1, -1, ()
 
     def _check_endpoint(self, st: DecoderState) -> Segment | None:
         rules, fps = self.endpoint, self.frame_rate
@@ -137,16 +155,18 @@ class CTCDecoder:
 
     def _segment(self, st: DecoderState) -> Segment:
         fps = self.frame_rate
-        words = [Word(w, first / fps, (last + 1) / fps) for w, first, last in st.words]
+        words = [Word(w, first / fps, (last + 1) / fps, conf) for w, first, last, conf in st.words]
         if not words:
             return Segment("", st.segment_start / fps, st.frame / fps, [])
         return Segment(" ".join(w.word for w in words), words[0].start, words[-1].end, words)
 
 
 def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, labels: list[str]) -> list[str]:
-    """Offline batch decoding: log_probs (B, T, V), lengths (B,) -> one normalised string per row."""
+    """Offline batch decoding: log_probs (B, T, V), lengths (B,) -> one normalised string per row, garbage
+    words dropped (no confidence threshold: this is the training metric's decoder)."""
     best = log_probs.argmax(-1).cpu()
     texts = []
     for row, n in zip(best, lengths.tolist(), strict=True):
-        texts.append(" ".join(decode(ctc_collapse(row[:n].tolist()), labels).split()))
+        words = decode(ctc_collapse(row[:n].tolist()), labels).split()
+        texts.append(" ".join(w for w in words if GARBAGE not in w))
     return texts

@@ -1,6 +1,9 @@
 """Characters for CTC: the vocabulary, text normalisation, and encode / decode.
 
-The vocabulary is `<blank>` (index 0, CTC's blank), a space, `a` .. `z` and the apostrophe: 29 labels.
+The vocabulary is `<blank>` (index 0, CTC's blank), a space, `a` .. `z`, the apostrophe and `*`: 30 labels.
+`*` is the garbage (filler) word: training transcripts write it for every word that is not in the task's
+vocabulary (non-digit speech for the digit demo), so the model has somewhere to put speech it should not
+transcribe, and the decoders drop it from text. Bundles made before it existed have 29 labels and still load.
 Transcripts are normalised before encoding so that "Three-Four!" and "three four" train the same targets.
 """
 
@@ -11,19 +14,31 @@ import string
 import unicodedata
 
 BLANK = "<blank>"
-VOCABULARY: list[str] = [BLANK, " ", *string.ascii_lowercase, "'"]
+GARBAGE = "*"
+VOCABULARY: list[str] = [BLANK, " ", *string.ascii_lowercase, "'", GARBAGE]
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'", "\u00b4": "'"})
-_NOT_IN_VOCAB = re.compile(r"[^a-z' ]+")
+_NOT_IN_VOCAB = re.compile(r"[^a-z'* ]+")
+# Spoken forms that mean a digit word: "oh" is how people say zero inside digit strings.
+SYNONYMS = {"oh": "zero"}
 
 
 def normalize(text: str) -> str:
     """Lower-case, strip accents, turn every other symbol (hyphens, digits, punctuation) into a word break,
-    and keep single spaces between words: "Déjà-vu, it's 3!" -> "deja vu it's"."""
+    and keep single spaces between words: "Déjà-vu, it's 3!" -> "deja vu it's". `*` (the garbage word)
+    stays, as a word of its own."""
     text = unicodedata.normalize("NFKD", text.translate(_APOSTROPHES)).encode("ascii", "ignore").decode("ascii")
     text = _NOT_IN_VOCAB.sub(" ", text.lower())
+    text = text.replace(GARBAGE, f" {GARBAGE} ")
     words = (w.strip("'") for w in text.split())  # quotes around a word are not apostrophes
     return " ".join(w for w in words if w)
+
+
+def digits_text(text: str) -> str:
+    """A transcript as a digit string's words: normalised, synonyms ("oh") mapped, garbage words dropped.
+    Scoring uses this on both sides, so "two oh six" and "two zero six" are the same answer."""
+    words = (SYNONYMS.get(w, w) for w in normalize(text).split())
+    return " ".join(w for w in words if w != GARBAGE)
 
 
 def check_labels(labels: list[str]) -> list[str]:
