@@ -4,7 +4,10 @@ A source is either
   * a manifest file (.json / .jsonl), one JSON object per line with `audio_filepath`, `duration` (seconds)
     and `text`; a relative `audio_filepath` resolves against the manifest's folder; or
   * a LibriSpeech-layout folder: `<speaker>/<chapter>/<speaker>-<chapter>.trans.txt` (lines `ID TEXT`)
-    beside `ID.flac` (any folder depth works: every *.trans.txt under the folder is read).
+    beside `ID.flac` (any folder depth works: every *.trans.txt under the folder is read); or
+  * a folder of spoken digits named `{digit}_{speaker}_{index}.wav`, as the Free Spoken Digit Dataset
+    keeps them (see fsdd.py); a folder with *.trans.txt files is read as LibriSpeech.
+A manifest line may name its audio `audio` instead of `audio_filepath` (FSDD's own manifest.jsonl does).
 Sources are relative to `root` when one is given. Audio is read with soundfile, downmixed to mono and
 resampled to `sample_rate`. SpecAugment is not here: it masks features, so the task applies it in its
 training step (see module.py).
@@ -47,7 +50,8 @@ def read_manifest(path: str | Path) -> list[Utterance]:
             continue
         try:
             entry = json.loads(line)
-            audio, duration, text = entry["audio_filepath"], float(entry["duration"]), str(entry["text"])
+            audio = entry["audio_filepath"] if "audio_filepath" in entry else entry["audio"]
+            duration, text = float(entry["duration"]), str(entry["text"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             raise SWAStreamError(
                 f"{path}: line {number}: expected a JSON object with audio_filepath, duration and text"
@@ -81,10 +85,28 @@ def read_librispeech(folder: str | Path) -> list[Utterance]:
     return out
 
 
+def read_digit_folder(folder: str | Path) -> list[Utterance]:
+    """Every `{digit}_{speaker}_{index}.wav` under `folder` as an utterance whose text is the digit's word."""
+    import soundfile as sf
+
+    from swa_stream.tasks.asr.fsdd import read_clips
+
+    out = []
+    for clip in read_clips(folder):
+        try:
+            duration = sf.info(str(clip.path)).duration
+        except (sf.LibsndfileError, RuntimeError) as err:
+            raise SWAStreamError(f"{clip.path}: cannot read audio ({' '.join(str(err).split())})") from None
+        out.append(Utterance(clip.path, duration, clip.text))
+    return out
+
+
 def read_source(source: str | Path) -> list[Utterance]:
-    """A manifest file or a LibriSpeech-layout folder."""
+    """A manifest file, a LibriSpeech-layout folder or a folder of `{digit}_{speaker}_{index}.wav` clips."""
     source = Path(source)
     if source.is_dir():
+        if next(source.rglob("*.trans.txt"), None) is None and next(source.rglob("*_*_*.wav"), None) is not None:
+            return read_digit_folder(source)
         return read_librispeech(source)
     if source.suffix in MANIFEST_SUFFIXES or source.is_file():
         return read_manifest(source)

@@ -91,9 +91,23 @@ class ASRTask(L.LightningModule):
         from swa_stream.errors import SWAStreamError
 
         config, weights = load_bundle(directory, kind="asr")
-        if config.get("labels") != self.model.labels:
-            raise SWAStreamError(f"{directory}: init_from has other labels than the data")
+        old, new = list(config.get("labels") or []), self.model.labels
+        if old != new:
+            if old != new[: len(old)]:
+                raise SWAStreamError(f"{directory}: init_from has other labels than the data")
+            weights = self._grow_head(weights, len(new) - len(old))
         load_weights(self.model, weights, f"{directory} (init_from)", may_lack=VARIANT_PARAMETERS)
+
+    @staticmethod
+    def _grow_head(weights: dict, extra: int) -> dict:
+        """A bundle whose labels are a prefix of ours (e.g. one made before the garbage label): keep its CTC
+        rows and append `extra` rows that start silent (zero weights, a bias 4 nats under the blank's), so
+        the fine-tuned model begins by transcribing exactly what the bundle did."""
+        weights = dict(weights)
+        w, b = weights["head.weight"], weights["head.bias"]
+        weights["head.weight"] = torch.cat([w, w.new_zeros(extra, w.shape[1])])
+        weights["head.bias"] = torch.cat([b, b.new_full((extra,), float(b[0]) - 4.0)])
+        return weights
 
     # ---- feature statistics ----------------------------------------------------------------------
     def _norm_is_default(self) -> bool:

@@ -101,3 +101,55 @@ def test_missing_manifest_is_one_line(data_root, tmp_path, capsys):
     code = main(["fit", "--config", str(REPO / "configs/asr_demo.yaml"), "--data.root", str(data_root),
                  "--data.train", "nope.jsonl", "--trainer.default_root_dir", str(tmp_path), *TINY_MODEL, *TINY_RUN])
     assert code == 2 and "nope.jsonl: no such manifest" in capsys.readouterr().err
+
+
+def test_fit_reads_a_folder_of_digit_clips_in_fsdd_layout(data_root, tmp_path):
+    rng = np.random.default_rng(2)
+    clips = tmp_path / "recordings"
+    clips.mkdir()
+    for i in range(8):
+        digit = i % 3
+        sf.write(clips / f"{digit}_alice_{i}.wav", tone_utterance(rng, [DIGITS[digit]]), 8000)
+    assert main(["fit", "--config", str(REPO / "configs/asr_real.yaml"), "--data.root", str(data_root),
+                 "--data.train", str(clips), "--data.val", "val.jsonl", "--model.init_args.init_from", "null",
+                 "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_steps", "2",
+                 *TINY_MODEL, *TINY_RUN]) == 0
+    assert next((tmp_path / "run").glob("**/last.ckpt"))
+
+
+def test_init_from_a_bundle_without_the_garbage_label_keeps_its_transcripts(tmp_path):
+    from swa_stream.bundle import save_bundle
+    from swa_stream.config import SWAConfig
+    from swa_stream.tasks.asr.frontend import FrontendConfig
+    from swa_stream.tasks.asr.model import ASRModel
+    from swa_stream.tasks.asr.module import ASRTask
+    from swa_stream.tasks.asr.text import GARBAGE, VOCABULARY
+
+    encoder = SWAConfig(d_model=32, n_heads=2, n_layers=2, window=[(4, 0), (4, 1)], d_ff=64)
+    old = ASRModel(FrontendConfig(d_model=32, conv_channels=8), encoder, VOCABULARY[:-1]).eval()
+    save_bundle(tmp_path / "old", old, "asr", old.config())
+    task = ASRTask(encoder, FrontendConfig(d_model=32, conv_channels=8), VOCABULARY, init_from=str(tmp_path / "old"))
+    new = task.model.eval()
+    assert new.labels[-1] == GARBAGE and new.head.weight.shape[0] == len(old.labels) + 1
+    audio = torch.randn(2, 16000) * 0.1
+    with torch.no_grad():
+        lp_old, _ = old(audio)
+        lp_new, _ = new(audio)
+    assert torch.equal(lp_new.argmax(-1), lp_old.argmax(-1))
+    assert lp_new[..., -1].exp().max() < 0.05  # the new label starts silent
+
+
+def test_init_from_a_bundle_with_other_labels_is_one_line(tmp_path):
+    from swa_stream.bundle import save_bundle
+    from swa_stream.config import SWAConfig
+    from swa_stream.errors import SWAStreamError
+    from swa_stream.tasks.asr.frontend import FrontendConfig
+    from swa_stream.tasks.asr.model import ASRModel
+    from swa_stream.tasks.asr.module import ASRTask
+    from swa_stream.tasks.asr.text import VOCABULARY
+
+    encoder = SWAConfig(d_model=32, n_heads=2, n_layers=2, window=[(4, 0), (4, 1)], d_ff=64)
+    other = ASRModel(FrontendConfig(d_model=32, conv_channels=8), encoder, ["<blank>", " ", "x", "y"])
+    save_bundle(tmp_path / "other", other, "asr", other.config())
+    with pytest.raises(SWAStreamError, match="init_from has other labels"):
+        ASRTask(encoder, FrontendConfig(d_model=32, conv_channels=8), VOCABULARY, init_from=str(tmp_path / "other"))
