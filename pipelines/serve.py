@@ -372,7 +372,9 @@ def _serve(args, limits: Limits, sock: socket.socket, port: int) -> None:
     torch.set_num_threads(args.threads)
     model = load_asr_model(args.model)
     name = args.model or "asr-demo"
-    asyncio.run(_main(Server(model, name, limits, EndpointConfig(), args.record), args.host, port, sock))
+    server = Server(model, name, limits, EndpointConfig(), args.record)
+    server.recognizer.warm_up()
+    asyncio.run(_main(server, args.host, port, sock))
 
 
 async def _main(server: Server, host: str, port: int, sock: socket.socket) -> None:

@@ -167,6 +167,20 @@ class BatchedRecognizer:
                 eof.set_result(StepResult(flushed, ""))
             self._forget(s)
 
+    @torch.no_grad()
+    def warm_up(self) -> None:
+        """Run a throwaway two-row stream once before serving: torch's first calls of each op are slow, and
+        the first real clients should not pay for them."""
+        state = self.model.init_state(2)
+        chunk = torch.zeros(2, self.model.sample_rate // 5)
+        if self.ragged:
+            _, _, state = self.model.step(chunk, state, [chunk.shape[1], chunk.shape[1] // 2])
+            state = type(state).cat([state.select([0]), state.select([1])])
+            self.model.flush(state, with_lengths=True)
+        else:
+            _, state = self.model.step(chunk, state)
+            self.model.flush(state)
+
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True)
 
