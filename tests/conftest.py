@@ -42,12 +42,13 @@ def assert_streams_exactly(module, x, chunkings, offline=None, atol=1e-5, **init
         torch.testing.assert_close(streamed, expected, rtol=0, atol=atol, msg=lambda m, s=sizes: f"chunks {s}: {m}")
 
 
-def stream_ragged(module, xs, chunkings, joins, init, pad=torch.randn_like):
+def stream_ragged(module, xs, chunkings, joins, init, pad=torch.randn_like, on_flush=None):
     """Stream several streams through `module` as one ragged batch, the way a server runs them: stream s
     joins the batch (`type(state).cat`) at step joins[s] with state `init(s)`, takes chunkings[s][k] new
     positions (0 allowed) at its k-th step, and once it has taken all of them it is flushed and leaves
     (`state.select`). xs[s] is (T_s, ...); padding rows of a chunk are `pad`ded garbage. Returns each
-    stream's outputs, cat(step outputs + flush), (T'_s, ...)."""
+    stream's outputs, cat(step outputs + flush), (T'_s, ...); `on_flush(s, rest)` gets the rest of a
+    stream's flush result (e.g. the DNA model's class logits)."""
     n = len(xs)
     outs, pos, taken = [[] for _ in range(n)], [0] * n, [0] * n
     state, active, step = None, [], 0
@@ -74,9 +75,11 @@ def stream_ragged(module, xs, chunkings, joins, init, pad=torch.randn_like):
             outs[s].append(out[r, : int(lengths[r])])
         done = [r for r, s in enumerate(active) if taken[s] >= len(chunkings[s])]
         if done:
-            tail, lengths = module.flush(state.select(done), with_lengths=True)[:2]
+            tail, lengths, *rest = module.flush(state.select(done), with_lengths=True)
             for i, r in enumerate(done):
                 outs[active[r]].append(tail[i, : int(lengths[i])])
+                if on_flush is not None:
+                    on_flush(active[r], [part[i] for part in rest])
             keep = [r for r in range(len(active)) if r not in done]
             active = [active[r] for r in keep]
             state = state.select(keep) if keep else None
@@ -113,5 +116,5 @@ def streams_exactly():
 
 @pytest.fixture(scope="session")
 def ragged():
-    """`stream_ragged(module, xs, chunkings, joins, init, pad)`: many streams in one ragged batch."""
+    """`stream_ragged(module, xs, chunkings, joins, init, pad, on_flush)`: many streams in one ragged batch."""
     return stream_ragged

@@ -20,7 +20,9 @@ from torch import nn
 
 from swa_stream.config import SWAConfig
 from swa_stream.encoder import SWAEncoder
+from swa_stream.errors import SWAStreamError
 from swa_stream.lengths import length_mask, zero_past
+from swa_stream.ragged import RowsMixin, as_counts, emit, positions, ragged_cat, take, valid_mask
 from swa_stream.state import StreamState
 from swa_stream.tasks.dna.schema import DEFAULT_STEM_KERNEL  # noqa: F401 - the task's default, defined once there
 from swa_stream.tasks.dna.tokenizer import ALPHABET, reverse_complement
@@ -28,8 +30,8 @@ from swa_stream.tasks.dna.tokenizer import ALPHABET, reverse_complement
 
 @dataclass
 class StemState:
-    held: torch.Tensor  # (B, kernel - 1, d) the newest inputs, left-aligned; `count` of them are valid
-    count: int
+    held: torch.Tensor  # (B, kernel - 1, d) the newest inputs, left-aligned; `count` (B,) of them are valid
+    count: torch.Tensor
 
 
 class ConvStem(nn.Module):
@@ -59,27 +61,36 @@ class ConvStem(nn.Module):
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> StemState:
         held = torch.zeros(batch_size, self.kernel - 1, self.conv.in_channels, device=device, dtype=dtype)
-        return StemState(held, self.half)  # the offline left padding: k // 2 zeros
+        return StemState(held, positions(self.half, batch_size))  # the offline left padding: k // 2 zeros
 
-    def step(self, x: torch.Tensor, state: StemState) -> tuple[torch.Tensor, StemState]:
-        buf = torch.cat([state.held[:, : state.count], x], dim=1)
-        y = self._valid(buf)
-        rest = buf[:, buf.shape[1] - min(buf.shape[1], self.kernel - 1) :]
-        return y, StemState(F.pad(rest, (0, 0, 0, self.kernel - 1 - rest.shape[1])), rest.shape[1])
+    def step(self, x: torch.Tensor, state: StemState, counts: list[int]):
+        """x (B, t, d), row b's first counts[b] valid -> (outputs, per-row counts, state)."""
+        held = state.count.tolist()
+        buf = ragged_cat(state.held, held, x)
+        total = [h + c for h, c in zip(held, counts, strict=True)]
+        outs = [max(0, n - self.kernel + 1) for n in total]
+        y = self._valid(buf)[:, : max(outs, default=0)]
+        kept = [min(n, self.kernel - 1) for n in total]
+        rest = take(buf, [n - k for n, k in zip(total, kept, strict=True)], self.kernel - 1).clone()
+        return y, outs, StemState(rest, positions(kept, len(kept)))
 
-    def flush(self, state: StemState) -> torch.Tensor:
-        tail = state.held.new_zeros(state.held.shape[0], self.half, state.held.shape[2])
-        y, _ = self.step(tail, state)
-        return y
+    def flush(self, state: StemState) -> tuple[torch.Tensor, list[int]]:
+        batch = state.held.shape[0]
+        tail = state.held.new_zeros(batch, self.half, state.held.shape[2])
+        y, counts, _ = self.step(tail, state, [self.half] * batch)
+        return y, counts
 
 
 @dataclass
-class DNAState:
+class DNAState(RowsMixin):
+    """A batch of records, one per row (`select` / `cat` take or join rows between steps)."""
+
+    _ragged_fields = ("bypass",)
     stem: StemState | None
     encoder: StreamState
     pooled: torch.Tensor  # (B, d_model) running max of the pooled projection; -inf before any position
     total: torch.Tensor  # (B, d_model) float64 running sum of the pooled projection
-    seen: int  # positions emitted so far
+    seen: torch.Tensor  # (B,) int64 positions emitted so far
 
 
 class DNAModel(nn.Module):
@@ -142,40 +153,58 @@ class DNAModel(nn.Module):
         return self._classify(maximum, mean), self.track_head(h)
 
     # ---- streaming -----------------------------------------------------------------------------
-    def init_state(self, batch_size: int, start_position: int = 0) -> DNAState:
+    def init_state(self, batch_size: int, start_position=0) -> DNAState:
         ref = self.class_head.weight
         pooled = torch.full((batch_size, self.cfg.d_model), float("-inf"), device=ref.device, dtype=ref.dtype)
         total = torch.zeros((batch_size, self.cfg.d_model), device=ref.device, dtype=torch.float64)
         stem = None if self.stem is None else self.stem.init_state(batch_size, ref.device, ref.dtype)
-        return DNAState(stem, self.encoder.init_state(batch_size, start_position), pooled, total, 0)
+        seen = torch.zeros(batch_size, dtype=torch.int64)
+        return DNAState(stem, self.encoder.init_state(batch_size, start_position), pooled, total, seen)
 
-    def _absorb(self, h: torch.Tensor, state: DNAState, stem_state: StemState | None, encoder_state: StreamState):
+    def _absorb(self, h: torch.Tensor, lengths: torch.Tensor, state: DNAState, stem_state, encoder_state):
+        """Fold h (B, t, d), row b's first lengths[b] valid, into the running max and sum."""
         pooled, total = state.pooled, state.total
         if h.shape[1]:
             features = self._pool_features(h)
-            pooled = torch.maximum(pooled, features.amax(dim=1))
-            total = total + features.sum(dim=1, dtype=torch.float64)
-        return self.track_head(h), DNAState(stem_state, encoder_state, pooled, total, state.seen + h.shape[1])
+            valid = valid_mask(lengths.tolist(), h.shape[1], h.device)[..., None]
+            pooled = torch.maximum(pooled, features.masked_fill(~valid, float("-inf")).amax(dim=1))
+            total = total + (features * valid).sum(dim=1, dtype=torch.float64)
+        return self.track_head(h), DNAState(stem_state, encoder_state, pooled, total, state.seen + lengths)
 
-    def step(self, tokens: torch.Tensor, state: DNAState) -> tuple[torch.Tensor, DNAState]:
-        """tokens (B, t) -> track logits of the positions that became final, next state."""
+    def step(self, tokens: torch.Tensor, state: DNAState, counts=None):
+        """tokens (B, t) -> (track logits (B, t', n_tracks) of the positions that became final, next state).
+        With counts (B,) (row b's first counts[b] tokens are valid, 0 allowed): (track logits, lengths (B,),
+        state); row b's first lengths[b] rows are its new positions."""
+        counted = as_counts(counts, *tokens.shape)
         x, stem_state = self.embed(tokens), state.stem
         if self.stem is not None:
-            x, stem_state = self.stem.step(x, state.stem)
-        h, encoder_state = self.encoder.step(x, state.encoder)
-        return self._absorb(h, state, stem_state, encoder_state)
+            x, counted, stem_state = self.stem.step(x, state.stem, counted)
+        h, lengths, encoder_state = self.encoder.step(x, state.encoder, counts=counted)
+        tracks, state = self._absorb(h, lengths, state, stem_state, encoder_state)
+        return emit(tracks, lengths.tolist(), state, counts is not None)
 
-    def flush(self, state: DNAState) -> tuple[torch.Tensor, torch.Tensor]:
-        """End of record -> (track logits of the held-back tail, class logits of the whole record)."""
-        encoder_state = state.encoder
+    def flush(self, state: DNAState, with_lengths: bool = False):
+        """End of record -> (track logits of the held-back tail, class logits (B, n_classes) of the whole
+        record); with `with_lengths`: (track logits, lengths (B,), class logits), for rows at different
+        points of their records."""
+        encoder_state, parts = state.encoder, []
         if self.stem is not None:  # the stem's held-back positions go through the encoder first
-            h, encoder_state = self.encoder.step(self.stem.flush(state.stem), encoder_state)
-            tracks_before, state = self._absorb(h, state, None, encoder_state)
-        h = self.encoder.flush(encoder_state)
-        tracks, state = self._absorb(h, state, None, encoder_state)
-        if self.stem is not None:
-            tracks = torch.cat([tracks_before, tracks], dim=1)
-        return tracks, self._classify(state.pooled, state.total / max(1, state.seen))
+            x, counts = self.stem.flush(state.stem)
+            h, lengths, encoder_state = self.encoder.step(x, encoder_state, counts=counts)
+            tracks, state = self._absorb(h, lengths, state, None, encoder_state)
+            parts.append((tracks, lengths))
+        h, lengths = self.encoder.flush(encoder_state, with_lengths=True)
+        tracks, state = self._absorb(h, lengths, state, None, encoder_state)
+        if parts:
+            tracks, lengths = ragged_cat(parts[0][0], parts[0][1].tolist(), tracks), parts[0][1] + lengths
+            tracks = tracks[:, : int(lengths.max()) if len(lengths) else 0]
+        tracks, lengths, _ = emit(tracks, lengths.tolist(), None, True)
+        classes = self._classify(state.pooled, state.total / state.seen.clamp(min=1).to(state.total)[:, None])
+        if with_lengths:
+            return tracks, lengths, classes
+        if len(set(lengths.tolist())) > 1:
+            raise SWAStreamError("flush: the rows are at different points of their records; pass with_lengths=True")
+        return tracks, classes
 
 
 @torch.no_grad()

@@ -51,3 +51,22 @@ def test_padded_batch_equals_each_record_alone(model):
         for i, s in enumerate(seqs):
             alone, _ = model(torch.from_numpy(s)[None])
             torch.testing.assert_close(batch_logits[i], alone[0], rtol=0, atol=1e-5)
+
+
+@settings(deadline=None, max_examples=5)
+@given(data=st.data())
+def test_records_of_a_ragged_batch_each_get_their_own_scores_and_tracks(model, data, ragged, chunks):
+    """Records with their own lengths, chunkings (zeros included) and start offsets join and leave one batch."""
+    n = data.draw(st.integers(2, 3))
+    xs = [torch.randint(0, 5, (data.draw(st.integers(1, 60)),)) for _ in range(n)]
+    chunkings = [chunks(data.draw, len(x), [7, 0, 1, 3, 25, 80]) for x in xs]
+    joins = [data.draw(st.integers(0, 3)) for _ in range(n)]
+    starts = [data.draw(st.sampled_from([0, 12, 10**9])) for _ in range(n)]
+    classes = {}
+    with torch.no_grad():
+        outs = ragged(model, xs, chunkings, joins, init=lambda s: model.init_state(1, start_position=starts[s]),
+                      pad=torch.zeros_like, on_flush=lambda s, rest: classes.update({s: rest[0]}))
+        for s, (x, out) in enumerate(zip(xs, outs, strict=True)):
+            logits, tracks = model(x[None])
+            torch.testing.assert_close(out, tracks[0], rtol=0, atol=1e-5)
+            torch.testing.assert_close(classes[s], logits[0], rtol=0, atol=1e-5)
