@@ -6,12 +6,33 @@ import sys
 from pathlib import Path
 
 from swa_stream.errors import SWAStreamError
+from swa_stream.pipelines.safe_output import os_problem, probe_folder
+
+
+def _check_out(out: Path) -> None:
+    """Refuse a folder that cannot be written before generating anything (it can take minutes)."""
+    if out.exists() and not out.is_dir():
+        raise SWAStreamError(f"{out}: exists and is not a folder")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SWAStreamError(f"{out}: cannot write: {existing} is not a folder")
+    probe_folder(existing, out)
 
 
 def run(args) -> None:
+    if not args.out:
+        raise SWAStreamError("--out: an empty path; give a folder")
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise SWAStreamError(f"{out}: exists and is not a folder")
+    _check_out(out)
+    try:
+        _write(args, out)
+    except OSError as err:  # e.g. the disk filled up while writing
+        raise os_problem(Path(err.filename) if err.filename else out, err) from None
+
+
+def _write(args, out: Path) -> None:
     if args.task == "dna":
         from swa_stream.tasks.dna.synthetic import min_length, write_benchmark
 

@@ -40,13 +40,13 @@ def file_source(path: str | Path, chunk_ms: float) -> tuple[int, Iterator[np.nda
 
 def open_input(path: Path):
     """`path` opened for reading, or one true line: no such file, a directory, permission denied."""
-    if path.is_dir():
-        raise SWAStreamError(f"{path}: is a directory, not an audio file")
-    if not path.exists():
-        raise SWAStreamError(f"{path}: no such file")
     try:
+        if path.is_dir():
+            raise SWAStreamError(f"{path}: is a directory, not an audio file")
         return open(path, "rb")
-    except OSError as err:
+    except FileNotFoundError:
+        raise SWAStreamError(f"{path}: no such file") from None
+    except OSError as err:  # a folder on the way that we may not enter fails the same way
         raise SWAStreamError(f"{path}: cannot read: {(err.strerror or str(err)).lower()}") from None
 
 

@@ -6,8 +6,10 @@ kind of model the bundle holds and the config needed to rebuild it.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -35,7 +37,12 @@ def save_bundle(directory: str | Path, module: nn.Module, kind: str, config: dic
     weights, text = directory / WEIGHTS_FILE, directory / CONFIG_FILE
     tmp_weights, tmp_text = (p.with_name(f".{p.name}.tmp-{os.getpid()}") for p in (weights, text))
     try:
-        save_model(module, str(tmp_weights), metadata={"kind": kind})
+        try:
+            save_model(module, str(tmp_weights), metadata={"kind": kind})
+        except SafetensorError as err:  # it wraps the OS's error (a full disk) in its own type
+            code = re.search(r"os error (\d+)", str(err))
+            raise OSError(int(code[1]) if code else errno.EIO, os.strerror(int(code[1])) if code else str(err),
+                          str(weights)) from None
         tmp_text.write_text(json.dumps(meta, indent=2) + "\n")
         for tmp in (tmp_weights, tmp_text):
             with open(tmp, "rb+") as f:

@@ -12,7 +12,6 @@ held back until the data and model have been set up, then shown; after an error 
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import warnings
 
 import lightning as L
@@ -43,7 +42,7 @@ class _ReleaseInfoLines(L.Callback):
         self.hold = hold
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        self.hold.release()
+        self.hold.let_through()
 
 
 class SWACLI(LightningCLI):
@@ -59,30 +58,36 @@ class SWACLI(LightningCLI):
         return trainer
 
 
-class _HoldInfoLines:
-    """Route Lightning's loggers into one buffer whose target is their own handlers (see the module doc)."""
+class _HoldInfoLines(logging.Handler):
+    """Holds what Lightning's loggers say (see the module doc): `let_through` replays it where it would have gone
+    (their own handlers, or the root's) and lets later records through; leaving after an error drops it."""
 
     def __enter__(self) -> _HoldInfoLines:
-        self.saved = {name: logging.getLogger(name).handlers[:] for name in LIGHTNING_LOGGERS}
-        first = next((h for handlers in self.saved.values() for h in handlers), logging.StreamHandler())
-        self.held = logging.handlers.MemoryHandler(capacity=10_000, flushLevel=logging.CRITICAL + 1, target=None)
-        self.target = first
+        self.records: list[logging.LogRecord] = []
+        self.saved = {name: (logging.getLogger(name).handlers, logging.getLogger(name).propagate)
+                      for name in LIGHTNING_LOGGERS}
         for name in LIGHTNING_LOGGERS:
-            logging.getLogger(name).handlers = [self.held]
+            logging.getLogger(name).handlers, logging.getLogger(name).propagate = [self], False
+        self.released = False
         return self
 
-    def release(self) -> None:
-        """Show what was held; from now on, records pass straight through."""
-        self.held.flushLevel = logging.NOTSET
-        self.held.setTarget(self.target)
-        self.held.flush()
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def let_through(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        for name, (handlers, propagate) in self.saved.items():
+            logging.getLogger(name).handlers, logging.getLogger(name).propagate = handlers, propagate
+        for record in self.records:
+            logging.getLogger(record.name).handle(record)
+        self.records = []
 
     def __exit__(self, kind, err, tb) -> None:
-        if kind is None:
-            self.release()
-        for name, handlers in self.saved.items():
-            logging.getLogger(name).handlers = handlers
-        self.held.close()
+        if kind is not None:
+            self.records = []
+        self.let_through()
 
 
 def _user_error(err: BaseException) -> SWAStreamError | None:
