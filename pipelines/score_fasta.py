@@ -116,9 +116,11 @@ def _score_long(model: DNAModel, number: int, rec: FastaRecord, options: ScoreOp
     log.commit()  # a long record is worth a commit of its own
 
 
-def _score_batch(model: DNAModel, batch: list[tuple[int, FastaRecord]], options: ScoreOptions, log: RankLog):
+def _score_batch(model: DNAModel, batch: list[tuple[int, FastaRecord]], options: ScoreOptions, log: RankLog,
+                 wanted: set[int]) -> None:
     """Short records (together at most one chunk) run offline as one padded batch, which equals streaming
-    them (padding is exact)."""
+    them (padding is exact). Only the records in `wanted` are written: the others were logged by an
+    earlier run, and are in the batch so that it has the same shape, and so the same bits, as then."""
     strands = [[rec.tokens for _, rec in batch]]
     if options.rc_average:
         strands.append([reverse_complement(rec.tokens) for _, rec in batch])
@@ -132,9 +134,11 @@ def _score_batch(model: DNAModel, batch: list[tuple[int, FastaRecord]], options:
         probs.append(class_logits.float().softmax(-1).cpu().numpy())
         if options.per_position:
             tracks.append(torch.sigmoid(track_logits.float()).cpu().numpy())
+    keep = [i for i, (number, _) in enumerate(batch) if number in wanted]
     rows = []
     if options.per_position:
-        for i, (_, rec) in enumerate(batch):
+        for i in keep:
+            rec = batch[i][1]
             track = tracks[0][i, : rec.length]
             if options.rc_average:
                 track = (track + tracks[1][i, : rec.length][::-1]) / 2
@@ -143,7 +147,8 @@ def _score_batch(model: DNAModel, batch: list[tuple[int, FastaRecord]], options:
     if rows:
         row = log.reserve(sum(len(r) for r in rows))
         log.write_rows(row, np.concatenate(rows))
-    for i, (number, rec) in enumerate(batch):
+    for i in keep:
+        number, rec = batch[i]
         log.add(_entry(rec, number, sum(p[i] for p in probs) / len(probs), row))
         if rows:
             row += rec.length
@@ -228,28 +233,30 @@ class _Scorer:
         self.pending: list[tuple[int, FastaRecord]] = []
 
     def flush(self) -> None:
+        """Score the pending batch unless an earlier run logged all of it. Batches are cut from every record,
+        finished or not, so a resumed run scores the same batches with the same bits."""
         pending, options = self.pending, self.options
-        if not pending:
+        wanted = {number for number, _ in pending if number not in self.finished}
+        self.skipped += len(pending) - len(wanted)
+        if not wanted:
+            pending.clear()
             return
         if len(pending) == 1 and pending[0][1].length > options.chunk_size:
             _score_long(self.model, *pending[0], options, self.log)
         else:
-            _score_batch(self.model, pending, options, self.log)
-        self.scored += len(pending)
-        self.bases += sum(rec.length for _, rec in pending) * (2 if options.rc_average else 1)
-        self.bar.update(len(pending))
+            _score_batch(self.model, pending, options, self.log, wanted)
+        self.scored += len(wanted)
+        self.bases += sum(rec.length for n, rec in pending if n in wanted) * (2 if options.rc_average else 1)
+        self.bar.update(len(wanted))
         rate = self.bases / max(1e-9, time.perf_counter() - self.started) / 1e3
         self.bar.set_postfix_str(f"{rate:,.0f} kbp/s", refresh=False)
         pending.clear()
 
     def take(self, number: int, rec: FastaRecord) -> None:
-        if number in self.finished:
-            if self.finished[number] != rec.content_hash():
-                raise SWAStreamError(
-                    f"{rec.file}: record {rec.index + 1} ({rec.id}) is not the one the unfinished run in "
-                    f"{self.run.partial} scored; the input changed: remove that folder to start over")
-            self.skipped += 1
-            return
+        if number in self.finished and self.finished[number] != rec.content_hash():
+            raise SWAStreamError(
+                f"{rec.file}: record {rec.index + 1} ({rec.id}) is not the one the unfinished run in "
+                f"{self.run.partial} scored; the input changed: remove that folder to start over")
         pending, options = self.pending, self.options
         widest = max([rec.length] + [r.length for _, r in pending])
         if pending and (len(pending) >= options.batch_size or (len(pending) + 1) * widest > options.chunk_size):
