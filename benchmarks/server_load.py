@@ -8,8 +8,9 @@ client processes) is stopped at the end, and every wait is bounded.
 
 Reported per N: frames (samples) sent minus frames the server counted (must be 0); per-chunk latency p50/p99
 (reply time minus the moment the chunk's last sample was due); lag growth (mean latency of the last 10% of
-chunks minus the first 10%); eof -> final; the server's CPU (cores, over the run); whether every stream's
-transcript equals `swa-stream transcribe` on the same audio; and what else loaded the machine.
+chunks minus the first 10%); eof -> final; the server's CPU (cores over the run, and CPU ms per second of
+audio, which other load on the machine does not inflate); whether every stream's transcript equals
+`swa-stream transcribe` on the same audio; and what else loaded the machine.
 
     .venv/bin/python benchmarks/server_load.py --streams 10,50,100 --seconds 30 --json runs/server_load.json
 """
@@ -191,6 +192,8 @@ def run_level(n: int, args, audio, rate, expected) -> dict:
         "eof_to_final_p50_ms": round(float(np.median(eof)), 1) if eof else None,
         "eof_to_final_max_ms": round(float(np.max(eof)), 1) if eof else None,
         "server_cpu_cores": round(cpu / wall, 2),
+        # contention-proof: CPU the server spent per second of audio; 1000 / this = streams one free core holds
+        "server_cpu_ms_per_audio_s": round(1000 * cpu / max(sent / rate, 1e-9), 2),
         "transcripts_equal_cli": f"{sum(r['texts'] == expected for r in ok)}/{n}",
         "load_average_before": [round(x, 2) for x in load_before],
     }
