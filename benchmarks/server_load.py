@@ -54,11 +54,11 @@ def cli_texts(path: Path) -> list[str]:
 
 
 # ---- clients (in client processes) ---------------------------------------------------------------------
-async def one_client(url, audio, rate, chunk, t0, timeout):
+async def one_client(url, audio, rate, chunk, offset, timeout, go, connected):
+    """Connect, wait for `go` (an asyncio future of the common start time t0), then stream on the schedule."""
     import aiohttp
 
     pieces = [audio[i:i + chunk].tobytes() for i in range(0, len(audio), chunk)]
-    due = [t0 + min(len(audio), (i + 1) * chunk) / rate for i in range(len(pieces))]  # last sample's time
     replies, texts = [], []
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(url, max_msg_size=0) as ws:
@@ -71,6 +71,9 @@ async def one_client(url, audio, rate, chunk, t0, timeout):
 
             receiver = asyncio.create_task(receive())
             await ws.send_str(json.dumps({"config": {"sample_rate": rate}}))
+            connected.append(1)
+            t0 = await go + offset
+            due = [t0 + min(len(audio), (i + 1) * chunk) / rate for i in range(len(pieces))]  # last sample's time
             for piece, when in zip(pieces, due, strict=True):
                 await asyncio.sleep(max(0.0, when - time.time()))
                 await ws.send_bytes(piece)
@@ -82,10 +85,18 @@ async def one_client(url, audio, rate, chunk, t0, timeout):
             "replies": len(replies), "messages": len(pieces), "texts": texts}
 
 
-def client_process(url, audio, rate, chunk, starts, timeout, out):
+def client_process(url, audio, rate, chunk, offsets, timeout, out, ready, start):
+    """The clients of one process: all connect, say so on `ready`, and start together once `start` (a pipe
+    end) gives t0, so that slow process start-up on a loaded machine does not count as latency."""
     async def all_clients():
-        return await asyncio.gather(*(one_client(url, audio, rate, chunk, t, timeout) for t in starts),
-                                    return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        go, connected = loop.create_future(), []
+        tasks = [asyncio.create_task(one_client(url, audio, rate, chunk, o, timeout, go, connected)) for o in offsets]
+        while len(connected) < len(tasks) and not any(t.done() for t in tasks):
+            await asyncio.sleep(0.05)
+        ready.put(len(connected))
+        go.set_result(await loop.run_in_executor(None, start.recv))
+        return await asyncio.gather(*tasks, return_exceptions=True)
 
     results = asyncio.run(all_clients())
     out.put([r if isinstance(r, dict) else {"error": repr(r)} for r in results])
@@ -149,17 +160,24 @@ def run_level(n: int, args, audio, rate, expected) -> dict:
     try:
         url = f"ws://127.0.0.1:{port}/ws"
         chunk = int(rate * args.chunk_ms / 1000)
-        t0 = time.time() + 2.0 + 0.02 * n  # time for every client process to start and connect
-        starts = [t0 + (i / n) * args.chunk_ms / 1000 for i in range(n)]  # staggered: streams join at odd times
+        offsets = [(i / n) * args.chunk_ms / 1000 for i in range(n)]  # staggered: streams join at odd times
         load_before = os.getloadavg()
-        cpu0, wall0 = cpu_seconds(proc.pid), time.time()
         ctx = mp.get_context("spawn")
-        queue = ctx.Queue()
-        procs = min(args.processes, n)
+        queue, ready = ctx.Queue(), ctx.Queue()
+        procs, pipes = min(args.processes, n), []
         for p in range(procs):
-            c = ctx.Process(target=client_process, args=(url, audio, rate, chunk, starts[p::procs], 120, queue))
+            receiver, sender = ctx.Pipe(duplex=False)
+            c = ctx.Process(target=client_process,
+                            args=(url, audio, rate, chunk, offsets[p::procs], 120, queue, ready, receiver))
             c.start()
             clients.append(c)
+            pipes.append(sender)
+        for _ in clients:
+            ready.get(timeout=120)
+        t0 = time.time() + 0.5
+        cpu0, wall0 = cpu_seconds(proc.pid), time.time()
+        for pipe in pipes:
+            pipe.send(t0)
         results = []
         deadline = time.monotonic() + len(audio) / rate + 180
         for _ in clients:
