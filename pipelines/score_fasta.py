@@ -37,7 +37,14 @@ from swa_stream.pipelines.fasta_store import (
 from swa_stream.pipelines.safe_output import atomic_text, check_output_file, first_line, os_problem, probe_folder
 from swa_stream.tasks.dna.formats import read_sequences
 from swa_stream.tasks.dna.model import DNAModel, score_record
-from swa_stream.tasks.dna.tokenizer import N_TOKEN, FastaRecord, check_input, fingerprint, reverse_complement
+from swa_stream.tasks.dna.tokenizer import (
+    N_TOKEN,
+    FastaRecord,
+    check_input,
+    fingerprint,
+    is_stream,
+    reverse_complement,
+)
 
 TSV_HEAD = ["file", "record_index", "id", "length"]
 
@@ -187,6 +194,10 @@ def score(
 ) -> dict:
     """Score every record of `inputs` into `out`; this process takes records n with n % world_size == rank."""
     paths = [check_input(p) for p in inputs]
+    streams = [p for p in paths if is_stream(p)]
+    if streams and world_size > 1:
+        raise SWAStreamError(f"{streams[0]}: a stream can be read only once, and each of the {world_size} processes "
+                             "reads every input: save it to a file, or use --devices 1")
     out_path, tsv_path = check_paths(paths, out, tsv)
     manifest = {"inputs": [{"path": str(p.resolve()), "fingerprint": fingerprint(p)} for p in paths],
                 "model": str(model_dir), "model_sha256": weights_hash(model_dir), "options": asdict(options)}
@@ -321,6 +332,10 @@ def run(args) -> None:
         torch.set_num_threads(threads)
         summary = score(model=load_dna_model(model_dir), **kwargs)
     else:
+        for path in map(check_input, args.inputs):  # refused here, before any process is started
+            if is_stream(path):
+                raise SWAStreamError(f"{path}: a stream can be read only once, and each of the --devices "
+                                     f"{args.devices} processes reads every input: save it to a file first")
         from lightning.fabric import Fabric
 
         fabric = Fabric(accelerator="auto", devices=args.devices, strategy="ddp")

@@ -5,6 +5,7 @@ import csv
 import gzip
 import lzma
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -251,7 +252,7 @@ def test_n_positions_are_nan_in_the_track_and_counted_in_the_tsv(tmp_path, model
 
 
 # ---- streams: read once, in order ------------------------------------------------------------------------------
-def test_a_fifo_and_stdin_are_read_as_streams(tmp_path, model_dir):
+def test_a_fifo_stdin_and_process_substitution_are_read_as_streams(tmp_path, model_dir):
     source = REAL / "ls_orchid.fasta"
     _, expected = score(tmp_path, model_dir, [str(source)], "file")
     fifo = tmp_path / "in.fifo"
@@ -264,7 +265,20 @@ def test_a_fifo_and_stdin_are_read_as_streams(tmp_path, model_dir):
                                        "--tsv", str(tmp_path / "stdin.tsv"), "--model", model_dir],
                                 stdin=stdin, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    substituted = subprocess.run(["bash", "-c", f"{shlex.join(CLI)} score-fasta <(bzip2 -c {source}) --out "
+                                  f"{tmp_path / 'sub.zarr'} --tsv {tmp_path / 'sub.tsv'} --model {model_dir}"],
+                                 capture_output=True, text=True)
+    assert substituted.returncode == 0, substituted.stderr
     assert scores_of(from_fifo) == scores_of(expected) == scores_of(read_tsv(tmp_path / "stdin.tsv"))
+    assert scores_of(read_tsv(tmp_path / "sub.tsv")) == scores_of(expected)
+
+
+def test_a_stream_cannot_be_shared_by_several_processes(tmp_path, model_dir, capsys):
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    assert main(["score-fasta", str(fifo), "--out", str(tmp_path / "o.zarr"), "--model", model_dir,
+                 "--devices", "2"]) == 2
+    assert "a stream can be read only once" in capsys.readouterr().err
 
 
 def test_leading_blank_lines_beyond_64_kib_are_not_an_empty_file(tmp_path, model_dir):
