@@ -27,7 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="receptive field, latency, state size and cost of a config")
     source = info.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", help="YAML file with an encoder section (SWAConfig fields) or a task config")
-    source.add_argument("--model", metavar="DIR", help="a model bundle (e.g. one made by swa-stream export)")
+    source.add_argument("--model", metavar="DIR", help="a model bundle folder (e.g. made by swa-stream export) or "
+                        "the name of a bundled model")
     info.add_argument("--chunk-ms", type=float, default=160.0, help="speech chunk for the latency line (default 160)")
     info.add_argument("--plot", metavar="PNG", help="draw the receptive field layer by layer")
 
@@ -56,8 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     fasta.add_argument("--rc-average", action="store_true", help="average with the reverse complement")
     fasta.add_argument("--chunk-size", type=int, default=1 << 14, help="positions per streaming step")
     fasta.add_argument("--batch-size", type=int, default=16, help="short records scored together")
-    fasta.add_argument("--model", metavar="DIR", help="model bundle (default: the bundled dna-demo)")
+    fasta.add_argument("--model", metavar="DIR", help="model bundle folder or bundled model name (default: dna-demo)")
     fasta.add_argument("--devices", type=int, default=1, help="processes (or GPUs) to spread records over")
+    fasta.add_argument("--num-nodes", type=int, default=1, help="machines, each running --devices processes "
+                       "(launched by torchrun or SLURM; see docs/dna.md)")
     fasta.add_argument("--rna", action="store_true", help="read U as T")
     fasta.add_argument("--column", help="CSV/TSV: the sequence column, a header name or a number from 1")
     fasta.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: more threads "
@@ -72,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 
     tr = commands.add_parser("transcribe", help="speech to text from a file, stdin or the microphone, streamed")
     tr.add_argument("input", nargs="?", metavar="PATH|-", help="wav/flac/ogg at any rate; - reads stdin")
-    tr.add_argument("--model", metavar="DIR", help="ASR bundle (default: the bundled asr-demo)")
+    tr.add_argument("--model", metavar="DIR", help="ASR bundle folder or bundled model name (default: asr-demo)")
     tr.add_argument("--mic", action="store_true", help="record from the default input device (Ctrl-C stops)")
     tr.add_argument("--raw", action="store_true", help="input is headerless s16le PCM; needs --sample-rate")
     tr.add_argument("--sample-rate", type=int, help="sample rate of --raw input in Hz")
@@ -97,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     add_stream_to(commands.add_parser("stream-to", help="send a file or the microphone to swa-stream serve"))
 
     export = commands.add_parser("export", help="turn a training checkpoint into a model bundle")
-    export.add_argument("checkpoint", help="a Lightning .ckpt that you trained (it is unpickled)")
+    export.add_argument("checkpoint", help="a Lightning .ckpt that you trained (loaded safely: no code in it runs)")
     export.add_argument("--out", required=True, help="bundle folder: config.json + model.safetensors")
     return parser
 

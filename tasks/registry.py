@@ -102,7 +102,12 @@ def load_checkpoint(path: str | Path) -> dict:
     classes = [c for s in schemas() for c in s.safe_classes()]
     try:
         with torch.serialization.safe_globals(classes):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            try:  # mapped, tensors stay on disk until used; only torch's zip format can be mapped
+                ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as err:
+                if "mmap" not in str(err):
+                    raise
+                ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for damaged, foreign or unsafe files
         # torch's own text advises weights_only=False, i.e. running the file's code: never pass that on
         text = str(err).lower()
