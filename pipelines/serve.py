@@ -79,9 +79,10 @@ class Connection:
         try:
             await self.reader
         except asyncio.CancelledError:  # draining (SIGTERM): flush what this stream has, then close
-            if sender.done() or self.ws.closed:
-                raise
-            self._end(CLOSE_GOING_AWAY)
+            if self.ws.closed:
+                self.replies.put_nowait(("gone", None))
+            else:
+                self._end(CLOSE_GOING_AWAY)
         await sender
 
     def _end(self, code: int) -> None:
@@ -229,14 +230,15 @@ class Server:
 
     async def drain(self, grace: float = 30.0) -> None:
         """SIGTERM: accept nothing new, flush every open stream and send its finals, then stop."""
-        self.draining = True
-        await self.site.stop()
+        self.draining = True  # from here, upgrades get 503
         for conn in list(self.connections):
             if conn.reader is not None:
                 conn.reader.cancel()
         deadline = time.monotonic() + grace
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        # the listening socket closes only now: on newer Pythons, closing a server waits for its connections
+        await self.site.stop()
         await self.runner.cleanup()
         self._scheduler.cancel()
         self.recognizer.shutdown()
