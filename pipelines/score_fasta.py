@@ -2,8 +2,9 @@
 
 Inputs are FASTA, FASTQ or CSV/TSV, plain, gzip, bzip2 or xz (all detected by content), files or streams.
 Every output path is checked before any work (pipelines/safe_output.py); the run's folder, its lock, its
-append-only logs and finalising are in pipelines/fasta_store.py. Record n belongs to the process with
-n % world_size == rank; each process appends to its own log and track file, so writers never share one.
+append-only logs and finalising are in pipelines/fasta_store.py. Every process cuts the same batches, and
+batch b belongs to the process with b % world_size == rank; each process appends to its own log and track
+file, so writers never share one.
 A killed run loses at most the last uncommitted batch; rerunning the same command skips what is logged,
 after checking that the weights, the options, the inputs' fingerprints and each skipped record's content
 are what the earlier run scored.
@@ -192,7 +193,7 @@ def score(
     command: str = "",
     broadcast=lambda value: value,
 ) -> dict:
-    """Score every record of `inputs` into `out`; this process takes records n with n % world_size == rank."""
+    """Score every record of `inputs` into `out`; this process takes batches b with b % world_size == rank."""
     paths = [check_input(p) for p in inputs]
     streams = [p for p in paths if is_stream(p)]
     if streams and world_size > 1:
@@ -234,8 +235,9 @@ def score(
 class _Scorer:
     """One process's pass over the inputs: skip what is logged, batch short records, stream long ones."""
 
-    def __init__(self, run: RunFolder, model: DNAModel, options: ScoreOptions, rank: int):
-        self.run, self.model, self.options, self.rank = run, model, options, rank
+    def __init__(self, run: RunFolder, model: DNAModel, options: ScoreOptions, rank: int, world_size: int):
+        self.run, self.model, self.options, self.rank, self.world_size = run, model, options, rank, world_size
+        self.batches = 0
         self.finished = finished_records(run.partial)
         self.log = RankLog(run.partial, rank, len(model.tracks))
         self.skipped = self.scored = self.bases = self.total = 0
@@ -244,9 +246,15 @@ class _Scorer:
         self.pending: list[tuple[int, FastaRecord]] = []
 
     def flush(self) -> None:
-        """Score the pending batch unless an earlier run logged all of it. Batches are cut from every record,
-        finished or not, so a resumed run scores the same batches with the same bits."""
+        """Score the pending batch if it is this process's and an earlier run did not log all of it. Every
+        process cuts the same batches from every record, finished or not, and takes batches b with
+        b % world_size == rank: so a resumed run, on any number of processes, scores the same batches
+        with the same bits."""
         pending, options = self.pending, self.options
+        mine, self.batches = self.batches % self.world_size == self.rank, self.batches + 1
+        if not mine:
+            pending.clear()
+            return
         wanted = {number for number, _ in pending if number not in self.finished}
         self.skipped += len(pending) - len(wanted)
         if not wanted:
@@ -278,13 +286,12 @@ class _Scorer:
 
 
 def _score_all(run: RunFolder, paths, model, options, rank: int, world_size: int) -> dict:
-    scorer = _Scorer(run, model, options, rank)
+    scorer = _Scorer(run, model, options, rank, world_size)
     try:
         with torch.inference_mode():
             for number, rec in _records(paths, options):
                 scorer.total = number + 1
-                if number % world_size == rank:
-                    scorer.take(number, rec)
+                scorer.take(number, rec)
             scorer.flush()
     finally:  # what was scored before an error or Ctrl-C is kept for the rerun
         scorer.log.close()
@@ -319,7 +326,7 @@ def run(args) -> None:
     from swa_stream.pipelines.bundles import load_dna_model
     from swa_stream.pipelines.bundles import model_dir as find_model
 
-    for name in ("chunk_size", "batch_size", "devices", "threads"):
+    for name in ("chunk_size", "batch_size", "devices", "num_nodes", "threads"):
         if getattr(args, name, 1) < 1:
             raise SWAStreamError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     options = ScoreOptions(args.per_position, args.rc_average, args.chunk_size, args.batch_size,
@@ -327,25 +334,13 @@ def run(args) -> None:
     model_dir = str(find_model(args.model, "dna"))
     kwargs = dict(inputs=args.inputs, out=args.out, model_dir=model_dir, options=options, tsv=args.tsv,
                   command=shlex.join(["swa-stream", *args.argv]))
-    threads = getattr(args, "threads", 1)
-    if args.devices == 1:
+    threads, nodes = getattr(args, "threads", 1), getattr(args, "num_nodes", 1)
+    if args.devices == 1 and nodes == 1:
         torch.set_num_threads(threads)
         summary = score(model=load_dna_model(model_dir), **kwargs)
     else:
-        for path in map(check_input, args.inputs):  # refused here, before any process is started
-            if is_stream(path):
-                raise SWAStreamError(f"{path}: a stream can be read only once, and each of the --devices "
-                                     f"{args.devices} processes reads every input: save it to a file first")
-        from lightning.fabric import Fabric
-
-        fabric = Fabric(accelerator="auto", devices=args.devices, strategy="ddp")
-        fabric.launch()  # starts the other processes; each scores the records n with n % N == its rank
-        if fabric.device.type == "cpu":
-            torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) // fabric.world_size)))
-        model = load_dna_model(model_dir).to(fabric.device)
-        summary = score(model=model, rank=fabric.global_rank, world_size=fabric.world_size,
-                        barrier=fabric.barrier, broadcast=lambda value: fabric.broadcast(value, src=0), **kwargs)
-        if fabric.global_rank != 0:
+        summary = _run_distributed(args.inputs, args.devices, nodes, threads, load_dna_model(model_dir), kwargs)
+        if summary is None:
             return
     rate = summary["bases"] / max(summary["seconds"], 1e-9) / 1e3
     print(
@@ -354,3 +349,21 @@ def run(args) -> None:
         + (f" and {args.tsv}" if args.tsv else "")
     )
 
+
+def _run_distributed(inputs, devices: int, nodes: int, threads: int, model, kwargs) -> dict | None:
+    """Lightning Fabric over `nodes` machines of `devices` processes: one process per device is started here
+    on a single machine; across machines torchrun or SLURM starts them and Fabric reads their environment.
+    The summary on rank 0, None elsewhere."""
+    for path in map(check_input, inputs):  # refused here, before any process is started
+        if is_stream(path):
+            raise SWAStreamError(f"{path}: a stream can be read only once, and each of the {devices * nodes} "
+                                 "processes reads every input: save it to a file first")
+    from lightning.fabric import Fabric
+
+    fabric = Fabric(accelerator="auto", devices=devices, num_nodes=nodes, strategy="ddp")
+    fabric.launch()  # starts the other local processes, unless a launcher did; each takes batches b % N == rank
+    if fabric.device.type == "cpu":
+        torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) // devices)))
+    summary = score(model=model.to(fabric.device), rank=fabric.global_rank, world_size=fabric.world_size,
+                    barrier=fabric.barrier, broadcast=lambda value: fabric.broadcast(value, src=0), **kwargs)
+    return summary if fabric.global_rank == 0 else None

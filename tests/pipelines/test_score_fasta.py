@@ -297,3 +297,37 @@ def test_a_bad_byte_deep_in_the_file_is_reported_at_its_true_offset_and_line(tmp
     assert main(["score-fasta", str(path), "--out", str(tmp_path / "d.zarr"), "--model", model_dir]) == 2
     line = data[:120_007].count(b"\n") + 1
     assert f"line {line}, byte 120,007: byte 0xc3 is not a nucleotide" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_under_torchrun_resume_a_one_process_run_and_match_it_bit_for_bit(tmp_path, model_dir):
+    """2 nodes x 1 process on localhost, as torchrun starts them on two machines; the run they finish was
+    begun, and killed, by one process: records are shared out by batch, so the bits do not change."""
+    fasta = many_records(tmp_path, n=120, length=500)
+    extra = ["--model", model_dir, "--per-position", "--batch-size", "4"]
+    _, single = score(tmp_path, model_dir, [fasta], "single", *extra[2:])
+    out = tmp_path / "nodes.zarr"
+    argv = ["score-fasta", fasta, "--out", str(out), "--tsv", str(tmp_path / "nodes.tsv"), *extra]
+    first = subprocess.Popen(CLI + argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "nodes.zarr.partial" / "log.0"
+    while first.poll() is None and (log.read_bytes().count(b"\n") if log.exists() else 0) < 8:
+        time.sleep(0.02)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    port = free_port()
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node",
+                               "1", "--node-rank", str(rank), "--master-addr", "127.0.0.1", "--master-port",
+                               str(port), "-m", "swa_stream.pipelines.cli", *argv, "--num-nodes", "2"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    results = [node.communicate(timeout=600) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], results[0][1][-2000:] + results[1][1][-2000:]
+    assert "skipped" in results[0][1]  # it resumed the killed run
+    assert read_tsv(tmp_path / "nodes.tsv") == single
+    np.testing.assert_array_equal(Store(out).group["tracks"][:], Store(tmp_path / "single.zarr").group["tracks"][:])
