@@ -8,6 +8,7 @@ import yaml
 
 from swa_stream.config import SWAConfig
 from swa_stream.errors import ConfigError, SWAStreamError
+from swa_stream.pipelines.safe_output import atomic_path, check_output_file, first_line
 from swa_stream.tasks.registry import for_task, schema
 from swa_stream.tasks.registry import span_text as _span
 
@@ -155,6 +156,12 @@ def describe(cfg: SWAConfig) -> str:
     return "\n".join(lines)
 
 
+def _is_image(path: Path) -> bool:
+    """An existing file a plot may replace: an image matplotlib writes (PNG, SVG, PDF), not anything else."""
+    head = first_line(path, 64)
+    return head.startswith((b"\x89PNG", b"%PDF", b"<?xml", b"<svg", b"\xff\xd8", b"GIF8", b"%!PS"))
+
+
 def plot_receptive_field(cfg: SWAConfig, out: str | Path, title: str = "") -> None:
     """Draw the field's growth layer by layer: the cone of input positions that reach one output."""
     import matplotlib
@@ -179,9 +186,10 @@ def plot_receptive_field(cfg: SWAConfig, out: str | Path, title: str = "") -> No
     ax.grid(alpha=0.3)
     fig.tight_layout()
     try:
-        fig.savefig(out, dpi=120)
-    except OSError as err:
-        raise SWAStreamError(f"{out}: cannot write the plot: {err.strerror or err}") from None
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=120, format=Path(out).suffix.lstrip(".").lower() or "png")
+    except ValueError as err:  # a format matplotlib does not write
+        raise SWAStreamError(f"{out}: cannot write the plot: {err}") from None
     finally:
         plt.close(fig)
 
@@ -249,6 +257,9 @@ def run(config: str | None = None, plot: str | None = None, model: str | None = 
     if not 0 < chunk_ms < float("inf"):  # NaN fails too
         raise SWAStreamError(f"--chunk-ms: must be a positive number of milliseconds, got {chunk_ms:g}")
     cfg, kind, task, source, where = load(config, model)
+    if plot is not None:  # before the work, and never over the config or model that was read
+        inputs = [Path(config)] if config else [where.parent / name for name in ("config.json", "model.safetensors")]
+        check_output_file(plot, "--plot", inputs, [], looks_like=_is_image, kind="plot image")
     extras = describe_task(kind, task, where, chunk_ms)
     if task.get("spans"):
         extras += describe_spans(cfg, task["spans"])

@@ -85,6 +85,18 @@ def test_info_plot_writes_a_png(tmp_path):
     out = tmp_path / "field.png"
     assert main(["info", "--config", str(CONFIGS / "encoder_dna.yaml"), "--plot", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["info", "--config", str(CONFIGS / "encoder_dna.yaml"), "--plot", str(out)]) == 0  # replaces it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["field.png"]  # no temporary file left
+
+
+def test_info_plot_never_overwrites_the_config_or_a_file_that_is_not_an_image(tmp_path, capsys):
+    config = write(tmp_path, (CONFIGS / "encoder_dna.yaml").read_text())
+    notes = write(tmp_path, "my notes\n", "notes.png")
+    for target, message in ((config, "--plot names an input"), (notes, "exists and is not a plot image")):
+        before = target.read_bytes()
+        assert main(["info", "--config", str(config), "--plot", str(target)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"swa-stream: error: {target}: ") and message in err and target.read_bytes() == before
 
 
 @pytest.mark.parametrize(
