@@ -9,6 +9,7 @@ import yaml
 from swa_stream.config import SWAConfig
 from swa_stream.errors import ConfigError, SWAStreamError
 from swa_stream.pipelines.safe_output import atomic_path, check_output_file, first_line
+from swa_stream.shapes import layer_bytes, state_bytes
 from swa_stream.tasks.registry import for_task, schema
 from swa_stream.tasks.registry import span_text as _span
 
@@ -103,9 +104,9 @@ def _variant_lines(cfg: SWAConfig) -> list[str]:
 
 def describe_spans(cfg: SWAConfig, spans: list[list[int]]) -> list[str]:
     """Learned adaptive spans (keys back per head, per layer) and the state they save."""
-    full = cfg.state_bytes()
-    trimmed = sum(cfg.layer_state_bytes(i, left=max(heads)) for i, heads in enumerate(spans))
-    per_head = sum(sum(cfg.layer_state_bytes(i, left=h) for h in heads) / len(heads) for i, heads in enumerate(spans))
+    full = state_bytes(cfg)
+    trimmed = sum(layer_bytes(cfg, i, cache_left=max(heads)) for i, heads in enumerate(spans))
+    per_head = sum(sum(layer_bytes(cfg, i, cache_left=h) for h in heads) / len(heads) for i, heads in enumerate(spans))
     lines = [
         f"{'learned spans' if i == 0 else '':<18}layer {i}: {', '.join(map(str, heads))} keys back per head "
         f"(of {cfg.reaches[i][0]})"
@@ -130,7 +131,7 @@ def describe(cfg: SWAConfig) -> str:
         f"({left + right + 1} positions in all)",
         f"lookahead latency {_span(cfg.lookahead, cfg)}: step emits position t after receiving "
         f"t + {cfg.lookahead}",
-        f"state per stream  {_bytes(cfg.state_bytes())} in float32 ({_bytes(cfg.state_bytes(2))} in "
+        f"state per stream  {_bytes(state_bytes(cfg))} in float32 ({_bytes(state_bytes(cfg, 2))} in "
         f"bf16), fixed for any stream length",
         f"parameters        {cfg.param_count():,}",
         f"FLOPs / position  {cfg.flops_per_position() / 1e6:,.2f} M",
@@ -151,7 +152,7 @@ def describe(cfg: SWAConfig) -> str:
         rate = f"  {cfg.dilations[i]:>8}  {'1/' + str(cfg.rates[i]):>4}" if variant_columns else ""
         lines.append(
             f"{i:>5}  {f'({w_left}, {w_right})':>20}{rate}  {f'({field_left}, {field_right})':>29}  "
-            f"{sum(cfg.reaches[i]):>11}  {_bytes(cfg.layer_state_bytes(i)):>15}"
+            f"{sum(cfg.reaches[i]):>11}  {_bytes(layer_bytes(cfg, i)):>15}"
         )
     return "\n".join(lines)
 

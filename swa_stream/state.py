@@ -26,6 +26,7 @@ import torch
 
 from swa_stream.errors import SWAStreamError
 from swa_stream.ragged import as_rows, cat_rows, positions, select_rows
+from swa_stream.shapes import layer_state_shapes, state_bytes  # noqa: F401 - torch-free, for `info`
 
 
 @dataclass
@@ -52,39 +53,6 @@ class LayerState:
     @property
     def global_carry(self):
         return None if self.global_max is None else (self.global_max, self.global_sum, self.global_acc)
-
-
-def layer_state_shapes(cfg, layer: int, batch: int = 1, cache_left: int | None = None) -> dict[str, tuple]:
-    """The one definition of a layer's state: field name -> shape, for `batch` streams. `cache_left`
-    overrides the keys kept back (adaptive span trims it to the widest learned span)."""
-    reach_left, right = cfg.reaches[layer]
-    capacity = (reach_left if cache_left is None else cache_left) + right
-    b, h, dh, d, g, s = batch, cfg.n_heads, cfg.head_dim, cfg.d_model, cfg.global_tokens, cfg.sink_tokens
-    shapes = {"k": (b, h, capacity, dh), "v": (b, h, capacity, dh), "pending_x": (b, right, d),
-              "pending_q": (b, h, right, dh)}
-    if g:
-        shapes.update(pending_g=(b, h, right, g), global_max=(b, h, g), global_sum=(b, h, g),
-                      global_acc=(b, h, g, dh))
-    if s:
-        shapes.update(sink_k=(b, h, s, dh), sink_v=(b, h, s, dh))
-    if cfg.strides[layer] > 1:
-        shapes["pool"] = (b, cfg.strides[layer] - 1, d)
-    return shapes
-
-
-def state_bytes(cfg, element_size: int = 4, cache_lefts: list[int] | None = None) -> int:
-    """Bytes of stream state per stream, derived from `layer_state_shapes`, plus the full-rate rows that wait
-    in a downsampled stack's bypass (at most `cfg.bypass_rows()`). Positions (two integers) are not counted.
-    Call: `swa_stream.state.state_bytes(cfg)`; for a built encoder `encoder.state_bytes()`."""
-    total = cfg.bypass_rows() * cfg.d_model
-    for i in range(cfg.n_layers):
-        left = None if cache_lefts is None else cache_lefts[i]
-        for shape in layer_state_shapes(cfg, i, 1, left).values():
-            n = 1
-            for size in shape:
-                n *= size
-            total += n
-    return total * element_size
 
 
 @dataclass
