@@ -56,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     fasta.add_argument("--per-position", action="store_true", help="store per-position score tracks")
     fasta.add_argument("--rc-average", action="store_true", help="average with the reverse complement")
     fasta.add_argument("--chunk-size", type=int, default=1 << 14, help="positions per streaming step")
-    fasta.add_argument("--batch-size", type=int, default=16, help="short records scored together")
+    fasta.add_argument("--batch-size", type=int, default=256, help="most short records scored together "
+                       "(default 256; a batch also stays within --chunk-size positions)")
     fasta.add_argument("--model", metavar="DIR", help="model bundle folder or bundled model name (default: dna-demo)")
     fasta.add_argument("--devices", type=int, default=1, help="processes (or GPUs) to spread records over")
     fasta.add_argument("--num-nodes", type=int, default=1, help="machines, each running --devices processes "

@@ -55,7 +55,7 @@ class ScoreOptions:
     per_position: bool = False
     rc_average: bool = False
     chunk_size: int = 1 << 14
-    batch_size: int = 16
+    batch_size: int = 256
     rna: bool = False
     column: str | None = None
 
@@ -244,8 +244,13 @@ class _Scorer:
         self.started = time.perf_counter()
         self.bar = tqdm(desc="scoring", unit=" records", file=sys.stderr, disable=rank != 0 or None, mininterval=0.5)
         self.pending: list[tuple[int, FastaRecord]] = []
+        self.widest = 0  # the longest pending record
 
     def flush(self) -> None:
+        self.widest = 0
+        self._flush()
+
+    def _flush(self) -> None:
         """Score the pending batch if it is this process's and an earlier run did not log all of it. Every
         process cuts the same batches from every record, finished or not, and takes batches b with
         b % world_size == rank: so a resumed run, on any number of processes, scores the same batches
@@ -277,10 +282,12 @@ class _Scorer:
                 f"{rec.file}: record {rec.index + 1} ({rec.id}) is not the one the unfinished run in "
                 f"{self.run.partial} scored; the input changed: remove that folder to start over")
         pending, options = self.pending, self.options
-        widest = max([rec.length] + [r.length for _, r in pending])
+        widest = max(rec.length, self.widest)
         if pending and (len(pending) >= options.batch_size or (len(pending) + 1) * widest > options.chunk_size):
             self.flush()  # keep a padded batch within one chunk's worth of positions
+            widest = rec.length
         pending.append((number, rec))
+        self.widest = widest
         if rec.length > options.chunk_size:
             self.flush()
 
