@@ -95,11 +95,27 @@ def first_line(path: Path, size: int = 256) -> bytes:
         return f.read(size).split(b"\n", 1)[0]
 
 
+def _remove_stale(path: Path) -> None:
+    """Temp files of `path` left by a killed process (its pid is gone): a rerun should not leave them behind."""
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = stale.name.rsplit("-", 1)[1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        except PermissionError:  # alive, someone else's
+            pass
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temp path beside `path`; on success it is fsynced and renamed over `path`, else removed."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    _remove_stale(path)
     try:
         yield tmp
         with open(tmp, "rb+") as f:

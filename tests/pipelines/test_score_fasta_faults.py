@@ -289,3 +289,13 @@ def test_a_full_disk_is_one_line_and_the_rerun_after_freeing_space_completes(tmp
     clean = tmp_path / "clean.zarr"
     assert main(args(fasta, clean, model_dir, "--per-position", "--rc-average")) == 0
     assert_same_result(disk / "d.zarr", clean)
+
+
+def test_a_temp_file_left_by_a_killed_writer_is_removed_by_the_next_write(tmp_path, model_dir):
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    fasta, out = fasta_of(tmp_path, n=3), tmp_path / "t.zarr"
+    stale = tmp_path / f".t.tsv.tmp-{dead.pid}"
+    stale.write_text("half a TSV")
+    assert main(args(fasta, out, model_dir)) == 0
+    assert not stale.exists() and len(read_tsv(out.with_suffix(".tsv"))) == 3
