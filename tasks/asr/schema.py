@@ -20,7 +20,7 @@ END_SILENCE_MS = 100.0  # the task's default; bundles that predate the field wer
 def _samples(cfg: FrontendConfig, field: str) -> int:
     """A duration field in ms as a whole number of samples (a fractional window has no exact STFT)."""
     ms = getattr(cfg, field)
-    if not isinstance(ms, (int, float)) or isinstance(ms, bool) or not ms > 0:
+    if not isinstance(ms, (int, float)) or isinstance(ms, bool) or not 0 < ms < float("inf"):  # NaN fails too
         raise ConfigError(f"{field}: must be a positive number of milliseconds, got {ms!r}")
     n = ms * cfg.sample_rate / 1000
     if abs(n - round(n)) > 1e-6:
