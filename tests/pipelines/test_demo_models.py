@@ -39,7 +39,7 @@ def test_dna_demo_scores_the_bundled_example_in_order(tmp_path):
     assert main(["score-fasta", fasta, "--out", str(tmp_path / "out.zarr"), "--tsv", str(tmp_path / "out.tsv"),
                  "--chunk-size", "100"]) == 0
     rows = [line.split("\t") for line in (tmp_path / "out.tsv").read_text().splitlines()]
-    assert rows[0][-2:] == ["p_far", "p_near"]
+    assert rows[0][4:] == ["p_far", "p_near", "n_fraction"]
     assert [row[2] for row in rows[1:]] == [rec.id for rec in read_fasta(fasta)]
 
 
