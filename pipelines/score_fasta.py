@@ -209,6 +209,10 @@ def score(
             status = _prepare(run)
         except SWAStreamError as err:
             status = f"error:{err}"
+        except OSError as err:
+            status = f"error:{os_problem(getattr(err, 'filename', None) or run.partial, err)}"
+        if status != "score":
+            run.unlock()
     status = broadcast(status)
     if status.startswith("error:"):
         raise SWAStreamError(status[len("error:"):])
