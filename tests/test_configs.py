@@ -217,3 +217,17 @@ def test_the_speech_frontend_refuses_nan_inf_and_strings_naming_the_field(field,
 
     with pytest.raises(ConfigError, match=rf"^{field}: must be a positive number of milliseconds"):
         FrontendConfig(**{field: value})
+
+
+@pytest.mark.parametrize("line, message", [
+    ('dropout: "0.1"', "dropout: must be a number, got '0.1'"),
+    ("norm_eps: .nan", "norm_eps: must be a finite number, got nan"),
+    ("frame_rate: .inf", "frame_rate: must be a finite number, got inf"),
+    ("downsample: [1, 2]", "downsample: 2 per-layer values given but n_layers is 3"),
+])
+def test_info_on_a_config_with_a_bad_field_is_one_line_naming_it(tmp_path, capsys, line, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"d_model: 32\nn_heads: 2\nn_layers: 3\nwindow: [4, 0]\n{line}\n")
+    assert main(["info", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"swa-stream: error: {path}: {message}\n"
