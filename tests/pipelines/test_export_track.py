@@ -146,3 +146,12 @@ def test_an_unwritable_folder_fails_before_reading_any_track(tmp_path, store):
         subprocess.run(["umount", str(mount)])
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "read-only file system" in result.stderr
+
+
+def test_bigwig_refuses_duplicate_record_ids_that_bedgraph_accepts(tmp_path, model_dir, capsys):
+    out = tmp_path / "dups.zarr"
+    assert main(["score-fasta", str(REAL / "dups.fasta"), "--out", str(out), "--model", model_dir,
+                 "--per-position"]) == 0
+    assert main(["export-track", str(out), "--bigwig", str(tmp_path / "d.bw")]) == 2
+    assert "record id 'alpha' occurs twice" in capsys.readouterr().err and not (tmp_path / "d.bw").exists()
+    assert main(["export-track", str(out), "--bedgraph", str(tmp_path / "d.bg")]) == 0
