@@ -76,13 +76,16 @@ class Connection:
     async def run(self) -> None:
         self.reader = asyncio.create_task(self._read())
         sender = asyncio.create_task(self._send())
-        try:
-            await self.reader
-        except asyncio.CancelledError:  # draining (SIGTERM): flush what this stream has, then close
-            if self.ws.closed:
-                self.replies.put_nowait(("gone", None))
-            else:
-                self._end(CLOSE_GOING_AWAY)
+        await asyncio.wait({self.reader, sender}, return_when=asyncio.FIRST_COMPLETED)
+        if sender.done():  # the socket is closed (an error, a client that left): nothing more to read
+            self.reader.cancel()
+            await asyncio.wait({self.reader})
+            return
+        if self.reader.cancelled():  # draining (SIGTERM): flush what this stream has, then close
+            self._end(CLOSE_GOING_AWAY)
+        elif self.reader.exception() is not None:  # a bug: end this stream, keep it in the log, keep serving
+            print(f"swa-stream serve: stream failed: {self.reader.exception()!r}", file=sys.stderr)
+            self._drop()
         await sender
 
     def _end(self, code: int) -> None:
