@@ -266,13 +266,15 @@ def tmpfs(tmp_path):
         subprocess.run(["umount", str(path)])
 
 
-def test_a_read_only_tsv_folder_fails_before_scoring(tmp_path, model_dir, tmpfs):
+def test_a_read_only_folder_fails_before_scoring(tmp_path, model_dir, tmpfs, capsys):
     ro = tmpfs("ro", "size=64k,ro")
     out = tmp_path / "r.zarr"
     result = subprocess.run(CLI + ["score-fasta", str(fasta_of(tmp_path)), "--out", str(out), "--tsv",
                                    str(ro / "r.tsv"), "--model", model_dir], capture_output=True, text=True)
     assert result.returncode == 2 and "read-only file system" in result.stderr and "Traceback" not in result.stderr
     assert not Path(f"{out}.partial").exists()  # refused before any work
+    assert main(["score-fasta", str(fasta_of(tmp_path)), "--out", str(ro / "r.zarr"), "--model", model_dir]) == 2
+    assert f"{ro / 'r.zarr'}: cannot write: read-only file system" in capsys.readouterr().err
 
 
 def test_a_full_disk_is_one_line_and_the_rerun_after_freeing_space_completes(tmp_path, model_dir, tmpfs, capsys):
