@@ -317,12 +317,14 @@ def _limits(args) -> Limits:
     return Limits(args.max_streams, args.max_message, args.idle_timeout, args.queue, origins, args.token or None)
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    """A listening-ready socket with SO_REUSEPORT, so that --workers processes share one port."""
+def _bind(host: str, port: int, share: bool = False) -> socket.socket:
+    """A socket bound to host:port. `share` sets SO_REUSEPORT, so that --workers processes share one port;
+    a single server does not, so that a port already in use is an error rather than silently shared."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if share:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as err:
@@ -333,7 +335,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def run(args) -> None:
     limits = _limits(args)
-    sock = _bind(args.host, args.port)
+    sock = _bind(args.host, args.port, share=args.workers > 1)
     port = sock.getsockname()[1]
     if args.workers == 1:
         _serve(args, limits, sock, port)
@@ -360,7 +362,7 @@ def run(args) -> None:
 
 
 def _worker(args, limits: Limits, port: int) -> None:
-    sock = _bind(args.host, port)
+    sock = _bind(args.host, port, share=True)
     try:
         _serve(args, limits, sock, port)
     except SWAStreamError as err:

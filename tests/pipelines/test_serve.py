@@ -335,6 +335,15 @@ def test_queued_audio_merges_into_one_step_and_the_last_reply_carries_the_finals
     assert [seg.to_dict() for r in results[6:] for seg in r.finals] == finals(reference)
 
 
+def test_cli_errors_are_one_line_before_any_model_loads(server, capsys):
+    assert main(["serve", "--port", str(server.port)]) == 2  # taken by the fixture's server
+    assert capsys.readouterr().err.startswith(f"swa-stream: error: --port: cannot listen on 127.0.0.1:{server.port}")
+    assert main(["serve", "--workers", "0"]) == 2
+    assert "--workers: must be >= 1" in capsys.readouterr().err
+    assert main(["stream-to", "http://127.0.0.1:1", "x.wav"]) == 2
+    assert "not a websocket URL" in capsys.readouterr().err
+
+
 def start_cli_server(*args, listening=1):
     """`swa-stream serve --port 0 ARGS` in a process of its own; returns it and its port once `listening`
     workers have said they listen."""
