@@ -10,6 +10,13 @@ All figures come from one long file (by default 4 minutes of the demo test set, 
 3. In process, the same frontend and head around a torchaudio `Emformer` of the same width, depth, heads,
    feed-forward size and context (segment = one chunk, left context = our widest left window, right
    context = our total lookahead), fed the same chunks through `Emformer.infer`.
+4. In process, a ragged batch of `--streams` streams (default 32) stepped together, as the server runs
+   them: each stream starts at its own point of the file, joins the batch at its own step and gets a
+   chunk of its own length (full, partial or empty); the figure is the step time per stream.
+
+Each in-process figure is the fastest of `--repeats` runs, both as wall time and as this thread's CPU time
+(`time.thread_time`), which a shared machine's other jobs disturb less. Without the demo test set
+(`--manifest`), the file is low-level noise: the step's speed does not depend on what the audio says.
 
 The Emformer is randomly initialised: its speed does not depend on its weights. Both in-process runs use
 the same number of torch threads (default 1, as `transcribe` does).
@@ -28,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
+import torch.nn.functional as F
 from torchaudio.models import Emformer
 
 from swa_stream.pipelines.bundles import default_model_dir, load_asr_model
@@ -65,18 +73,64 @@ def cli_rtf(audio: Path, model_dir: Path, chunk_ms: float, duration: float) -> d
             "segments": len(done.stdout.splitlines())}
 
 
+def noise_file(seconds: float, out: Path, rate: int = 16000) -> float:
+    audio = (np.random.default_rng(0).standard_normal(int(seconds * rate)) * 0.05).astype(np.float32)
+    sf.write(out, audio, rate, subtype="PCM_16")
+    return len(audio) / rate
+
+
+def timed(run) -> tuple[float, float]:
+    """(wall seconds, this thread's CPU seconds) of run()."""
+    w, c = time.perf_counter(), time.thread_time()
+    run()
+    return time.perf_counter() - w, time.thread_time() - c
+
+
 def chunks_of(audio: np.ndarray, size: int) -> list[torch.Tensor]:
     return [torch.from_numpy(audio[i : i + size])[None] for i in range(0, len(audio), size)]
 
 
 @torch.inference_mode()
-def ours_in_process(model: ASRModel, chunks: list[torch.Tensor]) -> float:
-    state = model.init_state(1)
-    t0 = time.perf_counter()
-    for chunk in chunks:
-        _, state = model.step(chunk, state)
-    model.flush(state)
-    return time.perf_counter() - t0
+def ours_in_process(model: ASRModel, chunks: list[torch.Tensor]) -> tuple[float, float]:
+    def run():
+        state = model.init_state(1)
+        for chunk in chunks:
+            _, state = model.step(chunk, state)
+        model.flush(state)
+
+    return timed(run)
+
+
+@torch.inference_mode()
+def ragged_in_process(model: ASRModel, audio: np.ndarray, chunk: int, streams: int, steps: int) -> dict:
+    """`streams` streams at different points of their own audio in one batch: stream s starts at its own
+    offset, joins at step s % 8, and each step brings a full chunk, half a chunk or nothing (by turns)."""
+    rng = np.random.default_rng(1)
+    offsets = rng.integers(0, max(1, len(audio) - chunk * steps), size=streams)
+    joins = [s % 8 for s in range(streams)]
+    batch = torch.from_numpy(np.stack([audio[o : o + chunk * steps] for o in offsets]))
+    from swa_stream.tasks.asr.model import ASRState
+
+    def run():
+        state, active, pos = None, [], [0] * streams
+        for k in range(steps + 8):
+            fresh = [s for s in range(streams) if joins[s] == k]
+            if fresh:
+                new = model.init_state(len(fresh))
+                state = new if state is None else ASRState.cat([state, new])
+                active += fresh
+            counts = [(chunk, chunk // 2, 0)[(s + k) % 3] for s in active]
+            counts = [min(c, batch.shape[1] - pos[s]) for c, s in zip(counts, active, strict=True)]
+            parts = [batch[s, pos[s] : pos[s] + c] for c, s in zip(counts, active, strict=True)]
+            rows = torch.stack([F.pad(p, (0, chunk - p.shape[0])) for p in parts])  # zero padding
+            _, _, state = model.step(rows, state, counts=counts)
+            for c, s in zip(counts, active, strict=True):
+                pos[s] += c
+
+    wall, cpu = timed(run)
+    step_calls = steps + 8
+    return {"streams": streams, "steps": step_calls, "wall_s": wall, "cpu_s": cpu,
+            "ms_per_step_per_stream": 1000 * cpu / step_calls / streams}
 
 
 def matched_emformer(model: ASRModel, chunk_frames: int) -> Emformer:
@@ -89,21 +143,23 @@ def matched_emformer(model: ASRModel, chunk_frames: int) -> Emformer:
 
 
 @torch.inference_mode()
-def emformer_in_process(model: ASRModel, emformer: Emformer, chunks: list[torch.Tensor]) -> float:
+def emformer_in_process(model: ASRModel, emformer: Emformer, chunks: list[torch.Tensor]) -> tuple[float, float]:
     """Our frontend and head around the Emformer; frames wait until a segment plus right context is there."""
     need = emformer.segment_length + emformer.right_context_length
-    fe_state, em_state = model.frontend.init_state(1), None
-    buffer = torch.zeros(1, 0, model.encoder.cfg.d_model)
     one = torch.tensor([need])
-    t0 = time.perf_counter()
-    for chunk in chunks:
-        x, fe_state = model.frontend.step(chunk, fe_state)
-        buffer = torch.cat([buffer, x], dim=1)
-        while buffer.shape[1] >= need:
-            out, _, em_state = emformer.infer(buffer[:, :need], one, em_state)
-            model.head(out).log_softmax(-1)
-            buffer = buffer[:, emformer.segment_length :]
-    return time.perf_counter() - t0
+
+    def run():
+        fe_state, em_state = model.frontend.init_state(1), None
+        buffer = torch.zeros(1, 0, model.encoder.cfg.d_model)
+        for chunk in chunks:
+            x, fe_state = model.frontend.step(chunk, fe_state)
+            buffer = torch.cat([buffer, x], dim=1)
+            while buffer.shape[1] >= need:
+                out, _, em_state = emformer.infer(buffer[:, :need], one, em_state)
+                model.head(out).log_softmax(-1)
+                buffer = buffer[:, emformer.segment_length :]
+
+    return timed(run)
 
 
 def main() -> None:
@@ -115,6 +171,9 @@ def main() -> None:
     p.add_argument("--chunk-ms", type=float, default=160.0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3, help="in-process runs; the fastest counts")
+    p.add_argument("--streams", type=int, default=32, help="streams in the ragged batch")
+    p.add_argument("--ragged-steps", type=int, default=200, help="steps of the ragged batch")
+    p.add_argument("--no-cli", action="store_true", help="skip the fresh-process `transcribe` run")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -125,34 +184,48 @@ def main() -> None:
         audio_path = args.audio
         if audio_path is None:
             audio_path = Path(tmp) / "long.wav"
-            long_file(args.manifest, args.seconds, audio_path, rate=model.sample_rate)
+            if args.manifest.exists():
+                long_file(args.manifest, args.seconds, audio_path, rate=model.sample_rate)
+            else:
+                print(f"{args.manifest} not found: timing on {args.seconds:g} s of noise", file=sys.stderr)
+                noise_file(args.seconds, audio_path, model.sample_rate)
         audio = read_audio(audio_path, model.sample_rate).numpy()
         duration = len(audio) / model.sample_rate
-        cli = cli_rtf(audio_path, model_dir, args.chunk_ms, duration)
+        cli = None if args.no_cli else cli_rtf(audio_path, model_dir, args.chunk_ms, duration)
 
     chunk = round(model.sample_rate * args.chunk_ms / 1000)
     chunk_frames = max(1, round(args.chunk_ms / 1000 * model.frame_rate))
     chunks = chunks_of(audio, chunk)
     emformer = matched_emformer(model, chunk_frames)
-    ours = min(ours_in_process(model, chunks) for _ in range(args.repeats))
-    theirs = min(emformer_in_process(model, emformer, chunks) for _ in range(args.repeats))
+    runs = [(ours_in_process(model, chunks), emformer_in_process(model, emformer, chunks))
+            for _ in range(args.repeats)]  # interleaved, so that both see the same load
+    ours = (min(r[0][0] for r in runs), min(r[0][1] for r in runs))
+    theirs = (min(r[1][0] for r in runs), min(r[1][1] for r in runs))
+    ragged = ragged_in_process(model, audio, chunk, args.streams, args.ragged_steps)
     result = {
         "audio_s": duration,
         "chunk_ms": args.chunk_ms,
         "threads": args.threads,
         "cli": cli,
         "swa_stream": {"encoder_params": sum(p.numel() for p in model.encoder.parameters()),
-                       "windows": model.encoder.cfg.windows, "step_s": ours, "rtf": ours / duration},
+                       "windows": model.encoder.cfg.windows, "step_s": ours[0], "rtf": ours[0] / duration,
+                       "cpu_s": ours[1], "cpu_rtf": ours[1] / duration},
         "emformer": {"encoder_params": sum(p.numel() for p in emformer.parameters()),
                      "segment_length": emformer.segment_length, "left_context": emformer.left_context_length,
-                     "right_context": emformer.right_context_length, "step_s": theirs, "rtf": theirs / duration},
+                     "right_context": emformer.right_context_length, "step_s": theirs[0], "rtf": theirs[0] / duration,
+                     "cpu_s": theirs[1], "cpu_rtf": theirs[1] / duration},
+        "ragged": ragged,
     }
     print(f"audio {duration:.1f} s in {args.chunk_ms:g} ms chunks, {args.threads} thread(s)")
-    print(f"  swa-stream transcribe, process start to exit: {cli['wall_s']:.2f} s  RTF {cli['rtf']:.4f}")
+    if cli:
+        print(f"  swa-stream transcribe, process start to exit: {cli['wall_s']:.2f} s  RTF {cli['rtf']:.4f}")
     for name in ("swa_stream", "emformer"):
         r = result[name]
         print(f"  in process, {name:<10} ({r['encoder_params'] / 1e6:.2f} M encoder params): "
-              f"{r['step_s']:.2f} s  RTF {r['rtf']:.4f}")
+              f"{r['step_s']:.2f} s  RTF {r['rtf']:.4f}  (CPU {r['cpu_s']:.2f} s, RTF {r['cpu_rtf']:.4f})")
+    print(f"  ours / Emformer: {ours[0] / theirs[0]:.2f} (wall), {ours[1] / theirs[1]:.2f} (CPU)")
+    print(f"  ragged batch of {ragged['streams']} streams: {ragged['ms_per_step_per_stream']:.3f} ms CPU per "
+          f"stream per {args.chunk_ms:g} ms step ({ragged['steps']} steps)")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -17,7 +17,7 @@ import torch
 
 from swa_stream.kernels.cpu import blocked_attention
 from swa_stream.kernels.reference import attention_reference
-from swa_stream.kernels.ring import _one, ring_attention_torch, ring_read, ring_write
+from swa_stream.kernels.ring import _one, ring_attention_small, ring_attention_torch, ring_read, ring_write
 from swa_stream.kernels.variants import NEG, dilated_attention, extended_attention, merge_extras, prefix_summary
 
 BACKENDS = ("auto", "triton", "torch", "reference")
@@ -100,6 +100,11 @@ def ring_window_attention(
     `new_counts[b]` of row b's t new keys are valid (the rest, and the queries past them, are padding).
     Triton reads the ring in place (rows at one position only); the PyTorch path unrolls it."""
     window = _check(q, k_new, v_new, window)
+    one_position = isinstance(end, int) and isinstance(stream_start, int) and new_counts is None
+    if one_position and (backend == "torch" or backend == "auto" and not q.is_cuda):
+        # The hot path of a CPU stream: a few queries, a ring of tens of keys, one position for all rows.
+        return ring_attention_small(q, k_ring, v_ring, k_new, v_new, window, end=end, stream_start=stream_start,
+                                    scale=scale)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k_ring, v_ring, k_new, v_new))
     one_end, one_start = _one(end), _one(stream_start)
     full = new_counts is None or all(c == k_new.shape[2] for c in new_counts)

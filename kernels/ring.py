@@ -8,6 +8,8 @@ row is its own stream); a list whose entries agree takes the one-integer path.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -26,11 +28,17 @@ def _one(values) -> int | None:
     return values[0] if all(v == values[0] for v in values) else None
 
 
+@functools.lru_cache(maxsize=1024)
+def _slots(first: int, count: int, capacity: int, device, inference: bool) -> torch.Tensor:
+    return (first + torch.arange(count, device=device)) % capacity
+
+
 def ring_slots(first_position, count: int, capacity: int, device) -> torch.Tensor:
     """Slots of positions first .. first + count - 1: (count,) for one first position, (B, count) for a list."""
+    if isinstance(first_position, int):  # a few (first mod C, count) pairs recur all stream long: cache them
+        return _slots(first_position % capacity, count, capacity, torch.device(device),
+                      torch.is_inference_mode_enabled())
     offsets = torch.arange(count, device=device)
-    if isinstance(first_position, int):
-        return (first_position + offsets) % capacity
     firsts = torch.tensor([p % capacity for p in first_position], device=device)
     return (firsts[:, None] + offsets) % capacity
 
@@ -87,6 +95,21 @@ def ring_placement(window: tuple[int, int], end: int, stream_start: int, n_new: 
 
 def step_mask(n_q: int, n_k: int, window, q_offset: int, k_start: list[int], k_lengths: list[int],
               device) -> torch.Tensor:
+    """See `_step_mask`; one mask for rows that agree (steady state: every step has the same few masks)."""
+    if len(set(k_start)) == 1 and len(set(k_lengths)) == 1:
+        k_start, k_lengths = k_start[:1], k_lengths[:1]
+    if len(k_start) > 8:
+        return _step_mask(n_q, n_k, tuple(window), q_offset, tuple(k_start), tuple(k_lengths), device)
+    return _cached_step_mask(n_q, n_k, tuple(window), q_offset, tuple(k_start), tuple(k_lengths),
+                             torch.device(device), torch.is_inference_mode_enabled())
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_step_mask(n_q, n_k, window, q_offset, k_start, k_lengths, device, inference) -> torch.Tensor:
+    return _step_mask(n_q, n_k, window, q_offset, k_start, k_lengths, device)
+
+
+def _step_mask(n_q: int, n_k: int, window, q_offset: int, k_start, k_lengths, device) -> torch.Tensor:
     """(B, 1, Nq, Nk) bool: may query i of row b see key j? A query that sees no key (padding, or a
     position before its stream began) sees every key instead, so no row of an SDPA mask is empty; the
     encoder never reads those rows. (A real query always sees its own key.)"""
@@ -97,6 +120,23 @@ def step_mask(n_q: int, n_k: int, window, q_offset: int, k_start: list[int], k_l
     hi = torch.tensor(k_lengths, device=device).view(-1, 1, 1)
     mask = band[None] & (kj[None] >= lo) & (kj[None] < hi)
     return (mask | ~mask.any(-1, keepdim=True))[:, None]
+
+
+def ring_attention_small(q, k_ring, v_ring, k_new, v_new, window, *, end: int, stream_start: int, scale=None):
+    """`ring_attention_torch` for one position shared by every row, with its masks and slots looked up (the
+    few that a stream needs recur every step), and the blocked kernel for long steps."""
+    capacity, t = k_ring.shape[2], k_new.shape[2]
+    if capacity:
+        slots = ring_slots(end - capacity, capacity, capacity, q.device)
+        keys = torch.cat([k_ring.index_select(2, slots), k_new], dim=2)
+        values = torch.cat([v_ring.index_select(2, slots), v_new], dim=2)
+    else:
+        keys, values = k_new, v_new
+    k_start = max(0, stream_start - (end - capacity))
+    if q.shape[2] * keys.shape[2] > SMALL_STEP:
+        return blocked_attention(q, keys, values, window, q_offset=window[0], k_start=k_start, scale=scale)
+    mask = step_mask(q.shape[2], capacity + t, window, window[0], [k_start], [capacity + t], q.device)
+    return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=scale)
 
 
 def ring_attention_torch(q, k_ring, v_ring, k_new, v_new, window, *, end, stream_start, new_counts=None,

@@ -109,13 +109,17 @@ class SWAAttention(nn.Module):
     def project(self, x: torch.Tensor, start: int | list[int]) -> Projection:
         """x (B, T, d_model) at absolute positions start.. (one start, or one per row) -> a Projection."""
         batch, length, _ = x.shape
-        q, k, v = self.qkv(x).view(batch, length, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        cos, sin = self.rope.tables(start, length, x.dtype)
-        p = Projection(self.rope.rotate(q, cos, sin), self.rope.rotate(k, cos, sin), v)
+        qkv = self.qkv(x).view(batch, length, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if isinstance(start, int):
+            cos, signed_sin = self.rope.full_tables(start, length, x.dtype)
+        else:
+            cos, signed_sin = self.rope.full(*self.rope.tables(start, length, x.dtype))
+        q, k = self.rope.rotate_full(qkv[:2], cos, signed_sin).unbind(0)  # q and k in one pass: fewer small ops
+        p = Projection(q, k, qkv[2])
         if self.n_global:
             scale = self.head_dim**-0.5
-            p.to_global = torch.einsum("bhtd,hgd->bhtg", q, self.global_key) * scale
-            p.from_global = torch.einsum("bhtd,hgd->bhgt", k, self.global_query) * scale
+            p.to_global = torch.einsum("bhtd,hgd->bhtg", qkv[0], self.global_key) * scale  # unrotated:
+            p.from_global = torch.einsum("bhtd,hgd->bhgt", qkv[1], self.global_query) * scale  # position-free
         return p
 
     # ---- offline ---------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from swa_stream.config import SWAConfig
 from swa_stream.errors import SWAStreamError
 from swa_stream.kernels import NEG, prefix_summary, ring_write
 from swa_stream.lengths import zero_past
-from swa_stream.ragged import as_counts, ragged_cat, take, uniform, valid_mask
+from swa_stream.ragged import as_counts, ragged_cat, take, uniform, valid_mask, zero_padding
 from swa_stream.state import LayerState, StreamState, layer_state_shapes, state_bytes
 
 
@@ -76,6 +76,9 @@ class SWABlock(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def _finish(self, resid: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        if not (self.training and self.drop.p):  # inference: two calls fewer per layer and step
+            h = resid + attended
+            return h + self.ffn(self.norm2(h))
         h = resid + self.drop(attended)
         return h + self.drop(self.ffn(self.norm2(h)))
 
@@ -134,6 +137,9 @@ class SWABlock(nn.Module):
     def step(self, x: torch.Tensor, st: LayerState, rows: Rows) -> tuple[torch.Tensor, list[int], LayerState]:
         """Take inputs x (B, t, d): row b's first rows.counts[b] are its positions n[b] .. of its stream.
         Emit the positions that became final: (outputs (B, t', d) left-aligned, per-row counts, state)."""
+        if rows.new_counts is None and st.sink_k is None and st.pending_g is None:
+            y, count, new = self.step_aligned(x, st, rows.ends[0], rows.n[0])
+            return y, [count] * x.shape[0], new
         p = self.attn.project(self.norm1(x), start=rows.ends if rows.new_counts is not None else rows.ends[0])
         queries = torch.cat([st.pending_q, p.q], dim=2)  # index i: position end - R + i
         resid = torch.cat([st.pending_x, x], dim=1)
@@ -153,6 +159,22 @@ class SWABlock(nn.Module):
         t = x.shape[1]
         y, counts = self._answer(queries[:, :, :t], resid[:, :t], st, p.k, p.v, rows, **extras)
         return y, counts, new
+
+    def step_aligned(self, x: torch.Tensor, st: LayerState, end: int, n: int) -> tuple[torch.Tensor, int, LayerState]:
+        """`step` when every row is at the same position (end: the absolute position of x's first row, n: of
+        its stream) and neither sinks nor global tokens are on: the hot path of a single stream, with the
+        bookkeeping in two integers. The same arithmetic as the ragged path."""
+        t = x.shape[1]
+        p = self.attn.project(self.norm1(x), start=end)
+        queries = torch.cat([st.pending_q, p.q], dim=2)  # index i: position end - R + i
+        resid = torch.cat([st.pending_x, x], dim=1)
+        attended = self.attn.attend_ring(queries[:, :, :t], st.k, st.v, p.k, p.v, end=end, stream_start=end - n)
+        new = LayerState(  # clones: a view would keep this whole chunk alive inside the state
+            k=ring_write(st.k, p.k, end + t), v=ring_write(st.v, p.v, end + t),
+            pending_x=resid[:, t:].clone(), pending_q=queries[:, :, t:].clone(), pool=st.pool,
+        )
+        skip = min(t, max(0, self.right - n))  # positions before the stream began (their slots were never written)
+        return self._finish(resid[:, skip:t], attended[:, skip:]), t - skip, new
 
     def finish(self, st: LayerState, rows: Rows) -> tuple[torch.Tensor, list[int]]:
         """Answer the held-back queries (positions end-R .. end-1) with the keys that exist: the end of
@@ -192,6 +214,7 @@ class SWAEncoder(nn.Module):
         self.cfg = cfg
         self.blocks = nn.ModuleList(SWABlock(cfg, i, backend) for i in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
+        self._token = object()  # marks the states this encoder's `step` returns (see `check_state`)
 
     def receptive_field(self) -> tuple[int, int]:
         """(left, right) input positions that reach each output through the windows, over all layers."""
@@ -255,6 +278,8 @@ class SWAEncoder(nn.Module):
         """Refuse a state made for an encoder of another config, naming what differs."""
         if not isinstance(state, StreamState):
             raise SWAStreamError(f"state: expected a StreamState, got {type(state).__name__}")
+        if state.__dict__.get("_made_by") is self._token:  # this encoder's own step made it: already checked
+            return
         if len(state.layers) != len(self.blocks):
             raise SWAStreamError(f"state: made for {len(state.layers)} layers, this encoder has {len(self.blocks)}"
                                  " (n_layers)")
@@ -339,7 +364,7 @@ class SWAEncoder(nn.Module):
             left = [w - r for w, r in zip(waiting, rows, strict=True)]
             bypass = take(bypass, rows, max(left, default=0)).clone()
         if not uniform(rows):
-            y = zero_past(y, torch.tensor(rows, device=y.device))
+            y = zero_padding(y, rows)
         return y, rows, bypass
 
     def step(self, chunk: torch.Tensor, state: StreamState, counts=None):
@@ -353,17 +378,39 @@ class SWAEncoder(nn.Module):
         """
         self._check_chunk(chunk, state)
         batch, t = chunk.shape[:2]
+        if counts is None and self._plain_stack:
+            starts, received = state.start.tolist(), state.received.tolist()
+            if uniform(starts) and uniform(received):
+                return self._step_aligned(chunk, state, starts[0] if batch else 0, received[0] if batch else 0)
         given = as_counts(counts, batch, t)
         x, out_counts, layers, bypass, waiting = self._run(chunk, given, state, end=False)
         y, rows, bypass = self._output(x, out_counts, bypass, waiting)
         received = state.received + torch.tensor(given, dtype=torch.int64)
         new = StreamState(state.start, received, layers, bypass)
+        new.__dict__["_made_by"] = self._token
         if counts is not None:
             return y, torch.tensor(rows, dtype=torch.int64), new
         if not uniform(rows):
             raise SWAStreamError("step: the rows are at different points of their streams and emit different "
                                  "counts; pass counts= to get per-row lengths")
         return y, new
+
+    @property
+    def _plain_stack(self) -> bool:
+        return self._first_pooled is None and not self.cfg.has_extras
+
+    def _step_aligned(self, x: torch.Tensor, state: StreamState, start: int, received: int):
+        """`step` for rows at one position of one stream each (a single stream, say) and no pooling, sinks or
+        global tokens: the bookkeeping is two integers."""
+        layers, fed, t = [], received, x.shape[1]
+        for block, st in zip(self.blocks, state.layers, strict=True):
+            if x.shape[1]:
+                x, _, st = block.step_aligned(x, st, start + fed, fed)
+            layers.append(st)
+            fed = max(0, fed - block.right)
+        new = StreamState(state.start, state.received + t, layers)
+        new.__dict__["_made_by"] = self._token
+        return self.norm(x), new
 
     def flush(self, state: StreamState, with_lengths: bool = False):
         """Finish the streams: emit every held-back position, as offline does at the end of a sequence.

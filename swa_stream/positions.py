@@ -15,6 +15,7 @@ stream started at 10**9 sees exactly the geometry of one started at 0.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import torch
 from torch import nn
@@ -29,27 +30,72 @@ def rope_harmonics(head_dim: int, base: float) -> torch.Tensor:
     return torch.clamp(torch.round(inv_freq * ROPE_PERIOD / (2 * math.pi)), min=1).to(torch.int64)
 
 
+# Tables of recent runs, shared by every layer with the same head size and base: in a streaming step the
+# layers ask for the same few runs of positions, and a table costs more small ops than a lookup.
+_TABLES: OrderedDict = OrderedDict()
+_TABLES_KEPT = 64
+_RUN = 64
+
+
 class RotaryPositions(nn.Module):
     """Computes rotation tables for a run of consecutive positions and applies them."""
 
     def __init__(self, head_dim: int, base: float = 10000.0):
         super().__init__()
         self.register_buffer("harmonics", rope_harmonics(head_dim, base), persistent=False)
+        self.key = (head_dim, float(base))
 
     def tables(self, start, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin for positions start .. start + length - 1: (length, head_dim // 2) for one start, or
         (B, 1, length, head_dim // 2) for a list of per-row starts (a ragged batch: broadcast over heads)."""
+        if not isinstance(start, int):
+            cos, sin = self._tables(list(start), length, dtype)
+            return cos[:, None], sin[:, None]
+        if length > _RUN:
+            cos, sin = self._tables([start], length, dtype)
+            return cos[0], sin[0]
+        # Short runs are cut from a table of 2 * _RUN positions that starts at a multiple of _RUN: a stream's
+        # steps and layers then share one table for many steps.
+        offset = start % _RUN
+        base = (start - offset) % ROPE_PERIOD
+        key = (*self.key, self.harmonics.device, dtype, base, torch.is_inference_mode_enabled())
+        found = _TABLES.get(key)
+        if found is None:
+            cos, sin = self._tables([base], 2 * _RUN, dtype)
+            found = _TABLES[key] = (cos[0], sin[0], *self.full(cos[0], sin[0]))
+            if len(_TABLES) > _TABLES_KEPT:
+                _TABLES.popitem(last=False)
+        return found[0][offset : offset + length], found[1][offset : offset + length]
+
+    def full_tables(self, start: int, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tables as `rotate_full` takes them, (length, head_dim) each: [cos, cos] and [-sin, sin]."""
+        if length > _RUN:
+            return self.full(*self.tables(start, length, dtype))
+        self.tables(start, length, dtype)  # makes sure the run's table is cached
+        offset = start % _RUN
+        key = (*self.key, self.harmonics.device, dtype, (start - offset) % ROPE_PERIOD,
+               torch.is_inference_mode_enabled())
+        found = _TABLES[key]
+        return found[2][offset : offset + length], found[3][offset : offset + length]
+
+    @staticmethod
+    def full(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.cat([cos, cos], dim=-1), torch.cat([-sin, sin], dim=-1)
+
+    @staticmethod
+    def rotate_full(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+        """`rotate` with the full tables: x * [cos, cos] + [x2, x1] * [-sin, sin], the same numbers in four
+        ops instead of seven (a - b and a + (-b) round alike)."""
+        return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
+
+    def _tables(self, starts: list[int], length: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.harmonics.device
-        starts = [start] if isinstance(start, int) else list(start)
         # Reduce the (possibly huge) Python ints first; everything after stays below 2**48.
         first = torch.tensor([s % ROPE_PERIOD for s in starts], device=device, dtype=torch.int64)
         p = (first[:, None] + torch.arange(length, device=device, dtype=torch.int64)) % ROPE_PERIOD
         phase = (p[..., None] * self.harmonics) % ROPE_PERIOD  # < 2**24: exact in float32
         angle = phase.to(torch.float32) * (2 * math.pi / ROPE_PERIOD)
-        cos, sin = angle.cos().to(dtype), angle.sin().to(dtype)
-        if isinstance(start, int):
-            return cos[0], sin[0]
-        return cos[:, None], sin[:, None]
+        return angle.cos().to(dtype), angle.sin().to(dtype)
 
     @staticmethod
     def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

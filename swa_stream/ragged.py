@@ -135,12 +135,18 @@ def as_rows(rows, batch: int) -> torch.Tensor:
     return rows % batch if rows.numel() else rows
 
 
+def zero_padding(y: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    """y (B, T, ...) with each row's positions past counts[b] set to 0 (by `where`: padding may hold NaN)."""
+    valid = valid_mask(counts, y.shape[1], y.device).view(*y.shape[:2], *[1] * (y.dim() - 2))
+    return torch.where(valid, y, torch.zeros((), dtype=y.dtype, device=y.device))
+
+
 def emit(y: torch.Tensor, counts: list[int], state, ragged: bool, what: str = "step"):
     """What a streaming module's `step` returns: (y, lengths (B,) int64, state) when the caller passed
     per-row counts (`ragged`), else (y, state), which needs every row to have emitted the same count.
     Positions past a row's length are zeros."""
     if not uniform(counts) and y.shape[1]:
-        y = y * valid_mask(counts, y.shape[1], y.device).view(*y.shape[:2], *[1] * (y.dim() - 2)).to(y.dtype)
+        y = zero_padding(y, counts)
     if ragged:
         return y, torch.tensor(counts, dtype=torch.int64), state
     if not uniform(counts):
