@@ -18,8 +18,8 @@ from pathlib import Path
 from swa_stream.config import SWAConfig
 from swa_stream.errors import ConfigError, SWAStreamError
 
-# bundle kind -> the module whose SCHEMA describes it; a new task adds one line here
 _REQUIRED = object()
+# bundle kind -> the module whose SCHEMA describes it; a new task adds one line here
 _SCHEMAS = {"asr": "swa_stream.tasks.asr.schema", "dna": "swa_stream.tasks.dna.schema"}
 
 
@@ -59,7 +59,7 @@ class TaskSchema:
 
 def schema(kind) -> TaskSchema:
     """The schema of bundle `kind`; an unknown kind raises SWAStreamError (callers prefix the file)."""
-    if kind not in _SCHEMAS:
+    if not isinstance(kind, str) or kind not in _SCHEMAS:
         raise SWAStreamError(f"holds a {kind!r} model; this swa-stream knows {', '.join(sorted(_SCHEMAS))}")
     return import_module(_SCHEMAS[kind]).SCHEMA
 
