@@ -139,7 +139,11 @@ async def drive_page(profile, page_url, seconds, kill_server):
         status = await dt.until("listening", f"{STATUS}.startsWith('listening') || "
                                 f"document.getElementById('status').className === 'error' ? {STATUS} : ''", 30)
         assert status.startswith("listening"), status
-        await asyncio.sleep(seconds + 1.0)  # the fake microphone plays the file in real time
+        partials, end = set(), time.monotonic() + seconds + 1.0  # the fake microphone plays in real time
+        while time.monotonic() < end:
+            partials.add(await dt.js("document.getElementById('partial').textContent"))
+            await asyncio.sleep(0.1)
+        assert partials - {""}, "live partials appear while the audio plays"
         await dt.click("stop")
         status = await dt.until("done", f"['done'].includes({STATUS}) || "
                                 f"document.getElementById('status').className === 'error' ? {STATUS} : ''", 30)
