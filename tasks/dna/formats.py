@@ -4,7 +4,8 @@
 - FASTQ: `@` headers, sequence lines, a `+` line, then as many quality characters as bases (qualities
   can start with `@`, so they are counted, not pattern-matched). Qualities are ignored.
 - CSV/TSV (`seq,label` as Genomic Benchmarks circulate): the delimiter is the first line's tab or comma.
-  The first row is a header unless its sequence cell is a valid sequence. The sequence column is
+  The first row is a header if a cell is a known column name (seq, sequence, dna, id, name, label, ...)
+  or no cell is a valid sequence. The sequence column is
   `column` (a header name, or a 1-based number), else a header named seq/sequence, else the first
   column whose first value is a sequence. An `id`/`name` column names records (else `row<N>`), and the
   other cells (labels) are kept in the description as `name=value`.
@@ -159,8 +160,10 @@ def parse_table(name: str, lines, rna: bool = False, column: str | None = None) 
     reader = csv.reader(itertools.chain([first], text), delimiter=delimiter)
     rows = ((reader.line_num, row) for row in reader if any(cell.strip() for cell in row))
     number, row = next(rows)
-    has_header = not any(_is_sequence(cell, rna) for cell in row) or (
-        column is not None and not column.isdigit())
+    names = {cell.strip().lower() for cell in row}
+    has_header = (not any(_is_sequence(cell, rna) for cell in row)  # "dna" and "na" are also sequences
+                  or bool(names & {*SEQ_NAMES, *ID_NAMES, "label", "labels", "class"})
+                  or (column is not None and not column.isdigit()))
     header = row if has_header else None
     if has_header:
         number, row = next(rows, (number, None))

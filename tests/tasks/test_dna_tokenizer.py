@@ -74,6 +74,8 @@ def test_tables_detect_a_header_and_keep_labels_as_metadata(tmp_path):
     assert [(r.id, r.description, r.length) for r in with_header] == [("x1", "x1 label=1", 4), ("x2", "x2 label=0", 2)]
     without = list(read_sequences(write(tmp_path, "ACGT\tpos\nGGN\tneg\n", "b.tsv")))
     assert [(r.id, r.length) for r in without] == [("row1", 4), ("row2", 3)]
+    named_like_dna = list(read_sequences(write(tmp_path, "name,dna\nx,ACGT\n", "e.csv")))
+    assert [(r.id, r.length) for r in named_like_dna] == [("x", 4)]  # "dna" is a header, not a sequence
     chosen = list(read_sequences(write(tmp_path, "1,AC,GGGG\n0,GT,CCCC\n", "c.csv"), column="3"))
     assert [r.length for r in chosen] == [4, 4]
     with pytest.raises(SWAStreamError, match="no column 'nope'"):
