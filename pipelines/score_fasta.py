@@ -162,10 +162,11 @@ def _score_batch(model: DNAModel, batch: list[tuple[int, FastaRecord]], options:
             row += rec.length
 
 
-def _records(paths: list[Path], options: ScoreOptions):
+def _records(paths: list[Path], options: ScoreOptions, rank: int = 0):
     number = 0
-    for path in paths:
-        for rec in read_sequences(path, rna=options.rna, column=options.column):
+    quiet = (lambda message: None) if rank else (lambda message: print(message, file=sys.stderr))
+    for path in paths:  # notices ("qualities are ignored") are said once, by rank 0
+        for rec in read_sequences(path, rna=options.rna, column=options.column, notice=quiet):
             yield number, rec
             number += 1
 
@@ -300,7 +301,7 @@ def _score_all(run: RunFolder, paths, model, options, rank: int, world_size: int
     scorer = _Scorer(run, model, options, rank, world_size)
     try:
         with torch.inference_mode():
-            for number, rec in _records(paths, options):
+            for number, rec in _records(paths, options, rank):
                 scorer.total = number + 1
                 scorer.take(number, rec)
             scorer.flush()
