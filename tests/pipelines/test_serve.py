@@ -20,12 +20,16 @@ import pytest
 import soundfile as sf
 import torch
 
+from swa_stream import SWAConfig
 from swa_stream.pipelines.bundles import load_asr_model
 from swa_stream.pipelines.cli import main
 from swa_stream.pipelines.serve import Limits, Server, _bind
 from swa_stream.pipelines.serve_batch import BatchedRecognizer
 from swa_stream.tasks.asr.audio import resample
 from swa_stream.tasks.asr.decoder import EndpointConfig
+from swa_stream.tasks.asr.frontend import FrontendConfig
+from swa_stream.tasks.asr.model import ASRModel
+from swa_stream.tasks.asr.text import VOCABULARY
 
 EXAMPLE = Path(__file__).parents[2] / "pipelines" / "examples" / "asr_demo.wav"
 
@@ -312,6 +316,42 @@ def test_fast_sender_loses_nothing_through_a_small_queue(model, wav, reference):
         assert s.server.recognizer.messages_received == len(messages)
         assert finals(replies) == finals(reference)
     finally:
+        s.stop()
+
+
+def test_a_stalled_server_stops_reading_and_tcp_pushes_back():
+    """With compute held up, the server reads exactly --queue audio messages of a stream and no more; the
+    client's sends then block (its socket buffers fill), and once compute resumes everything arrives."""
+    tiny = ASRModel(FrontendConfig(d_model=32, conv_channels=8),  # transport only: a small random model is enough
+                    SWAConfig(d_model=32, n_heads=2, n_layers=2, window=[(8, 0), (8, 1)]), VOCABULARY).eval()
+    s = ServerThread(tiny, queue=4)
+    release = threading.Event()
+    s.server.recognizer._executor.submit(release.wait)  # the compute thread is busy until released
+    rec = s.server.recognizer
+    try:
+        async def go():
+            async with aiohttp.ClientSession() as session, session.ws_connect(s.url + "/ws") as ws:
+                message = np.zeros(16000, "<i2").tobytes()  # 1 s of silence, 32 KB
+
+                async def send_all():
+                    for _ in range(640):  # 20 MB: more than loopback socket buffers hold
+                        await ws.send_bytes(message)
+                    await ws.send_str('{"eof": 1}')
+
+                sender = asyncio.create_task(send_all())
+                while rec.messages_received < 4:
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.5)
+                stalled = (rec.messages_received, sender.done())
+                release.set()
+                await sender
+                replies = [json.loads(m.data) async for m in ws]
+                return stalled, len(replies), ws.close_code
+        stalled, replies, code = run(go())
+        assert stalled == (4, False)
+        assert (replies, code, rec.messages_received, rec.samples_received) == (641, 1000, 640, 640 * 16000)
+    finally:
+        release.set()
         s.stop()
 
 
