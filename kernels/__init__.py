@@ -79,6 +79,14 @@ def sliding_window_attention(
     return blocked_attention(q, k, v, window, **placement)
 
 
+def triton_attention_lse(q, k, v, window, *, k_lengths=None):
+    """The Triton window kernel's (output, natural log-sum-exp), which the variants compose with sinks and
+    global tokens; imported on first use, so that CPU users never load Triton."""
+    from swa_stream.kernels.triton_swa import triton_attention_lse as kernel
+
+    return kernel(q, k, v, window, k_lengths=k_lengths)
+
+
 def ring_window_attention(
     q: torch.Tensor,
     k_ring: torch.Tensor,
@@ -124,4 +132,4 @@ def ring_window_attention(
 # call into kernels/variants.py, so the core reaches no kernels.* module itself).
 __all__ = ["BACKENDS", "use_triton", "sliding_window_attention", "ring_window_attention", "ring_read", "ring_write",
            "attention_reference", "blocked_attention", "NEG", "dilated_attention", "extended_attention",
-           "merge_extras", "prefix_summary"]
+           "merge_extras", "prefix_summary", "triton_attention_lse"]

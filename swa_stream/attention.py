@@ -15,14 +15,17 @@ import torch
 from torch import nn
 
 from swa_stream.config import SWAConfig
+from swa_stream.extras import summaries_at
 from swa_stream.kernels import (
     NEG,
     dilated_attention,
     extended_attention,
     merge_extras,
+    prefix_summary,
     ring_read,
     ring_window_attention,
     sliding_window_attention,
+    triton_attention_lse,
     use_triton,
 )
 from swa_stream.positions import RotaryPositions
@@ -123,6 +126,14 @@ class SWAAttention(nn.Module):
         return p
 
     # ---- offline ---------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Self-attention of a whole (normalised) sequence x (B, T, d_model) -> (B, T, d_model)."""
+        p = self.project(x, start=0)
+        summaries = None
+        if p.from_global is not None:  # each query reads the summary after its newest key
+            summaries = summaries_at(prefix_summary(p.from_global, p.v)[0], self.reach[1], lengths)
+        return self.attend(p, lengths, summaries)
+
     def attend(self, p: Projection, lengths: torch.Tensor | None = None, summaries=None) -> torch.Tensor:
         """Self-attention of a whole sequence -> (B, T, d_model). summaries (B, H, G, T, D): what each
         global token holds when each query reads it (see SWABlock.forward)."""
@@ -148,8 +159,6 @@ class SWAAttention(nn.Module):
     def _triton_composed(self, p: Projection, summaries, sinks, lengths) -> torch.Tensor:
         """Sinks and global tokens on the Triton path: the window (per residue class if dilated) with its
         log-sum-exp, then one softmax over it, the sinks and the global tokens."""
-        from swa_stream.kernels.triton_swa import triton_attention_lse
-
         if self.dilation == 1:
             o, lse = triton_attention_lse(p.q, p.k, p.v, self.window, k_lengths=lengths)
         else:

@@ -25,44 +25,25 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from swa_stream.attention import SWAAttention
 from swa_stream.config import SWAConfig
 from swa_stream.errors import SWAStreamError
-from swa_stream.kernels import NEG, prefix_summary, ring_write
+from swa_stream.extras import advance_globals, finish_extras, keep_sinks
+from swa_stream.kernels import ring_write
 from swa_stream.lengths import zero_past
-from swa_stream.ragged import as_counts, ragged_cat, take, uniform, valid_mask, zero_padding
+from swa_stream.pool import mean_pool, pool_step
+from swa_stream.ragged import Rows, as_counts, ragged_cat, take, uniform, zero_padding
 from swa_stream.state import LayerState, StreamState, layer_state_shapes, state_bytes
 
 
-def mean_pool(x: torch.Tensor, lengths: torch.Tensor | None, stride: int):
-    """(B, T, d) -> (B, ceil(T / stride), d): the mean of each group of `stride` positions; a group cut
-    short by the end (or by a length) averages what it has. Returns the pooled lengths too."""
-    batch, length, _ = x.shape
-    n = -(-length // stride)
-    valid = torch.full((batch,), length, device=x.device) if lengths is None else lengths.to(x.device)
-    x = F.pad(zero_past(x, valid), (0, 0, 0, n * stride - length))
-    sums = x.view(batch, n, stride, x.shape[-1]).sum(2)
-    counts = (valid[:, None] - torch.arange(n, device=x.device)[None] * stride).clamp(1, stride)
-    pooled_lengths = None if lengths is None else (lengths + stride - 1) // stride
-    return sums / counts[..., None].to(x.dtype), pooled_lengths
-
-
-def summaries_at(summary: torch.Tensor, reach_right: int, lengths: torch.Tensor | None) -> torch.Tensor:
-    """summary (B, H, G, T, D) after each position -> what query i reads: the summary after position
-    i + reach_right (the newest key it sees), or after the last valid position."""
-    batch, heads, n_global, length, dim = summary.shape
-    last = torch.full((batch, 1), length - 1, device=summary.device)
-    if lengths is not None:
-        last = (lengths.to(summary.device) - 1).clamp(min=0)[:, None]
-    index = torch.minimum(torch.arange(length, device=summary.device)[None] + reach_right, last)
-    return summary.gather(3, index[:, None, None, :, None].expand(batch, heads, n_global, length, dim))
-
-
 class SWABlock(nn.Module):
-    """x + attn(norm(x)), then h + ffn(norm(h)); attention sees a (left, right) window."""
+    """x + attn(norm(x)), then h + ffn(norm(h)); attention sees a (left, right) window.
+
+    Offline (`forward`) this is nanoGPT's Block. Streaming, `step_aligned` is the same block over a ring of
+    cached keys (one position for every row), and `step` / `finish` add what ragged rows and the variants
+    need: per-row positions, and the extra keys of sinks and global tokens (swa_stream/extras.py)."""
 
     def __init__(self, cfg: SWAConfig, layer: int, backend: str = "auto"):
         super().__init__()
@@ -83,11 +64,8 @@ class SWABlock(nn.Module):
         return h + self.drop(self.ffn(self.norm2(h)))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        p = self.attn.project(self.norm1(x), start=0)
-        summaries = None
-        if p.from_global is not None:
-            summaries = summaries_at(prefix_summary(p.from_global, p.v)[0], self.right, lengths)
-        return self._finish(x, self.attn.attend(p, lengths, summaries))
+        x = x + self.drop(self.attn(self.norm1(x), lengths))
+        return x + self.drop(self.ffn(self.norm2(x)))
 
     # ---- streaming: every row is its own stream (see swa_stream/ragged.py) -----------------------
     def _answer(self, queries, resid, st: LayerState, k_new, v_new, rows: Rows, **extras):
@@ -101,38 +79,6 @@ class SWABlock(nn.Module):
         skip = [min(c, max(0, self.right - n)) for c, n in zip(answered, rows.n, strict=True)]
         kept = [c - s for c, s in zip(answered, skip, strict=True)]
         return take(y, skip, max(kept, default=0)), kept
-
-    def _keep_sinks(self, new: LayerState, p, rows: Rows):
-        """Write the stream's first positions into the sinks as they arrive: sink s is position s of the
-        stream, row j of this chunk is position n + j; return the sinks for this step's attention."""
-        n_sinks, t = new.sink_k.shape[2], p.k.shape[2]
-        if min(rows.n) < n_sinks:
-            j = torch.arange(n_sinks)[None] - torch.tensor(rows.n)[:, None]  # (B, S)
-            fresh = ((j >= 0) & (j < torch.tensor(rows.counts)[:, None])).to(p.k.device)[:, None, :, None]
-            index = j.clamp(0, t - 1).to(p.k.device)[:, None, :, None].expand(-1, p.k.shape[1], -1, p.k.shape[3])
-            new.sink_k = torch.where(fresh, p.k.gather(2, index), new.sink_k)
-            new.sink_v = torch.where(fresh, p.v.gather(2, index), new.sink_v)
-        return new.sink_k, new.sink_v
-
-    def _advance_globals(self, new: LayerState, p, rows: Rows) -> dict:
-        """The answered queries (b-R ..) read the summaries after the new positions (b ..); the running
-        summaries move past each row's new positions (padding scores -inf-like, so it adds nothing), and
-        the newest R queries' scores wait with them."""
-        t = p.k.shape[2]
-        to_global = torch.cat([new.pending_g, p.to_global], dim=2)
-        from_global = p.from_global
-        if rows.new_counts is not None:
-            valid = valid_mask(rows.counts, t, from_global.device)[:, None, None]
-            from_global = from_global.masked_fill(~valid, NEG)
-        summary, carry = prefix_summary(from_global, p.v, new.global_carry)
-        carry = [c.to(new.global_acc.dtype) for c in carry]
-        if 0 in rows.counts:  # a row without new positions keeps its summary as it was
-            moved = torch.tensor([c > 0 for c in rows.counts], device=carry[0].device)
-            carry = [torch.where(moved.view(-1, *[1] * (c.dim() - 1)), c, old)
-                     for c, old in zip(carry, new.global_carry, strict=True)]
-        new.global_max, new.global_sum, new.global_acc = carry
-        new.pending_g = take(to_global, rows.counts, self.right, dim=2).clone()
-        return dict(to_global=to_global[:, :, :t], summaries=summary)
 
     def step(self, x: torch.Tensor, st: LayerState, rows: Rows) -> tuple[torch.Tensor, list[int], LayerState]:
         """Take inputs x (B, t, d): row b's first rows.counts[b] are its positions n[b] .. of its stream.
@@ -153,9 +99,9 @@ class SWABlock(nn.Module):
         )
         extras = {}
         if st.sink_k is not None:
-            extras["sinks"] = self._keep_sinks(new, p, rows)
+            extras["sinks"] = keep_sinks(new, p, rows)
         if p.to_global is not None:
-            extras.update(self._advance_globals(new, p, rows))
+            extras.update(advance_globals(new, p, rows, self.right))
         t = x.shape[1]
         y, counts = self._answer(queries[:, :, :t], resid[:, :t], st, p.k, p.v, rows, **extras)
         return y, counts, new
@@ -180,30 +126,8 @@ class SWABlock(nn.Module):
         """Answer the held-back queries (positions end-R .. end-1) with the keys that exist: the end of
         stream. Returns (outputs left-aligned, per-row counts)."""
         none = st.k[:, :, :0]
-        extras = {}
-        if st.sink_k is not None:
-            extras["sinks"] = (st.sink_k, st.sink_v)
-        if st.pending_g is not None:  # every held-back query reads the summary after the last position
-            last = st.global_acc / st.global_sum.clamp_min(1e-30)[..., None]
-            extras.update(to_global=st.pending_g, summaries=last[:, :, :, None].expand(-1, -1, -1, self.right, -1))
+        extras = finish_extras(st, self.right)
         return self._answer(st.pending_q, st.pending_x, st, none, none, rows.finishing(), **extras)
-
-
-class Rows:
-    """One layer's per-row bookkeeping for a step, in Python ints: the stream's start, the positions the
-    layer received before (n), and how many new ones each row brings (counts)."""
-
-    def __init__(self, starts: list[int], n: list[int], counts: list[int], width: int):
-        self.starts, self.n, self.counts = starts, n, counts
-        self.ends = [s + m for s, m in zip(starts, n, strict=True)]
-        aligned = uniform(self.ends) and uniform(n) and all(c == width for c in counts)
-        self.new_counts = None if aligned else counts  # None: every row at one position, all rows valid
-
-    def finishing(self) -> Rows:
-        return Rows(self.starts, self.n, [0] * len(self.n), 0)
-
-    def advanced(self) -> Rows:
-        return Rows(self.starts, [m + c for m, c in zip(self.n, self.counts, strict=True)], self.counts, -1)
 
 
 class SWAEncoder(nn.Module):
@@ -314,18 +238,6 @@ class SWAEncoder(nn.Module):
         """Input-rate rows each stream has emitted: what the last layer answered, repeated by its rate."""
         return [max(0, m - self.blocks[-1].right) * self.cfg.rates[-1] for m in schedule[-1][1]]
 
-    def _pool(self, x, counts: list[int], st: LayerState, fed: list[int], stride: int, end: bool):
-        """Mean-pool whole groups (at the end also the group it cut short); the rest of a group waits."""
-        held = [f % stride for f in fed]
-        pending, total = ragged_cat(st.pool, held, x), [h + c for h, c in zip(held, counts, strict=True)]
-        if end:
-            pooled = mean_pool(pending, torch.tensor(total, device=x.device), stride)[0]
-            return pooled, [-(-n // stride) for n in total], st
-        groups = [n // stride for n in total]
-        whole = max(groups) * stride
-        pooled = pending[:, :whole].unflatten(1, (whole // stride, stride)).mean(2)
-        return pooled, groups, replace(st, pool=take(pending, [g * stride for g in groups], stride - 1).clone())
-
     def _run(self, x, counts, state: StreamState, end: bool):
         """The stack over a ragged chunk: (outputs, per-row counts, layer states, bypass, bypass counts)."""
         received, starts = state.received.tolist(), state.start.tolist()
@@ -340,7 +252,7 @@ class SWAEncoder(nn.Module):
                 if i == self._first_pooled:
                     bypass = ragged_cat(bypass, waiting, x)
                     waiting = [w + c for w, c in zip(waiting, counts, strict=True)]
-                x, counts, st = self._pool(x, counts, st, fed, stride, end)
+                x, counts, st = pool_step(x, counts, st, fed, stride, end)
             rows = Rows(starts, n, counts, x.shape[1])
             if max(counts, default=0):
                 x, counts, st = block.step(x, st, rows)

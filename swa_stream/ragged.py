@@ -74,6 +74,23 @@ def valid_mask(counts: list[int], width: int, device) -> torch.Tensor:
     return torch.arange(width, device=device)[None] < torch.tensor(counts, device=device)[:, None]
 
 
+class Rows:
+    """One layer's per-row bookkeeping for a step, in Python ints: the stream's start, the positions the
+    layer received before (n), and how many new ones each row brings (counts)."""
+
+    def __init__(self, starts: list[int], n: list[int], counts: list[int], width: int):
+        self.starts, self.n, self.counts = starts, n, counts
+        self.ends = [s + m for s, m in zip(starts, n, strict=True)]
+        aligned = uniform(self.ends) and uniform(n) and all(c == width for c in counts)
+        self.new_counts = None if aligned else counts  # None: every row at one position, all rows valid
+
+    def finishing(self) -> Rows:
+        return Rows(self.starts, self.n, [0] * len(self.n), 0)
+
+    def advanced(self) -> Rows:
+        return Rows(self.starts, [m + c for m, c in zip(self.n, self.counts, strict=True)], self.counts, -1)
+
+
 # ---- rows of a state ---------------------------------------------------------------------------
 def select_rows(state, rows: torch.Tensor):
     """The same state restricted to batch rows `rows` (a LongTensor of row indices), recursively."""
