@@ -56,7 +56,10 @@ def run(checkpoint: str, out: str) -> None:
     if missing or unexpected:
         raise SWAStreamError(f"{path}: weights do not match the task ({(missing or unexpected)[:3]})")
     try:
-        save_bundle(folder, model, task.kind, task.model_config(model))
+        config = task.model_config(model)
+        if hparams.get("training_data"):  # the config's word on what the model learned from, and its licences
+            config["training_data"] = hparams["training_data"]
+        save_bundle(folder, model, task.kind, config)
     except OSError as err:
         raise os_problem(folder, err) from None
     size = sum(p.numel() for p in model.parameters())

@@ -83,6 +83,9 @@ def run(model_name: str = "bacteria-genes", png: str = "out/bacteria-genes-demo.
         print(f"(no bundled {model_name} model in this checkout: skipping the gene-track demo)")
         return None
     fasta, gff = example_files()
+    out = Path(png)
+    if out.resolve() in (fasta.resolve(), gff.resolve()):  # before any work: no output overwrites an input
+        raise SWAStreamError(f"{out}: is the demo's input; choose another picture path")
     model = load_model(model_name, "dna")
     record = next(iter(read_fasta(fasta)))
     prob = stream_both_strands(model, record.tokens, chunk=4096)
@@ -100,9 +103,6 @@ def run(model_name: str = "bacteria-genes", png: str = "out/bacteria-genes-demo.
     print(f"{found} of {len(rows)} annotated genes called (mean P > 0.5); {len(extra)} called stretch(es) of 300+ bp "
           f"outside the annotation; per-base accuracy {scores['accuracy']:.1%}, AUROC {scores['auroc']:.3f} "
           f"(region only; docs/dna.md has the whole genome beside Prodigal)")
-    out = Path(png)
-    if out.resolve() in (fasta.resolve(), gff.resolve()):
-        raise SWAStreamError(f"{out}: is the demo's input; choose another picture path")
     plot(prob, genes, out, f"{model_name}: {record.description}")
     print(f"picture of the track against the annotation: {out}\n")
     return {"scores": scores, "genes": rows}

@@ -153,3 +153,29 @@ def test_promoter_folds_are_stratified_and_disjoint(tmp_path):
         assert positives in (134, 135)
         tests += seqs["test"]
     assert sorted(tests) == everything  # the test fifths partition the data
+
+
+def test_export_carries_the_training_data_and_a_track_only_bundle_loads(tmp_path):
+    import json
+
+    import lightning as L
+
+    from swa_stream.pipelines import export
+    from swa_stream.pipelines.bundles import load_model
+    from swa_stream.tasks.dna.module import GenomicsTask
+
+    _track_only_folder(tmp_path, n=4)
+    card = [{"name": "runs of C", "licence": "CC0", "source": "this test"}]
+    dm = DNADataModule(root=str(tmp_path), batch_size=4)
+    task = GenomicsTask(encoder=SWAConfig(d_model=16, n_heads=2, n_layers=1, window=(8, 8)), labels=dm.labels,
+                        stem_kernel=3, training_data=card)
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path / "run", limit_val_batches=1)
+    trainer.fit(task, dm)
+    ckpt = next((tmp_path / "run").rglob("*.ckpt"))
+    export.run(str(ckpt), str(tmp_path / "bundle"))
+    config = json.loads((tmp_path / "bundle" / "config.json").read_text())["config"]
+    assert config["training_data"] == card and config["classes"] == []
+    model = load_model(tmp_path / "bundle", "dna")
+    tokens = next(iter(read_fasta(tmp_path / "test.fa"))).tokens
+    assert stream_both_strands(model, tokens, chunk=50).shape == tokens.shape
