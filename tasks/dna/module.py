@@ -31,9 +31,10 @@ class GenomicsTask(L.LightningModule):
     per-position track where the data provides one. `labels` (class names) is linked from the data;
     `stem_kernel` is the width of the convolutional stem in front of the encoder (0: none). `init_from`, a
     model bundle (e.g. one made by `swa-stream export`), starts training from its weights: fine-tuning, or
-    the second phase of a curriculum. `training_data` (a list of {name, licence, source}) says what the
-    model learned from; `export` copies it into the bundle. Its architecture and classes must match this task's, except that
-    a plain model may start a variant (the variant's own parameters keep their initial values)."""
+    the second phase of a curriculum. Its architecture and classes must match this task's, except that a
+    plain model may start a variant (the variant's own parameters keep their initial values).
+    `training_data` (a list of {name, licence, source}) says what the model learned from; `export` copies
+    it into the bundle."""
 
     def __init__(
         self,
