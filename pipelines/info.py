@@ -206,6 +206,19 @@ def describe_task(kind: str | None, task: dict, where: str, chunk_ms: float = 16
         raise SWAStreamError(f"{where}: {err}") from None
 
 
+def describe_training_data(entries) -> list[str]:
+    """What a bundle (or a training config) says its model learned from, and under which licence."""
+    if not isinstance(entries, list):
+        return []
+    lines = []
+    for entry in entries:
+        if isinstance(entry, dict):
+            fields = [str(entry[k]) for k in ("name", "labels", "source") if entry.get(k)]
+            licence = f" (licence: {entry['licence']})" if entry.get("licence") else ""
+            lines.append(f"{'training data' if not lines else '':<18}{'; '.join(fields)}{licence}")
+    return lines
+
+
 def _task_of_yaml(data) -> tuple[str | None, dict]:
     """(bundle kind, bundle-like config) of a LightningCLI config's `model` section, the task's defaults where
     unset; (None, {}) for an encoder-only config or an unknown task."""
@@ -216,7 +229,10 @@ def _task_of_yaml(data) -> tuple[str | None, dict]:
     args = model.get("init_args") or {}
     if task is None or not isinstance(args, dict):
         return None, {}
-    return task.kind, task.from_task_args(args)
+    config = task.from_task_args(args)
+    if args.get("training_data"):  # what export copies into the bundle
+        config["training_data"] = args["training_data"]
+    return task.kind, config
 
 
 def _learned_spans(model: Path, cfg: SWAConfig) -> list[list[int]]:
@@ -264,6 +280,7 @@ def run(config: str | None = None, plot: str | None = None, model: str | None = 
     extras = describe_task(kind, task, where, chunk_ms)
     if task.get("spans"):
         extras += describe_spans(cfg, task["spans"])
+    extras += describe_training_data(task.get("training_data"))
     print(source)
     print(describe(cfg))
     if extras:

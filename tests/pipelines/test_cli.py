@@ -81,6 +81,19 @@ def test_info_reads_a_model_bundle(tmp_path, capsys):
     assert "config.json: missing" in capsys.readouterr().err
 
 
+def test_info_says_what_a_model_learned_from_and_its_licence(tmp_path, capsys):
+    from swa_stream.bundle import save_bundle
+    from swa_stream.tasks.registry import schema
+
+    dna = schema("dna")
+    config = {"encoder": {"d_model": 16, "n_heads": 2, "n_layers": 1, "window": [4, 0]}, "classes": ["a", "b"]}
+    model = dna.build(config)
+    data = [{"name": "E. coli K-12 promoters", "source": "RegulonDB", "licence": "CC BY 4.0"}]
+    save_bundle(tmp_path, model, "dna", {**dna.model_config(model), "training_data": data})
+    assert main(["info", "--model", str(tmp_path)]) == 0
+    assert "training data     E. coli K-12 promoters; RegulonDB (licence: CC BY 4.0)" in capsys.readouterr().out
+
+
 def test_info_plot_writes_a_png(tmp_path):
     out = tmp_path / "field.png"
     assert main(["info", "--config", str(CONFIGS / "encoder_dna.yaml"), "--plot", str(out)]) == 0
