@@ -45,8 +45,11 @@ class Clip:
 
 
 def default_root() -> Path | None:
-    """$SWA_STREAM_FSDD, else ../shared/data/speech/fsdd beside the checkout or the working folder."""
+    """$SWA_STREAM_FSDD, else ../shared/data/speech/fsdd beside the checkout or the working folder;
+    SWA_STREAM_FSDD=none leaves FSDD out (a synthetic-only data set, for the ablation)."""
     env = os.environ.get("SWA_STREAM_FSDD")
+    if env == "none":
+        return None
     candidates = [Path(env)] if env else []
     candidates += [Path(__file__).resolve().parents[2] / "../shared/data/speech/fsdd",
                    Path.cwd() / "../shared/data/speech/fsdd"]
@@ -138,3 +141,31 @@ def write_held_out(out: Path, clips: list[Clip], split: str, n_strings: int, see
             f.write(json.dumps({"audio_filepath": rel, "duration": round(len(audio) / rate, 4), "text": c.text,
                                 "speaker": c.speaker, "kind": "fsdd_single"}) + "\n")
     return {"strings": n_strings, "singles": len(clips)}
+
+
+# The real-voice example that `make demo` can transcribe beside the synthetic one: held-out test recordings
+# (index 25-49) of both held-out speakers, as recorded (theo stays quiet), one string each.
+EXAMPLE_CLIPS = (("3_theo_30", "8_theo_41", "1_theo_27"),
+                 ("6_yweweler_33", "2_yweweler_45", "9_yweweler_28", "0_yweweler_36"))
+
+
+def write_example(path: str | Path, root: str | Path | None = None, clips=EXAMPLE_CLIPS, gap: float = 0.3,
+                  pause: float = 1.6) -> tuple[Path, list[str]]:
+    """Write the example (8 kHz, 4-bit IMA ADPCM WAV) and return its path and its strings' transcripts:
+    each string's clips `gap` s apart, `pause` s of silence after each string (longer than the 1.2 s
+    endpoint, so each string is its own final segment)."""
+    import soundfile as sf
+
+    folder = Path(root or default_root() or "") / "recordings"
+    texts, parts = [], [np.zeros(int(0.2 * 8000), np.float32)]
+    for string in clips:
+        audio = []
+        for name in string:
+            digit, speaker, index = name.split("_")
+            a, rate = read_clip(Clip(folder / f"{name}.wav", int(digit), speaker, int(index)), 8000)
+            audio.append(a)
+        parts += [join(audio, [int(gap * 8000)] * (len(audio) - 1)), np.zeros(int(pause * 8000), np.float32)]
+        texts.append(" ".join(DIGITS[int(n.split("_")[0])] for n in string))
+    path = Path(path)
+    sf.write(path, np.concatenate(parts), 8000, subtype="IMA_ADPCM")
+    return path, texts

@@ -51,7 +51,8 @@ class ASRTask(L.LightningModule):
     statistics are estimated from `norm_utterances` training utterances (unless the model already holds
     statistics, e.g. when resuming), so they are fixed and travel with the weights. `init_from`, an ASR
     bundle, starts from its weights and statistics (fine-tuning, or a variant of a plain model: the
-    variant's own parameters keep their initial values)."""
+    variant's own parameters keep their initial values). `training_data` (a list of {name, licence, source})
+    says what the model learned from; `export` copies it into the bundle."""
 
     def __init__(
         self,
@@ -68,6 +69,7 @@ class ASRTask(L.LightningModule):
         time_masks: int = 2,
         time_width: float = 0.05,
         init_from: str | None = None,
+        training_data: list[dict] | None = None,
     ):
         super().__init__()
         if not labels:
