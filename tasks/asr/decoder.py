@@ -27,7 +27,7 @@ import torch
 
 from swa_stream.tasks.asr.text import GARBAGE, ctc_collapse, decode
 
-MIN_CONFIDENCE = 0.5  # the default: on the demo's held-out data it drops junk and keeps real digits
+MIN_CONFIDENCE = 0.6  # chosen on validation data (FSDD val strings, espeak-ng val voices): see docs/asr.md
 
 
 @dataclass
