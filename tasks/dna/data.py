@@ -9,6 +9,10 @@ FASTA layout (what `swa-stream demo-data dna` writes):
 A split with a BED file and no labels TSV is track-only: its records carry no class, and the task
 learns and scores the per-position track alone (e.g. `python -m swa_stream.tasks.dna.genes`).
 
+Table layout, as benchmark data circulate: ROOT/train.csv (or .tsv, optionally compressed), likewise val
+and test, one record per row with a sequence column (`seq`, `sequence`, ... or the first column of
+sequences) and a class column (`label_column`, default `label`); a header row is detected.
+
 Genomic Benchmarks layout: ROOT/train/<class>/*.txt and ROOT/test/<class>/*.txt, one sequence per file.
 It has no validation split, so `val_fraction` of train (a fixed, seeded choice) becomes one.
 """
@@ -16,6 +20,7 @@ It has no validation split, so `val_fraction` of train (a fixed, seeded choice) 
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +66,31 @@ def _read_bed(path: Path) -> dict[str, list[tuple[int, int]]]:
         except (IndexError, ValueError):
             raise SWAStreamError(f"{path}: line {number}: expected chrom<TAB>start<TAB>end") from None
     return intervals
+
+
+TABLE_SUFFIXES = tuple(f"{s}{z}" for s in (".csv", ".tsv") for z in ("", ".gz", ".bz2", ".xz"))
+
+
+def _find_table(root: Path, split: str) -> Path | None:
+    return next((root / f"{split}{s}" for s in TABLE_SUFFIXES if (root / f"{split}{s}").is_file()), None)
+
+
+def load_table_split(root: Path, split: str, label_column: str = "label"):
+    """(labels, tokens, tracks) of one split in the table layout: the class is the row's `label_column`."""
+    from swa_stream.tasks.dna.formats import read_sequences
+
+    path = _find_table(root, split)
+    if path is None:
+        raise SWAStreamError(f"{root}: missing {split}.csv or {split}.tsv")
+    pattern = re.compile(rf"(?:^|\s){re.escape(label_column)}=(\S+)")
+    names, tokens = [], []
+    for rec in read_sequences(path, formats=("table",), notice=lambda _: None):
+        found = pattern.search(rec.description)
+        if found is None:
+            raise SWAStreamError(f"{path}: row {rec.index + 1}: no {label_column!r} column (set label_column)")
+        names.append(found[1])
+        tokens.append(rec.tokens)
+    return names, tokens, [None] * len(tokens)
 
 
 def _find_fasta(root: Path, split: str) -> Path | None:
@@ -176,6 +206,7 @@ class DNADataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         reverse_complement: bool = False,
+        label_column: str = "label",
     ):
         super().__init__()
         self.reverse_complement = reverse_complement
@@ -184,7 +215,9 @@ class DNADataModule(L.LightningDataModule):
         self.num_workers, self.seed = num_workers, seed
         if not self.root.is_dir():
             raise SWAStreamError(f"{self.root}: no such data folder")
-        self.layout = "fasta" if _find_fasta(self.root, "train") else "genomic_benchmarks"
+        self.label_column = label_column
+        self.layout = ("fasta" if _find_fasta(self.root, "train") else
+                       "table" if _find_table(self.root, "train") else "genomic_benchmarks")
         self._splits: dict[str, list[Example]] | None = None
         self.labels = self._read_class_names()
 
@@ -196,11 +229,16 @@ class DNADataModule(L.LightningDataModule):
             return []
         if self.layout == "fasta":
             return sorted(set(_read_labels(self.root / "train.labels.tsv").values()))
+        if self.layout == "table":
+            return sorted(set(load_table_split(self.root, "train", self.label_column)[0]))
         return sorted(p.name for p in (self.root / "train").iterdir() if p.is_dir())
 
     def _load(self, split: str) -> list[Example]:
-        loader = load_fasta_split if self.layout == "fasta" else load_genomic_benchmarks_split
-        names, tokens, tracks = loader(self.root, split)
+        if self.layout == "table":
+            names, tokens, tracks = load_table_split(self.root, split, self.label_column)
+        else:
+            loader = load_fasta_split if self.layout == "fasta" else load_genomic_benchmarks_split
+            names, tokens, tracks = loader(self.root, split)
         index = {name: i for i, name in enumerate(self.labels)}
         index[""] = -1  # track-only records carry no class
         unknown = sorted(set(names) - index.keys())
@@ -212,9 +250,9 @@ class DNADataModule(L.LightningDataModule):
         if self._splits is not None:
             return
         train = self._load("train")
-        if self.layout == "fasta":
+        if self.layout == "fasta" or (self.layout == "table" and _find_table(self.root, "val")):
             val = self._load("val")
-        else:  # Genomic Benchmarks ships no validation split: hold out a seeded fraction of train
+        else:  # no validation split (Genomic Benchmarks, or a table without val): a seeded fraction of train
             order = list(range(len(train)))
             random.Random(self.seed).shuffle(order)
             cut = max(1, int(len(order) * self.val_fraction))

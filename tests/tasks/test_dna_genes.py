@@ -179,3 +179,28 @@ def test_export_carries_the_training_data_and_a_track_only_bundle_loads(tmp_path
     model = load_model(tmp_path / "bundle", "dna")
     tokens = next(iter(read_fasta(tmp_path / "test.fa"))).tokens
     assert stream_both_strands(model, tokens, chunk=50).shape == tokens.shape
+
+
+def test_table_layout_trains_from_csv_with_a_header_and_a_chosen_label_column(tmp_path):
+    import bz2
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 20), ("test", 6)):
+        rows = ["name,sequence,kind"]
+        for i in range(n):
+            kind = "gc" if i % 2 else "at"
+            seq = "".join(rng.choice(list("GC" if kind == "gc" else "AT"), size=30))
+            rows.append(f"{split}{i},{seq},{kind}")
+        data = ("\n".join(rows) + "\n").encode()
+        if split == "test":  # a compressed table is recognised by content
+            (tmp_path / "test.csv.bz2").write_bytes(bz2.compress(data))
+        else:
+            (tmp_path / "train.csv").write_bytes(data)
+    dm = DNADataModule(root=str(tmp_path), batch_size=4, label_column="kind", val_fraction=0.25)
+    assert dm.layout == "table" and dm.labels == ["at", "gc"]
+    dm.setup()
+    assert len(dm._splits["train"]) == 15 and len(dm._splits["val"]) == 5 and len(dm._splits["test"]) == 6
+    for ex in dm._splits["test"]:  # each row's class is the one its sequence was drawn for
+        assert set(ex.tokens.tolist()) <= ({1, 2} if ex.label == 1 else {0, 3})
+    with pytest.raises(Exception, match="no 'label' column"):
+        DNADataModule(root=str(tmp_path))
