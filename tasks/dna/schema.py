@@ -23,7 +23,7 @@ def _stem_kernel(value) -> int:
 
 
 class DNASchema(TaskSchema):
-    kind, task_class, default_model, hparam_marker = "dna", "GenomicsTask", "dna-demo", "track_weight"
+    kind, task_class, default_model, hparam_marker = "dna", "GenomicsTask", "bacteria-genes", "track_weight"
 
     def from_task_args(self, args: dict) -> dict:
         encoder = args.get("encoder")

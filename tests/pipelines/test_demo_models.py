@@ -7,8 +7,8 @@ from importlib import resources
 
 import pytest
 
-from swa_stream.pipelines.cli import main
 from swa_stream.pipelines.bundles import default_model_dir
+from swa_stream.pipelines.cli import main
 from swa_stream.tasks.asr.synthetic import EXAMPLE_PHRASES
 from swa_stream.tasks.dna.tokenizer import read_fasta
 
@@ -36,8 +36,8 @@ def test_asr_demo_transcribes_the_bundled_example(chunk_ms, capsys):
 
 def test_dna_demo_scores_the_bundled_example_in_order(tmp_path):
     fasta = str(EXAMPLES.joinpath("dna_demo.fa"))
-    assert main(["score-fasta", fasta, "--out", str(tmp_path / "out.zarr"), "--tsv", str(tmp_path / "out.tsv"),
-                 "--chunk-size", "100"]) == 0
+    assert main(["score-fasta", fasta, "--model", "dna-demo", "--out", str(tmp_path / "out.zarr"),
+                 "--tsv", str(tmp_path / "out.tsv"), "--chunk-size", "100"]) == 0
     rows = [line.split("\t") for line in (tmp_path / "out.tsv").read_text().splitlines()]
     assert rows[0][4:] == ["p_far", "p_near", "n_fraction"]
     assert [row[2] for row in rows[1:]] == [rec.id for rec in read_fasta(fasta)]
@@ -53,7 +53,8 @@ def test_dna_demo_is_accurate_on_fresh_benchmark_records(tmp_path):
     fasta = tmp_path / "fresh.fa"
     fasta.write_text("".join(f">{rec.id}\n{rec.sequence}\n" for rec in records))
     tsv = tmp_path / "out.tsv"
-    assert main(["score-fasta", str(fasta), "--out", str(tmp_path / "out.zarr"), "--tsv", str(tsv)]) == 0
+    assert main(["score-fasta", str(fasta), "--model", "dna-demo", "--out", str(tmp_path / "out.zarr"),
+                 "--tsv", str(tsv)]) == 0
     rows = [line.split("\t") for line in tsv.read_text().splitlines()[1:]]
     predicted = ["near" if float(row[5]) > 0.5 else "far" for row in rows]
     accuracy = np.mean([p == rec.label for p, rec in zip(predicted, records, strict=True)])

@@ -25,3 +25,26 @@ def test_demo_refuses_to_draw_over_its_input():
     fasta, _ = genes_demo.example_files()
     with pytest.raises(Exception, match="is the demo's input"):
         genes_demo.run(png=str(fasta))
+
+
+def test_score_fasta_without_a_model_gives_the_real_gene_track(tmp_path, capsys):
+    """The default model means something on real DNA: on the held-out E. coli region its bigWig track is
+    high inside RefSeq's genes and low between them."""
+    import numpy as np
+    import pyBigWig
+
+    from swa_stream.pipelines.cli import main
+    from swa_stream.tasks.dna.annotation import mask, read_gff3
+
+    fasta, gff = genes_demo.example_files()
+    out, bw = tmp_path / "g.zarr", tmp_path / "g.bw"
+    assert main(["score-fasta", str(fasta), "--out", str(out), "--tsv", str(tmp_path / "g.tsv"), "--per-position",
+                 "--rc-average", "--chunk-size", "8192"]) == 0
+    header = (tmp_path / "g.tsv").read_text().splitlines()[0].split("\t")
+    assert not any(h.startswith("p_") for h in header)  # a track-only model has no record classes
+    assert main(["export-track", str(out), "--bigwig", str(bw)]) == 0
+    (name, intervals), = read_gff3(gff).items()
+    with pyBigWig.open(str(bw)) as track:
+        values = np.array(track.values(name, 0, track.chroms(name)))
+    inside = mask(len(values), intervals).astype(bool)
+    assert np.nanmean(values[inside]) > 0.8 and np.nanmean(values[~inside]) < 0.5
