@@ -117,7 +117,8 @@ def test_kill_9_at_random_moments_never_loses_or_mixes_a_record(tmp_path, model_
     out = tmp_path / "killed.zarr"
     rng, kills, completed = random.Random(14), 0, 0
     while kills < 24:
-        pid = fork_server.start(args(fasta, out, model_dir, *extra))
+        log = tmp_path / f"child{kills}-{completed}"
+        pid = fork_server.start(args(fasta, out, model_dir, *extra), stderr_to=log)
         time.sleep(rng.uniform(0.0, 0.6))
         os.kill(pid, signal.SIGKILL)  # a child that already finished is a zombie and ignores it
         status = fork_server.wait(pid)
@@ -125,7 +126,8 @@ def test_kill_9_at_random_moments_never_loses_or_mixes_a_record(tmp_path, model_
             kills += 1
             assert not out.exists() or (out / "zarr.json").is_file()
         else:
-            assert os.WEXITSTATUS(status) == 0
+            said = Path(f"{log}.stderr").read_text()
+            assert os.WEXITSTATUS(status) == 0, said
             completed += 1
             assert_same_result(out, clean)
             shutil.rmtree(out)  # and start again, to kill more
