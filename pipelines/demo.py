@@ -101,17 +101,17 @@ def score_dna_example() -> None:
     print(f"{right} of {summary['records']} right (docs/dna.md gives its accuracy on the benchmark's test set)\n")
 
 
-def transcribe_asr_example(chunk_ms: float = 160.0) -> None:
-    """Stream the bundled example wav through the bundled asr-demo model, printing partial and final lines."""
+def transcribe_asr_example(chunk_ms: float = 160.0, example_name: str = "asr_demo.wav", about: str = "") -> None:
+    """Stream a bundled example wav through the bundled asr-demo model, printing partial and final lines."""
     from swa_stream.pipelines.bundles import load_asr_model
     from swa_stream.pipelines.transcribe import Writer, file_source, transcribe_chunks
     from swa_stream.tasks.asr.decoder import CTCDecoder, EndpointConfig
 
-    if (found := _bundled("asr-demo", "asr_demo.wav")) is None:
+    if (found := _bundled("asr-demo", example_name)) is None:
         return
     model_dir, example = found
     model = load_asr_model(model_dir)
-    print(f"== asr-demo on {example} (streamed in {chunk_ms:g} ms chunks; "
+    print(f"== asr-demo on {example}{about} (streamed in {chunk_ms:g} ms chunks; "
           f"swa-stream transcribe {Path(example).name} --format jsonl)")
     rate, chunks = file_source(example, chunk_ms)
     t0 = time.perf_counter()
@@ -145,6 +145,8 @@ def run(configs_dir: str = "configs", length: int = 2000) -> None:
     genes_demo.run()
     score_dna_example()
     transcribe_asr_example()
+    transcribe_asr_example(example_name="asr_fsdd.wav", about=", real voices held out of training (FSDD, CC BY-SA 4.0; "
+                           "asr_fsdd.md says who spoke what)")
     verdict = "equal" if worst <= 1e-5 else "NOT equal"
     print(f"streaming vs offline over {len(paths)} configs: {verdict} (largest error {worst:.2e}, bound 1e-5)")
     if worst > 1e-5:
