@@ -113,8 +113,11 @@ def many_records(tmp_path, n=300, length=3000):
 def test_a_killed_run_resumes_without_losing_or_redoing_work(tmp_path, model_dir):
     fasta = many_records(tmp_path)
     out = tmp_path / "resumed.zarr"
+    # 3,000 bp records over a 1,024 bp chunk stream, and each streamed record is committed as it ends: the log
+    # grows record by record however fast the machine (batched short records commit only every 2 s)
+    options = ["--batch-size", "1", "--per-position", "--chunk-size", "1024"]
     cmd = CLI + ["score-fasta", fasta, "--out", str(out), "--tsv", str(tmp_path / "resumed.tsv"),
-                 "--model", model_dir, "--batch-size", "1", "--per-position"]
+                 "--model", model_dir, *options]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = tmp_path / "resumed.zarr.partial" / "log.0"
     deadline = time.time() + 60
@@ -128,7 +131,7 @@ def test_a_killed_run_resumes_without_losing_or_redoing_work(tmp_path, model_dir
     rerun = subprocess.run(cmd, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     assert f"skipped {finished_before} records" in rerun.stderr
-    _, fresh = score(tmp_path, model_dir, [fasta], "fresh", "--batch-size", "1", "--per-position")
+    _, fresh = score(tmp_path, model_dir, [fasta], "fresh", *options)
     assert read_tsv(tmp_path / "resumed.tsv") == fresh
 
 
