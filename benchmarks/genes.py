@@ -46,9 +46,10 @@ def evaluate(model, name: str, records, truth_intervals, prodigal_intervals) -> 
     rows = []
     for rec_id, seq in records:
         truth = mask(len(seq), truth_intervals.get(rec_id, []))
-        valid = encode(seq) < 4  # N has no truth
+        tokens = encode(seq)
+        valid = tokens < 4  # N has no truth
         began = time.perf_counter()
-        prob = stream_both_strands(model, encode(seq))
+        prob = stream_both_strands(model, tokens)
         seconds = time.perf_counter() - began
         ours = per_position_scores(prob, truth, valid)
         calls = mask(len(seq), prodigal_intervals.get(rec_id, [])).astype(np.float32)

@@ -29,14 +29,10 @@ def gene_table(prob: np.ndarray, genes: list[tuple[int, int, str, str]]) -> list
 
 
 def gene_names(gff: Path) -> list[tuple[int, int, str, str]]:
-    out = []
-    for line in gff.read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        cols = line.split("\t")
-        attrs = dict(kv.split("=", 1) for kv in cols[8].split(";") if "=" in kv)
-        out.append((int(cols[3]) - 1, int(cols[4]), cols[6], attrs.get("gene", attrs.get("ID", "?"))))
-    return out
+    from swa_stream.tasks.dna.annotation import gff3_features
+
+    return [(start, end, strand, attrs.get("gene", attrs.get("ID", "?")))
+            for _, (start, end, strand), attrs in gff3_features(gff)]
 
 
 def plot(prob: np.ndarray, genes, path: Path, title: str) -> None:

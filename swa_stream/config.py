@@ -242,12 +242,10 @@ class SWAConfig:
         in dilated steps; `left` overrides the left reach, e.g. a learned span), holds back `right`
         pending positions (their residual input and their query), keeps the sinks' keys and values, each
         global token's running (max, sum, weighted value) per head (and the pending queries' scores of
-        it), and up to stride - 1 inputs to pool."""
-        reach_left, right = self.reaches[layer]
-        left = reach_left if left is None else left
-        rows = 2 * (left + right) + 2 * right + 2 * self.sink_tokens + (self.strides[layer] - 1)
-        global_values = self.global_tokens * self.n_heads * (self.head_dim + 2 + right)
-        return (rows * self.d_model + global_values) * element_size
+        it), and up to stride - 1 inputs to pool. Derived from the state's one shape definition."""
+        from swa_stream.shapes import layer_bytes
+
+        return layer_bytes(self, layer, element_size, left)
 
     def bypass_rows(self) -> int:
         """At most how many full-rate rows wait in a stream for the pooled layers' outputs: the lookahead
@@ -257,8 +255,9 @@ class SWAConfig:
 
     def state_bytes(self, element_size: int = 4) -> int:
         """Bytes of stream state per stream, over all layers (and the bypass of downsampled stacks)."""
-        layers = sum(self.layer_state_bytes(i, element_size) for i in range(self.n_layers))
-        return layers + self.bypass_rows() * self.d_model * element_size
+        from swa_stream.shapes import state_bytes
+
+        return state_bytes(self, element_size)
 
     def param_count(self) -> int:
         d, f = self.d_model, self.ffn_dim

@@ -28,10 +28,17 @@ def _open_text(path: Path):
 
 def read_gff3(path: str | Path, feature: str = "CDS", include_pseudo: bool = False) -> dict[str, list[Interval]]:
     """seqid -> intervals of every `feature` row (column 3) of a GFF3 file (gzip allowed)."""
+    out: dict[str, list[Interval]] = defaultdict(list)
+    for seqid, interval, _ in gff3_features(path, feature, include_pseudo):
+        out[seqid].append(interval)
+    return dict(out)
+
+
+def gff3_features(path: str | Path, feature: str = "CDS", include_pseudo: bool = False):
+    """(seqid, interval, attributes dict) for every `feature` row of a GFF3 file, in file order."""
     path = Path(path)
     if not path.is_file():
         raise SWAStreamError(f"{path}: no such annotation file")
-    out: dict[str, list[Interval]] = defaultdict(list)
     with _open_text(path) as handle:
         for number, line in enumerate(handle, start=1):
             if line.startswith("##FASTA"):
@@ -51,8 +58,8 @@ def read_gff3(path: str | Path, feature: str = "CDS", include_pseudo: bool = Fal
                 raise SWAStreamError(f"{path}: line {number}: start and end must be integers") from None
             if start < 0 or end < start:
                 raise SWAStreamError(f"{path}: line {number}: bad interval {cols[3]}..{cols[4]}")
-            out[cols[0]].append((start, end, cols[6] if cols[6] in "+-" else "."))
-    return dict(out)
+            attrs = dict(kv.split("=", 1) for kv in cols[8].split(";") if "=" in kv)
+            yield cols[0], (start, end, cols[6] if cols[6] in "+-" else "."), attrs
 
 
 def read_bed(path: str | Path) -> dict[str, list[Interval]]:
