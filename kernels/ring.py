@@ -28,16 +28,20 @@ def _one(values) -> int | None:
     return values[0] if all(v == values[0] for v in values) else None
 
 
-@functools.lru_cache(maxsize=1024)
-def _slots(first: int, count: int, capacity: int, device, inference: bool) -> torch.Tensor:
-    return (first + torch.arange(count, device=device)) % capacity
+_SLOTS: dict = {}  # (first mod C, count, C, device, inference mode) -> slots: a few recur all stream long
+_SLOTS_KEPT = 1024
 
 
 def ring_slots(first_position, count: int, capacity: int, device) -> torch.Tensor:
     """Slots of positions first .. first + count - 1: (count,) for one first position, (B, count) for a list."""
-    if isinstance(first_position, int):  # a few (first mod C, count) pairs recur all stream long: cache them
-        return _slots(first_position % capacity, count, capacity, torch.device(device),
-                      torch.is_inference_mode_enabled())
+    if isinstance(first_position, int):
+        key = (first_position % capacity, count, capacity, device, torch.is_inference_mode_enabled())
+        slots = _SLOTS.get(key)
+        if slots is None:
+            if len(_SLOTS) >= _SLOTS_KEPT:
+                _SLOTS.clear()
+            slots = _SLOTS[key] = (key[0] + torch.arange(count, device=device)) % capacity
+        return slots
     offsets = torch.arange(count, device=device)
     firsts = torch.tensor([p % capacity for p in first_position], device=device)
     return (firsts[:, None] + offsets) % capacity
@@ -123,20 +127,35 @@ def _step_mask(n_q: int, n_k: int, window, q_offset: int, k_start, k_lengths, de
 
 
 def ring_attention_small(q, k_ring, v_ring, k_new, v_new, window, *, end: int, stream_start: int, scale=None):
-    """`ring_attention_torch` for one position shared by every row, with its masks and slots looked up (the
-    few that a stream needs recur every step), and the blocked kernel for long steps."""
+    """`ring_attention_torch` for one position shared by every row. A short step attends the ring as it
+    lies, in slot order, with the mask's columns permuted to match (a softmax does not care in which order
+    its keys come), so the ring is never unrolled; the masks recur every few steps and are looked up. Long
+    steps unroll the ring for the blocked kernel."""
     capacity, t = k_ring.shape[2], k_new.shape[2]
-    if capacity:
+    k_start = max(0, stream_start - (end - capacity))
+    if q.shape[2] * (capacity + t) > SMALL_STEP:
         slots = ring_slots(end - capacity, capacity, capacity, q.device)
         keys = torch.cat([k_ring.index_select(2, slots), k_new], dim=2)
         values = torch.cat([v_ring.index_select(2, slots), v_new], dim=2)
-    else:
-        keys, values = k_new, v_new
-    k_start = max(0, stream_start - (end - capacity))
-    if q.shape[2] * keys.shape[2] > SMALL_STEP:
         return blocked_attention(q, keys, values, window, q_offset=window[0], k_start=k_start, scale=scale)
-    mask = step_mask(q.shape[2], capacity + t, window, window[0], [k_start], [capacity + t], q.device)
-    return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=scale)
+    keys = torch.cat([k_ring, k_new], dim=2) if capacity else k_new
+    values = torch.cat([v_ring, v_new], dim=2) if capacity else v_new
+    bias = _slot_bias(q.shape[2], capacity, t, window[0], window[1], end % capacity if capacity else 0, k_start,
+                      q.device, q.dtype, torch.is_inference_mode_enabled())
+    return F.scaled_dot_product_attention(q, keys, values, attn_mask=bias, scale=scale)
+
+
+@functools.lru_cache(maxsize=512)
+def _slot_bias(n_q: int, capacity: int, t: int, left: int, right: int, end_slot: int, k_start: int, device, dtype,
+               inference) -> torch.Tensor:
+    """`step_mask` for keys in slot order, as an additive bias (0 or -inf, which SDPA takes without converting
+    it each call): ring slot j (< C) holds the position whose index in position order is (j - end) mod C; the
+    new keys follow the ring in both orders."""
+    mask = _step_mask(n_q, capacity + t, (left, right), left, (k_start,), (capacity + t,), device)
+    order = torch.cat([(torch.arange(capacity, device=device) - end_slot) % capacity,
+                       torch.arange(capacity, capacity + t, device=device)])
+    zero = torch.zeros((), device=device, dtype=dtype)
+    return torch.where(mask[..., order], zero, torch.full((), float("-inf"), device=device, dtype=dtype))
 
 
 def ring_attention_torch(q, k_ring, v_ring, k_new, v_new, window, *, end, stream_start, new_counts=None,

@@ -31,7 +31,7 @@ from swa_stream.attention import SWAAttention
 from swa_stream.config import SWAConfig
 from swa_stream.errors import SWAStreamError
 from swa_stream.extras import advance_globals, finish_extras, keep_sinks
-from swa_stream.kernels import ring_write
+from swa_stream.kernels import ring_window_attention, ring_write
 from swa_stream.lengths import zero_past
 from swa_stream.pool import mean_pool, pool_step
 from swa_stream.ragged import Rows, as_counts, ragged_cat, take, uniform, zero_padding
@@ -110,6 +110,8 @@ class SWABlock(nn.Module):
         """`step` when every row is at the same position (end: the absolute position of x's first row, n: of
         its stream) and neither sinks nor global tokens are on: the hot path of a single stream, with the
         bookkeeping in two integers. The same arithmetic as the ragged path."""
+        if not (self.training or torch.is_grad_enabled()) and self.attn.plain and self.attn.dilation == 1:
+            return self._step_inference(x, st, end, n)
         t = x.shape[1]
         p = self.attn.project(self.norm1(x), start=end)
         queries = torch.cat([st.pending_q, p.q], dim=2)  # index i: position end - R + i
@@ -121,6 +123,52 @@ class SWABlock(nn.Module):
         )
         skip = min(t, max(0, self.right - n))  # positions before the stream began (their slots were never written)
         return self._finish(resid[:, skip:t], attended[:, skip:]), t - skip, new
+
+    def _step_inference(self, x: torch.Tensor, st: LayerState, end: int, n: int):
+        """`step_aligned` of a plain window without autograd: the same sums, in fewer and cheaper calls (2-D
+        matrix products on weights kept transposed, no module calls, no empty concatenations)."""
+        (ln1, qkv, out, ln2, ff1, ff2), eps = self._inference_weights(), self.norm1.eps
+        attn, (batch, t, d) = self.attn, x.shape
+        heads, dim = attn.n_heads, attn.head_dim
+        h = torch.layer_norm(x.reshape(batch * t, d), (d,), *ln1, eps)
+        qkv = torch.addmm(qkv[1], h, qkv[0]).view(batch, t, 3, heads, dim).permute(2, 0, 3, 1, 4)
+        q, k = attn.rope.rotate_full(qkv[:2], *attn.rope.full_tables(end, t, x.dtype)).unbind(0)
+        v = qkv[2]
+        if self.right:  # the queries and residuals that lookahead held back come first
+            queries, resid = torch.cat([st.pending_q, q], dim=2), torch.cat([st.pending_x, x], dim=1)
+            pending_q, pending_x = queries[:, :, t:].clone(), resid[:, t:].clone()
+            queries, resid = queries[:, :, :t], resid[:, :t]
+        else:
+            queries, resid, pending_q, pending_x = q, x, st.pending_q, st.pending_x
+        o = ring_window_attention(queries, st.k, st.v, k, v, attn.window, end=end, stream_start=end - n,
+                                  backend=attn.backend)
+        o = torch.addmm(out[1], o.transpose(1, 2).reshape(batch * t, d), out[0])
+        y = resid.reshape(batch * t, d) + o
+        f = torch.addmm(ff1[1], torch.layer_norm(y, (d,), *ln2, self.norm2.eps), ff1[0])
+        y = y + torch.addmm(ff2[1], torch.nn.functional.gelu(f), ff2[0])
+        new = LayerState(k=ring_write(st.k, k, end + t), v=ring_write(st.v, v, end + t), pending_x=pending_x,
+                         pending_q=pending_q, pool=st.pool)
+        skip = min(t, max(0, self.right - n))  # positions before the stream began (their slots were never written)
+        return y.view(batch, t, d)[:, skip:], t - skip, new
+
+    def _inference_weights(self):
+        """(weight, bias) of norm1, qkv, out, norm2 and the two ffn layers, with the linear weights transposed
+        and contiguous (the layout small matrix products run fastest in). Rebuilt when a parameter changes in
+        place (an optimiser step or load_state_dict bumps its version) and after `.to()` (see `_apply`)."""
+        cached = self.__dict__.get("_inference_cache")
+        if cached is not None and all(p._version == v for p, v in zip(cached[0], cached[1], strict=True)):
+            return cached[2]
+        layers = (self.norm1, self.attn.qkv, self.attn.out, self.norm2, self.ffn[0], self.ffn[2])
+        params = tuple(p for m in layers for p in (m.weight, m.bias))
+        with torch.no_grad():
+            weights = tuple((m.weight.detach().t().contiguous() if isinstance(m, nn.Linear) else m.weight.detach(),
+                             m.bias.detach()) for m in layers)
+        self.__dict__["_inference_cache"] = (params, tuple(p._version for p in params), weights)
+        return weights
+
+    def _apply(self, fn, *args, **kwargs):
+        self.__dict__.pop("_inference_cache", None)  # .to(), .half(), ...: the copies would be stale
+        return super()._apply(fn, *args, **kwargs)
 
     def finish(self, st: LayerState, rows: Rows) -> tuple[torch.Tensor, list[int]]:
         """Answer the held-back queries (positions end-R .. end-1) with the keys that exist: the end of
@@ -290,10 +338,9 @@ class SWAEncoder(nn.Module):
         """
         self._check_chunk(chunk, state)
         batch, t = chunk.shape[:2]
-        if counts is None and self._plain_stack:
+        if counts is None and self.aligned(state):
             starts, received = state.start.tolist(), state.received.tolist()
-            if uniform(starts) and uniform(received):
-                return self._step_aligned(chunk, state, starts[0] if batch else 0, received[0] if batch else 0)
+            return self._step_aligned(chunk, state, starts[0] if batch else 0, received[0] if batch else 0)
         given = as_counts(counts, batch, t)
         x, out_counts, layers, bypass, waiting = self._run(chunk, given, state, end=False)
         y, rows, bypass = self._output(x, out_counts, bypass, waiting)
@@ -310,6 +357,13 @@ class SWAEncoder(nn.Module):
     @property
     def _plain_stack(self) -> bool:
         return self._first_pooled is None and not self.cfg.has_extras
+
+    def aligned(self, state: StreamState) -> bool:
+        """Does `step(chunk, state)` take the single-position path: a plain stack (no pooling, sinks or global
+        tokens) whose rows all started at one position and have received the same count."""
+        if not self._plain_stack:
+            return False
+        return state.batch_size <= 1 or (uniform(state.start.tolist()) and uniform(state.received.tolist()))
 
     def _step_aligned(self, x: torch.Tensor, state: StreamState, start: int, received: int):
         """`step` for rows at one position of one stream each (a single stream, say) and no pooling, sinks or

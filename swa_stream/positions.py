@@ -57,26 +57,28 @@ class RotaryPositions(nn.Module):
         # Short runs are cut from a table of 2 * _RUN positions that starts at a multiple of _RUN: a stream's
         # steps and layers then share one table for many steps.
         offset = start % _RUN
-        base = (start - offset) % ROPE_PERIOD
-        key = (*self.key, self.harmonics.device, dtype, base, torch.is_inference_mode_enabled())
-        found = _TABLES.get(key)
-        if found is None:
-            cos, sin = self._tables([base], 2 * _RUN, dtype)
-            found = _TABLES[key] = (cos[0], sin[0], *self.full(cos[0], sin[0]))
-            if len(_TABLES) > _TABLES_KEPT:
-                _TABLES.popitem(last=False)
+        found = self._run_table(start - offset, dtype)
         return found[0][offset : offset + length], found[1][offset : offset + length]
 
     def full_tables(self, start: int, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """The tables as `rotate_full` takes them, (length, head_dim) each: [cos, cos] and [-sin, sin]."""
         if length > _RUN:
             return self.full(*self.tables(start, length, dtype))
-        self.tables(start, length, dtype)  # makes sure the run's table is cached
         offset = start % _RUN
-        key = (*self.key, self.harmonics.device, dtype, (start - offset) % ROPE_PERIOD,
-               torch.is_inference_mode_enabled())
-        found = _TABLES[key]
+        found = self._run_table(start - offset, dtype)
         return found[2][offset : offset + length], found[3][offset : offset + length]
+
+    def _run_table(self, base: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """(cos, sin, [cos, cos], [-sin, sin]) of the 2 * _RUN positions from base (a multiple of _RUN)."""
+        harmonics = self.harmonics
+        key = (*self.key, harmonics.device, dtype, base % ROPE_PERIOD, torch.is_inference_mode_enabled())
+        found = _TABLES.get(key)
+        if found is None:
+            cos, sin = self._tables([base], 2 * _RUN, dtype)
+            found = _TABLES[key] = (cos[0], sin[0], *self.full(cos[0], sin[0]))
+            if len(_TABLES) > _TABLES_KEPT:
+                _TABLES.popitem(last=False)
+        return found
 
     @staticmethod
     def full(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -168,3 +168,46 @@ def test_triton_kernels_in_the_encoder_stream_exactly_under_the_interpreter(stre
     torch.testing.assert_close(offline, torch_enc(x), rtol=0, atol=1e-5)
     streamed, *_ = stream(triton_enc, x, [1, 6, 9, 7])
     torch.testing.assert_close(streamed, offline, rtol=0, atol=1e-5)
+
+
+def _stream_all(enc, x, sizes):
+    state, outs = enc.init_state(x.shape[0]), []
+    for i in range(0, len(sizes)):
+        lo = sum(sizes[:i])
+        y, state = enc.step(x[:, lo : lo + sizes[i]], state)
+        outs.append(y)
+    return torch.cat(outs + [enc.flush(state)], dim=1), state
+
+
+@pytest.mark.parametrize("window", [[(0, 0), (3, 2), (5, 0)], (7, 1)])
+def test_inference_step_equals_the_autograd_step(window):
+    """Without autograd, a plain layer's step takes the lean path (transposed weights, slot-order ring
+    attention); with it, the general one. Same outputs, same states, and both equal offline."""
+    enc = make_encoder(window, 3)
+    x = torch.randn(2, 47, D_MODEL)
+    sizes = [4, 1, 9, 4, 4, 13, 12]
+    with torch.no_grad():
+        fast, fast_state = _stream_all(enc, x, sizes)
+        offline = enc(x)
+    slow, slow_state = _stream_all(enc, x, sizes)  # grad enabled: the general path
+    torch.testing.assert_close(fast, slow.detach(), rtol=0, atol=1e-5)
+    torch.testing.assert_close(fast, offline, rtol=0, atol=1e-5)
+    for a, b in zip(fast_state.layers, slow_state.layers, strict=True):
+        for name, t in a.tensors().items():
+            torch.testing.assert_close(t, b.tensors()[name].detach(), rtol=0, atol=1e-5)
+
+
+@torch.no_grad()
+def test_inference_step_sees_changed_weights():
+    """The lean path keeps transposed copies of the weights: changing a weight in place, or converting the
+    encoder, must reach them."""
+    enc = make_encoder((5, 1), 2)
+    x = torch.randn(1, 20, D_MODEL)
+    _stream_all(enc, x, [4] * 5)  # fills the copies
+    enc.blocks[1].ffn[2].weight.mul_(-2.0)
+    enc.blocks[0].attn.qkv.bias.add_(0.5)
+    torch.testing.assert_close(_stream_all(enc, x, [4] * 5)[0], enc(x), rtol=0, atol=1e-5)
+    enc = enc.double()
+    streamed = _stream_all(enc, x.double(), [4] * 5)[0]
+    assert streamed.dtype == torch.float64
+    torch.testing.assert_close(streamed, enc(x.double()), rtol=0, atol=1e-9)
