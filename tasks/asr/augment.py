@@ -125,6 +125,27 @@ def noise(rng: np.random.Generator, n: int, colour: str) -> np.ndarray:
 SYNTHETIC = AugmentConfig()  # the defaults: for TTS output
 
 
+def perturb(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A light, fresh perturbation each time an utterance is read for training, on top of the offline
+    augmentation the manifest's audio already carries: half get a speed change of 0.92-1.08, every one a
+    gain of +-6 dB (kept inside full scale), a third white or pink noise at 20-40 dB SNR. So the epochs of a
+    long fine-tune do not see the same waveforms again."""
+    audio = audio.astype(np.float32)
+    if len(audio) < 2:
+        return audio
+    if rng.random() < 0.5:
+        audio = resample(audio, round(SAMPLE_RATE * rng.uniform(0.92, 1.08)), SAMPLE_RATE)
+    if rng.random() < 1 / 3:
+        colour = "white" if rng.random() < 0.5 else "pink"
+        snr = rng.uniform(20.0, 40.0)
+        audio = audio + noise(rng, len(audio), colour).astype(np.float32) * speech_rms(audio) / 10 ** (snr / 20)
+    audio = audio * np.float32(10 ** (rng.uniform(-6.0, 6.0) / 20))
+    peak = float(np.abs(audio).max())
+    if peak > 0.99:
+        audio *= 0.99 / peak
+    return audio.astype(np.float32)
+
+
 def augment(audio: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = SYNTHETIC) -> tuple[np.ndarray, dict]:
     """16 kHz float audio -> augmented audio at a random level, and a record of what was done."""
     audio = audio.astype(np.float32)

@@ -10,7 +10,9 @@ A source is either
 A manifest line may name its audio `audio` instead of `audio_filepath` (FSDD's own manifest.jsonl does).
 Sources are relative to `root` when one is given. Audio is read with soundfile, downmixed to mono and
 resampled to `sample_rate`. SpecAugment is not here: it masks features, so the task applies it in its
-training step (see module.py).
+training step (see module.py). `perturb=True` adds a fresh waveform perturbation (speed, gain, noise; see
+augment.perturb) to each training utterance every time it is read, seeded from `seed`, the utterance and
+the read count, so a run repeats exactly.
 """
 
 from __future__ import annotations
@@ -116,16 +118,30 @@ def read_source(source: str | Path) -> list[Utterance]:
 class SpeechDataset(Dataset):
     """Items {"audio": (N,) float32, "targets": (L,) label ids, "text": normalised transcript}."""
 
-    def __init__(self, utterances: list[Utterance], labels: list[str], sample_rate: int):
+    def __init__(
+        self, utterances: list[Utterance], labels: list[str], sample_rate: int, perturb: bool = False, seed: int = 0
+    ):
         self.utterances, self.labels, self.sample_rate = utterances, labels, sample_rate
+        self.perturb, self.seed, self.reads = perturb, seed, 0
 
     def __len__(self) -> int:
         return len(self.utterances)
 
     def __getitem__(self, i: int) -> dict:
         utt = self.utterances[i]
+        audio = read_audio(utt.path, self.sample_rate)
+        if self.perturb:
+            import numpy as np
+
+            from swa_stream.tasks.asr.augment import SAMPLE_RATE, perturb
+
+            if self.sample_rate != SAMPLE_RATE:
+                raise SWAStreamError(f"data.perturb: needs {SAMPLE_RATE} Hz audio, the data module reads {self.sample_rate} Hz")
+            self.reads += 1
+            rng = np.random.default_rng([self.seed, i, self.reads])
+            audio = torch.from_numpy(perturb(audio.numpy(), rng))
         return {
-            "audio": read_audio(utt.path, self.sample_rate),
+            "audio": audio,
             "targets": torch.tensor(encode(utt.text, self.labels), dtype=torch.long),
             "text": normalize(utt.text),
         }
@@ -224,6 +240,7 @@ class ASRDataModule(L.LightningDataModule):
         max_duration: float | None = 20.0,
         num_workers: int = 0,
         seed: int = 0,
+        perturb: bool = False,
     ):
         super().__init__()
         self.root = Path(root) if root else None
@@ -231,7 +248,7 @@ class ASRDataModule(L.LightningDataModule):
             raise SWAStreamError(f"{self.root}: no such data folder")
         self.sources = {"train": train, "val": val, "test": test}
         self.sample_rate, self.batch_size, self.max_batch_seconds = sample_rate, batch_size, max_batch_seconds
-        self.max_duration, self.num_workers, self.seed = max_duration, num_workers, seed
+        self.max_duration, self.num_workers, self.seed, self.perturb = max_duration, num_workers, seed, perturb
         self.labels = list(VOCABULARY)
         self._splits: dict[str, list[Utterance]] = {}
 
@@ -267,7 +284,7 @@ class ASRDataModule(L.LightningDataModule):
             [u.duration for u in utts], self.batch_size, self.max_batch_seconds, shuffle, self.seed, replicas, rank
         )
         return DataLoader(
-            SpeechDataset(utts, self.labels, self.sample_rate),
+            SpeechDataset(utts, self.labels, self.sample_rate, perturb=self.perturb and split == "train", seed=self.seed),
             batch_sampler=sampler,
             collate_fn=collate,
             num_workers=self.num_workers,
