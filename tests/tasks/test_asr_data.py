@@ -128,3 +128,20 @@ def test_buckets_group_similar_durations_and_respect_limits():
     assert list(sampler) != batches  # a new order each epoch
     ranks = [BucketBatchSampler(durations, 16, 60.0, seed=1, num_replicas=2, rank=r) for r in (0, 1)]
     assert len(list(ranks[0])) == len(list(ranks[1])) == len(ranks[0]) >= len(batches) / 2
+
+
+def test_perturb_gives_training_a_fresh_waveform_each_read_and_leaves_validation_alone(manifest_dir):
+    def first_reads(dm, split):
+        loader = dm.train_dataloader() if split == "train" else dm.val_dataloader()
+        ds = loader.dataset
+        return [ds[0]["audio"] for _ in range(2)], read_audio(ds.utterances[0].path, 16000)
+
+    dm = ASRDataModule(train="train.jsonl", val="val.jsonl", root=str(manifest_dir), batch_size=2, perturb=True)
+    (a, b), clean = first_reads(dm, "train")
+    assert not torch.equal(a, b) and not torch.equal(a, clean)  # a new perturbation every read
+    assert a.abs().max() <= 0.99 and abs(len(a) - len(clean)) <= 0.09 * len(clean)
+    again = ASRDataModule(train="train.jsonl", val="val.jsonl", root=str(manifest_dir), batch_size=2, perturb=True)
+    (a2, b2), _ = first_reads(again, "train")
+    assert torch.equal(a, a2) and torch.equal(b, b2)  # seeded: a run repeats exactly
+    (v1, v2), clean = first_reads(dm, "val")
+    assert torch.equal(v1, clean) and torch.equal(v2, clean)
