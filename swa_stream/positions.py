@@ -34,7 +34,7 @@ def rope_harmonics(head_dim: int, base: float) -> torch.Tensor:
 # layers ask for the same few runs of positions, and a table costs more small ops than a lookup.
 _TABLES: OrderedDict = OrderedDict()
 _TABLES_KEPT = 64
-_RUN = 64
+_RUN = 256
 
 
 class RotaryPositions(nn.Module):

@@ -52,8 +52,10 @@ def take(x: torch.Tensor, offsets: list[int], length: int, dim: int = 1) -> torc
     """Positions offsets[b] .. offsets[b] + length - 1 of each row b along `dim` (past the end: padding)."""
     if length == 0 or x.shape[dim] == 0:
         return x.narrow(dim, 0, 0) if length == 0 else x.new_zeros(*x.shape[:dim], length, *x.shape[dim + 1 :])
-    if uniform(offsets) and offsets[0] + length <= x.shape[dim]:
-        return x.narrow(dim, offsets[0], length)
+    if uniform(offsets) and 0 <= offsets[0] < x.shape[dim]:  # one slice, zero-padded if it runs past the end
+        have = min(length, x.shape[dim] - offsets[0])
+        part = x.narrow(dim, offsets[0], have)
+        return part if have == length else F.pad(part, (0, 0) * (x.dim() - 1 - dim) + (0, length - have))
     return _gather(x, _index(offsets, length, x.shape[dim], x.device), dim)
 
 
