@@ -76,16 +76,16 @@ def ring_write(ring: torch.Tensor, rows: torch.Tensor, end, counts: list[int] | 
             return ring
         one = one if one is not None else end[0]
         return ring.index_copy(2, ring_slots(one - keep, keep, capacity, ring.device), rows[:, :, t - keep :])
-    if capacity == 0:
+    if capacity == 0 or t == 0:
         return ring
-    # Ragged: unroll (old positions, then new), and read back, for slot s, the newest position p = s mod C.
-    before = [e - c for e, c in zip(end, counts, strict=True)]
-    keys = torch.cat([ring_read(ring, before), rows], dim=2)  # index i = position before - C + i
+    # Ragged: slot s of row b takes the newest position p <= end - 1 with p = s mod C, which is new row
+    # j = p - (end - count) = count - 1 - ((end - 1 - s) mod C) if that is >= 0, else keeps its old row.
     slot = torch.arange(capacity, device=ring.device)
     ends = torch.tensor(end, device=ring.device)[:, None]
     counts_t = torch.tensor(counts, device=ring.device)[:, None]
-    index = counts_t + (slot[None] - ends) % capacity  # see the module docstring: one wrap of the ring
-    return _rows_along_2(keys, index)
+    j = counts_t - 1 - (ends - 1 - slot[None]) % capacity
+    fresh = _rows_along_2(rows, j.clamp(min=0))
+    return torch.where((j >= 0)[:, None, :, None], fresh, ring)
 
 
 def ring_placement(window: tuple[int, int], end: int, stream_start: int, n_new: int) -> tuple[int, int]:
@@ -124,6 +124,20 @@ def _step_mask(n_q: int, n_k: int, window, q_offset: int, k_start, k_lengths, de
     hi = torch.tensor(k_lengths, device=device).view(-1, 1, 1)
     mask = band[None] & (kj[None] >= lo) & (kj[None] < hi)
     return (mask | ~mask.any(-1, keepdim=True))[:, None]
+
+
+def _slot_order(mask: torch.Tensor, ends: list[int], capacity: int, t: int) -> torch.Tensor:
+    """A (B or 1, 1, Nq, C + t) mask over keys in position order -> the same over keys in slot order: slot
+    j < C of row b holds the key whose position-order index is (j - end_b) mod C; new keys stay in place."""
+    device = mask.device
+    new = torch.arange(capacity, capacity + t, device=device)
+    first = _one([e % capacity for e in ends])
+    if first is not None:  # every row's ring turned alike: one column order
+        return mask.index_select(-1, torch.cat([(torch.arange(capacity, device=device) - first) % capacity, new]))
+    slots = torch.arange(capacity, device=device)[None] - torch.tensor(ends, device=device)[:, None]
+    order = torch.cat([slots % capacity, new.expand(len(ends), t)], dim=1)  # (B, C + t)
+    mask = mask.expand(len(ends), *mask.shape[1:])
+    return mask.gather(-1, order[:, None, None, :].expand(-1, 1, mask.shape[2], -1))
 
 
 def ring_attention_small(q, k_ring, v_ring, k_new, v_new, window, *, end: int, stream_start: int, scale=None):
@@ -170,10 +184,19 @@ def ring_attention_torch(q, k_ring, v_ring, k_new, v_new, window, *, end, stream
     ends = [end] * batch if isinstance(end, int) else list(end)
     starts = [stream_start] * batch if isinstance(stream_start, int) else list(stream_start)
     counts = [t] * batch if new_counts is None else list(new_counts)
-    keys = torch.cat([ring_read(k_ring, end), k_new], dim=2)
-    values = torch.cat([ring_read(v_ring, end), v_new], dim=2)
     k_start = [max(0, s - (e - capacity)) for s, e in zip(starts, ends, strict=True)]
     k_len = [capacity + c for c in counts]
+    if not dense and q.shape[2] * (capacity + t) <= SMALL_STEP:
+        # A short step attends the ring as it lies (slot order), with each row's mask columns permuted to
+        # match, as `ring_attention_small` does: no gather of the keys and values.
+        keys = torch.cat([k_ring, k_new], dim=2) if capacity else k_new
+        values = torch.cat([v_ring, v_new], dim=2) if capacity else v_new
+        mask = step_mask(q.shape[2], capacity + t, window, window[0], k_start, k_len, q.device)
+        if capacity:
+            mask = _slot_order(mask, ends, capacity, t)
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=scale)
+    keys = torch.cat([ring_read(k_ring, end), k_new], dim=2)
+    values = torch.cat([ring_read(v_ring, end), v_new], dim=2)
     ragged = _one(k_start) is None or _one(k_len) is None or k_len[0] != keys.shape[2]
     if not ragged:
         placement = dict(q_offset=window[0], k_start=k_start[0], scale=scale)
