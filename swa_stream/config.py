@@ -39,6 +39,22 @@ def finite_number(name: str, value, *, none_ok: bool = False) -> float | None:
     return float(value)
 
 
+def in_range(name: str, value, lo: float | None = None, hi: float | None = None, *, integer: bool = False,
+             above: bool = False, none_ok: bool = False):
+    """A number field checked in one line: finite (`finite_number`), an int if `integer`, and >= lo (> lo
+    with `above`) and <= hi; returns it unchanged (an int stays an int), or None where that is allowed."""
+    if value is None and none_ok:
+        return None
+    if integer and not is_int(value):
+        raise ConfigError(f"{name}: must be an integer{' or null' if none_ok else ''}, got {value!r}")
+    number = finite_number(name, value, none_ok=none_ok)
+    if lo is not None and (number <= lo if above else number < lo):
+        raise ConfigError(f"{name}: must be {'>' if above else '>='} {lo:g}, got {value!r}")
+    if hi is not None and number > hi:
+        raise ConfigError(f"{name}: must be <= {hi:g}, got {value!r}")
+    return value
+
+
 def _pair(value, where: str) -> Window:
     if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(is_int(v) for v in value):
         raise ConfigError(f"{where}: expected a (left, right) pair of integers, got {value!r}")

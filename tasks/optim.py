@@ -7,6 +7,16 @@ import math
 import lightning as L
 import torch
 
+from swa_stream.config import in_range
+
+
+def check_training_numbers(lr, weight_decay, warmup_steps) -> None:
+    """The optimiser's fields, checked when the task is built (not at the first step, minutes later): a NaN
+    learning rate would train to NaN without a word."""
+    in_range("lr", lr, 0.0, above=True)
+    in_range("weight_decay", weight_decay, 0.0)
+    in_range("warmup_steps", warmup_steps, 0, integer=True)
+
 
 def adamw_warmup_cosine(task: L.LightningModule, lr: float, weight_decay: float, warmup_steps: int) -> dict:
     """What `configure_optimizers` returns; the schedule steps per batch over the whole fit."""

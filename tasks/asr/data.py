@@ -28,6 +28,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from swa_stream.config import in_range
 from swa_stream.errors import SWAStreamError
 from swa_stream.tasks.asr.audio import read_audio
 from swa_stream.tasks.asr.text import VOCABULARY, encode, normalize
@@ -243,6 +244,11 @@ class ASRDataModule(L.LightningDataModule):
         perturb: bool = False,
     ):
         super().__init__()
+        in_range("sample_rate", sample_rate, 1, integer=True)
+        in_range("batch_size", batch_size, 1, integer=True)
+        in_range("max_batch_seconds", max_batch_seconds, 0.0, above=True, none_ok=True)
+        in_range("max_duration", max_duration, 0.0, above=True, none_ok=True)
+        in_range("num_workers", num_workers, 0, integer=True)
         self.root = Path(root) if root else None
         if self.root is not None and not self.root.is_dir():
             raise SWAStreamError(f"{self.root}: no such data folder")

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from swa_stream.config import in_range
 from swa_stream.tasks.asr.text import GARBAGE, ctc_collapse, decode
 
 MIN_CONFIDENCE = 0.6  # chosen on validation data (FSDD val strings, espeak-ng val voices): see docs/asr.md
@@ -63,6 +64,10 @@ class EndpointConfig:
     silence_after_speech: float | None = 1.2
     max_segment: float | None = 20.0
 
+    def __post_init__(self):  # NaN would compare False and silently switch a rule off
+        for name in ("silence_no_speech", "silence_after_speech", "max_segment"):
+            in_range(f"endpoint.{name}", getattr(self, name), 0.0, above=True, none_ok=True)
+
 
 @dataclass
 class DecoderState:
@@ -85,7 +90,7 @@ class CTCDecoder:
         self.labels, self.frame_rate = list(labels), float(frame_rate)
         self.space = self.labels.index(" ")
         self.endpoint = endpoint or EndpointConfig(None, None, None)
-        self.min_confidence = float(min_confidence)
+        self.min_confidence = float(in_range("min_confidence", min_confidence, 0.0, 1.0))
 
     def init_state(self) -> DecoderState:
         return DecoderState()

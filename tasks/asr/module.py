@@ -10,12 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
-from swa_stream.config import SWAConfig
+from swa_stream.config import SWAConfig, in_range
 from swa_stream.tasks.asr.audio import read_audio
 from swa_stream.tasks.asr.decoder import greedy_decode
 from swa_stream.tasks.asr.frontend import FrontendConfig
 from swa_stream.tasks.asr.model import ASRModel
-from swa_stream.tasks.optim import adamw_warmup_cosine
+from swa_stream.tasks.optim import adamw_warmup_cosine, check_training_numbers
 
 
 class SpecAugment(nn.Module):
@@ -74,6 +74,12 @@ class ASRTask(L.LightningModule):
         super().__init__()
         if not labels:
             raise ValueError("labels: the vocabulary is required (the CLI links it from data.labels)")
+        check_training_numbers(lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps)
+        in_range("end_silence_ms", end_silence_ms, 0.0)
+        for name, value in (("norm_utterances", norm_utterances), ("freq_masks", freq_masks),
+                            ("freq_width", freq_width), ("time_masks", time_masks)):
+            in_range(name, value, 0, integer=True)
+        in_range("time_width", time_width, 0.0, 1.0)
         self.save_hyperparameters()
         encoder = SWAConfig.from_dict(encoder) if isinstance(encoder, dict) else encoder
         if frontend is None:

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from swa_stream.errors import SWAStreamError
+from swa_stream.config import in_range
+from swa_stream.errors import ConfigError, SWAStreamError
 from swa_stream.tasks.dna.tokenizer import INVALID, encode, read_fasta, reverse_complement
 
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fa.gz", ".fasta.gz", ".fna.gz")
@@ -209,6 +210,12 @@ class DNADataModule(L.LightningDataModule):
         label_column: str = "label",
     ):
         super().__init__()
+        in_range("batch_size", batch_size, 1, integer=True)
+        in_range("max_length", max_length, 1, integer=True, none_ok=True)
+        in_range("val_fraction", val_fraction, 0.0, 1.0)
+        if val_fraction == 1.0:
+            raise ConfigError(f"val_fraction: must be below 1 (nothing would be left to train on), got {val_fraction!r}")
+        in_range("num_workers", num_workers, 0, integer=True)
         self.reverse_complement = reverse_complement
         self.root = Path(root)
         self.batch_size, self.max_length, self.val_fraction = batch_size, max_length, val_fraction

@@ -19,11 +19,11 @@ from torchmetrics.classification import (
     MulticlassMatthewsCorrCoef,
 )
 
-from swa_stream.config import SWAConfig
+from swa_stream.config import SWAConfig, in_range
 from swa_stream.errors import SWAStreamError
 from swa_stream.lengths import length_mask
 from swa_stream.tasks.dna.model import DEFAULT_STEM_KERNEL, DNAModel
-from swa_stream.tasks.optim import adamw_warmup_cosine
+from swa_stream.tasks.optim import adamw_warmup_cosine, check_training_numbers
 
 
 class GenomicsTask(L.LightningModule):
@@ -51,6 +51,9 @@ class GenomicsTask(L.LightningModule):
         super().__init__()
         if labels is None:
             raise ValueError("labels: the class names are required (the CLI links them from data.labels)")
+        check_training_numbers(lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps)
+        in_range("track_weight", track_weight, 0.0)
+        in_range("stem_kernel", stem_kernel, 0, integer=True)
         self.save_hyperparameters()
         self.model = DNAModel(encoder, labels, stem_kernel=stem_kernel)
         if init_from:

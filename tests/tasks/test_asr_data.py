@@ -145,3 +145,30 @@ def test_perturb_gives_training_a_fresh_waveform_each_read_and_leaves_validation
     assert torch.equal(a, a2) and torch.equal(b, b2)  # seeded: a run repeats exactly
     (v1, v2), clean = first_reads(dm, "val")
     assert torch.equal(v1, clean) and torch.equal(v2, clean)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("batch_size", 0, "batch_size: must be >= 1"), ("batch_size", 2.5, "batch_size: must be an integer"),
+    ("max_batch_seconds", float("nan"), "max_batch_seconds: must be a finite number"),
+    ("max_duration", 0.0, "max_duration: must be > 0"), ("sample_rate", -16000, "sample_rate: must be >= 1"),
+    ("num_workers", -1, "num_workers: must be >= 0"),
+])
+def test_bad_data_numbers_are_refused_naming_the_field(manifest_dir, field, value, message):
+    from swa_stream.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        ASRDataModule(train="train.jsonl", root=str(manifest_dir), **{field: value})
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"silence_no_speech": float("nan")}, "endpoint.silence_no_speech: must be a finite number"),
+    ({"silence_after_speech": 0.0}, "endpoint.silence_after_speech: must be > 0"),
+    ({"max_segment": "20"}, "endpoint.max_segment: must be a number or null"),
+])
+def test_bad_endpoint_thresholds_are_refused(kwargs, message):
+    from swa_stream.errors import ConfigError
+    from swa_stream.tasks.asr.decoder import EndpointConfig
+
+    with pytest.raises(ConfigError, match=message):
+        EndpointConfig(**kwargs)
+    assert EndpointConfig(None, None, None).max_segment is None

@@ -123,3 +123,19 @@ def test_missing_checkpoint_is_one_line(data_root, tmp_path, capsys):
 def test_missing_data_folder_is_one_line(tmp_path, capsys):
     code = main(["fit", "--config", str(REPO / "configs/dna_demo.yaml"), "--data.root", str(tmp_path / "nope")])
     assert code == 2 and "nope: no such data folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--model.init_args.lr", ".inf", "lr: must be a finite number, got inf"),
+    ("--model.init_args.lr", "0", "lr: must be > 0"),
+    ("--model.init_args.weight_decay", "-1", "weight_decay: must be >= 0"),
+    ("--model.init_args.track_weight", ".nan", "track_weight: must be a finite number"),
+    ("--data.init_args.batch_size", "0", "batch_size: must be >= 1"),
+    ("--data.init_args.val_fraction", "1.0", "val_fraction: must be below 1"),
+    ("--data.init_args.max_length", "0", "max_length: must be >= 1"),
+])
+def test_bad_training_numbers_are_one_line_naming_the_field(data_root, tmp_path, capsys, flag, value, message):
+    code = main(["fit", "--config", str(REPO / "configs/dna_demo.yaml"), "--data.root", str(data_root),
+                 "--trainer.default_root_dir", str(tmp_path), *TINY, flag, value])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err, err[-2000:]
