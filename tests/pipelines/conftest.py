@@ -1,4 +1,6 @@
-"""Fixtures shared by the score-fasta and export-track tests."""
+"""Fixtures shared by the pipeline tests: tiny DNA bundles, and real tmpfs mounts for disk faults."""
+
+import subprocess
 
 import pytest
 import torch
@@ -25,3 +27,24 @@ def model_dir(tmp_path_factory):
 def save_model():
     """save_tiny_dna_model(path, seed): for tests that replace a bundle's weights."""
     return save_tiny_dna_model
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """tmpfs(options) -> a fresh folder with a real tmpfs mounted on it with `options` (e.g. "size=64k,ro",
+    "size=1m"), unmounted afterwards; skips where the machine does not let us mount (not root, or no
+    CAP_SYS_ADMIN)."""
+    made = []
+
+    def mount(options: str):
+        where = tmp_path / f"tmpfs{len(made)}"
+        where.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True)
+        if done.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        made.append(where)
+        return where
+
+    yield mount
+    for where in made:
+        subprocess.run(["umount", str(where)], capture_output=True)

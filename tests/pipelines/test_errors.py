@@ -41,26 +41,6 @@ def speech():
     return samples, rate
 
 
-@pytest.fixture
-def mount(tmp_path):
-    """mount(options) -> a fresh tmpfs folder mounted with `options` (e.g. "ro", "size=64k"); skips where
-    the machine does not let us mount (not root, or no CAP_SYS_ADMIN)."""
-    made = []
-
-    def make(options: str) -> Path:
-        where = tmp_path / f"mnt{len(made)}"
-        where.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True)
-        if done.returncode:
-            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-        made.append(where)
-        return where
-
-    yield make
-    for where in made:
-        subprocess.run(["umount", str(where)], capture_output=True)
-
-
 def as_nobody(args: list[str]) -> subprocess.CompletedProcess:
     """Run the CLI without root's rights, so that file permissions apply (root reads anything)."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
@@ -215,7 +195,7 @@ def test_export_writes_a_bundle_that_loads_and_leaves_no_temporary_files(checkpo
     assert model.stem.kernel == 3 and model.classes == ["a", "b"]
 
 
-def test_export_refuses_a_file_the_checkpoint_itself_and_read_only_places(checkpoint, tmp_path, mount, capsys):
+def test_export_refuses_a_file_the_checkpoint_itself_and_read_only_places(checkpoint, tmp_path, tmpfs, capsys):
     (tmp_path / "file").write_text("mine")
     assert main(["export", str(checkpoint), "--out", str(tmp_path / "file")]) == 2
     one_error_line(capsys.readouterr().err, f"{tmp_path / 'file'}: exists and is not a folder")
@@ -225,18 +205,18 @@ def test_export_refuses_a_file_the_checkpoint_itself_and_read_only_places(checkp
     shutil.copy(checkpoint, inside)
     assert main(["export", str(inside), "--out", str(tmp_path / "b")]) == 2
     one_error_line(capsys.readouterr().err, f"{inside}: is the checkpoint being exported")
-    read_only = mount("ro")
+    read_only = tmpfs("ro")
     assert main(["export", str(checkpoint), "--out", str(read_only / "new" / "bundle")]) == 2
     one_error_line(capsys.readouterr().err, f"{read_only / 'new' / 'bundle'}: cannot write: read-only file system")
 
 
-def test_export_onto_a_full_disk_keeps_the_old_bundle_whole(checkpoint, tmp_path, mount, capsys):
+def test_export_onto_a_full_disk_keeps_the_old_bundle_whole(checkpoint, tmp_path, tmpfs, capsys):
     """The old bundle is smaller than the new one, and the disk holds only the old: the export fails with one
     line, and the old files are exactly as they were, with no temporary file left behind."""
     from swa_stream.bundle import save_bundle
     from swa_stream.tasks.registry import schema
 
-    small = mount("size=64k")
+    small = tmpfs("size=64k")
     dna = schema("dna")
     old = dna.build({"encoder": {"d_model": 8, "n_heads": 2, "n_layers": 1, "window": [2, 0]}, "classes": ["a", "b"]})
     save_bundle(small / "b", old, "dna", dna.model_config(old))
@@ -247,8 +227,8 @@ def test_export_onto_a_full_disk_keeps_the_old_bundle_whole(checkpoint, tmp_path
     assert {p.name: p.read_bytes() for p in (small / "b").iterdir()} == before
 
 
-def test_demo_data_to_a_read_only_place_is_one_line(mount, capsys):
-    read_only = mount("ro")
+def test_demo_data_to_a_read_only_place_is_one_line(tmpfs, capsys):
+    read_only = tmpfs("ro")
     assert main(["demo-data", "dna", "--out", str(read_only / "data"), "--n-train", "2"]) == 2
     one_error_line(capsys.readouterr().err, f"{read_only / 'data'}: cannot write: read-only file system")
 

@@ -250,26 +250,8 @@ def test_outputs_naming_inputs_or_each_other_are_refused_before_any_work(tmp_pat
     assert fasta.read_bytes() == original and not out.exists() and not Path(f"{out}.partial").exists()
 
 
-@pytest.fixture
-def tmpfs(tmp_path):
-    """A real small tmpfs (root only), unmounted afterwards."""
-    mounts = []
-
-    def mount(name, options):
-        path = tmp_path / name
-        path.mkdir()
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)]).returncode:
-            pytest.skip("cannot mount a tmpfs here (needs root)")
-        mounts.append(path)
-        return path
-
-    yield mount
-    for path in mounts:
-        subprocess.run(["umount", str(path)])
-
-
 def test_a_read_only_folder_fails_before_scoring(tmp_path, model_dir, tmpfs, capsys):
-    ro = tmpfs("ro", "size=64k,ro")
+    ro = tmpfs("size=64k,ro")
     out = tmp_path / "r.zarr"
     result = subprocess.run(CLI + ["score-fasta", str(fasta_of(tmp_path)), "--out", str(out), "--tsv",
                                    str(ro / "r.tsv"), "--model", model_dir], capture_output=True, text=True)
@@ -280,7 +262,7 @@ def test_a_read_only_folder_fails_before_scoring(tmp_path, model_dir, tmpfs, cap
 
 
 def test_a_full_disk_is_one_line_and_the_rerun_after_freeing_space_completes(tmp_path, model_dir, tmpfs, capsys):
-    disk = tmpfs("small", "size=1m")
+    disk = tmpfs("size=1m")
     filler = disk / "filler"
     filler.write_bytes(b"\0" * (1024 * 1024 - 120 * 1024))  # leave about 120 KiB
     fasta = fasta_of(tmp_path, n=200, seed=4)
