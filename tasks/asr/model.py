@@ -149,21 +149,14 @@ class ASRModel(nn.Module):
         return log_probs
 
     def config(self) -> dict:
-        """What a bundle's config.json holds to rebuild this model."""
-        from dataclasses import asdict
+        """What a bundle's config.json holds to rebuild this model (the task's schema defines it)."""
+        from swa_stream.tasks.asr.schema import ASRSchema
 
-        return {
-            "frontend": asdict(self.frontend.cfg),
-            "encoder": self.encoder.cfg.to_dict(),
-            "labels": list(self.labels),
-            "end_silence_ms": self.end_silence_ms,
-        }
+        return ASRSchema().model_config(self)
 
     @classmethod
     def from_config(cls, config: dict) -> ASRModel:
-        return cls(
-            FrontendConfig(**config["frontend"]),
-            SWAConfig.from_dict(config["encoder"]),
-            config["labels"],
-            config.get("end_silence_ms", 100.0),
-        )
+        """The model a bundle config describes, checked field by field (see the task's schema)."""
+        from swa_stream.tasks.asr.schema import ASRSchema
+
+        return ASRSchema().build(config)
