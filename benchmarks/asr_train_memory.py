@@ -1,7 +1,8 @@
 """Training memory of an ASR recipe, per second of audio in a batch, so that a GPU batch can be sized before
 renting the GPU.
 
-    .venv/bin/python benchmarks/asr_train_memory.py --config configs/asr_librispeech.yaml --json docs/asr_train_memory.json
+    .venv/bin/python benchmarks/asr_train_memory.py --config configs/asr_librispeech.yaml \
+        --json docs/asr_train_memory.json
 
 Each measurement runs in a fresh process: build the recipe's model, make one batch of `--utterance`-second
 utterances (noise, with transcripts of a realistic length), then run one training step (forward with

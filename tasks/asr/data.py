@@ -137,7 +137,8 @@ class SpeechDataset(Dataset):
             from swa_stream.tasks.asr.augment import SAMPLE_RATE, perturb
 
             if self.sample_rate != SAMPLE_RATE:
-                raise SWAStreamError(f"data.perturb: needs {SAMPLE_RATE} Hz audio, the data module reads {self.sample_rate} Hz")
+                raise SWAStreamError(f"data.perturb: needs {SAMPLE_RATE} Hz audio, the data module reads "
+                                     f"{self.sample_rate} Hz")
             self.reads += 1
             rng = np.random.default_rng([self.seed, i, self.reads])
             audio = torch.from_numpy(perturb(audio.numpy(), rng))
@@ -290,7 +291,8 @@ class ASRDataModule(L.LightningDataModule):
             [u.duration for u in utts], self.batch_size, self.max_batch_seconds, shuffle, self.seed, replicas, rank
         )
         return DataLoader(
-            SpeechDataset(utts, self.labels, self.sample_rate, perturb=self.perturb and split == "train", seed=self.seed),
+            SpeechDataset(utts, self.labels, self.sample_rate, perturb=self.perturb and split == "train",
+                          seed=self.seed),
             batch_sampler=sampler,
             collate_fn=collate,
             num_workers=self.num_workers,

@@ -214,7 +214,8 @@ class DNADataModule(L.LightningDataModule):
         in_range("max_length", max_length, 1, integer=True, none_ok=True)
         in_range("val_fraction", val_fraction, 0.0, 1.0)
         if val_fraction == 1.0:
-            raise ConfigError(f"val_fraction: must be below 1 (nothing would be left to train on), got {val_fraction!r}")
+            raise ConfigError(f"val_fraction: must be below 1 (nothing would be left to train on), got "
+                              f"{val_fraction!r}")
         in_range("num_workers", num_workers, 0, integer=True)
         self.reverse_complement = reverse_complement
         self.root = Path(root)
