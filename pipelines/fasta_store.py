@@ -90,9 +90,15 @@ class RankLog:
         self.last_commit = time.monotonic()
 
     def close(self) -> None:
-        self.commit()
-        self.log.close()
-        os.close(self.tracks)
+        """Commit what is pending, and close both files even when that commit fails (a full disk): an open
+        file would hold the disk busy for the rest of a process that goes on (a server, a test run)."""
+        try:
+            self.commit()
+        finally:
+            try:
+                self.log.close()  # may raise too (its buffer cannot be flushed); the track file closes anyway
+            finally:
+                os.close(self.tracks)
 
 
 def read_log(path: Path, rank: int) -> tuple[list[dict], int, int]:

@@ -261,6 +261,19 @@ def test_a_read_only_folder_fails_before_scoring(tmp_path, model_dir, tmpfs, cap
     assert f"{ro / 'r.zarr'}: cannot write: read-only file system" in capsys.readouterr().err
 
 
+def open_files_under(folder) -> list[str]:
+    """Files under `folder` that this process holds open."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(folder)):
+            found.append(target)
+    return found
+
+
 def test_a_full_disk_is_one_line_and_the_rerun_after_freeing_space_completes(tmp_path, model_dir, tmpfs, capsys):
     disk = tmpfs("size=1m")
     filler = disk / "filler"
@@ -270,6 +283,7 @@ def test_a_full_disk_is_one_line_and_the_rerun_after_freeing_space_completes(tmp
     assert main(argv) == 2  # an OSError would escape main as a traceback
     err = capsys.readouterr().err
     assert "disk full" in err and err.count("\n") == 1
+    assert not open_files_under(disk)  # the failed run closed what it had open (else the disk stays busy)
     filler.unlink()
     assert main(argv) == 0
     clean = tmp_path / "clean.zarr"
