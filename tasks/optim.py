@@ -13,7 +13,7 @@ from swa_stream.config import in_range
 def check_training_numbers(lr, weight_decay, warmup_steps) -> None:
     """The optimiser's fields, checked when the task is built (not at the first step, minutes later): a NaN
     learning rate would train to NaN without a word."""
-    in_range("lr", lr, 0.0, above=True)
+    in_range("lr", lr, 0.0)  # 0 freezes the weights (a test of checkpointing, say)
     in_range("weight_decay", weight_decay, 0.0)
     in_range("warmup_steps", warmup_steps, 0, integer=True)
 

@@ -127,7 +127,7 @@ def test_missing_data_folder_is_one_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("flag, value, message", [
     ("--model.init_args.lr", ".inf", "lr: must be a finite number, got inf"),
-    ("--model.init_args.lr", "0", "lr: must be > 0"),
+    ("--model.init_args.lr", "-0.001", "lr: must be >= 0"),
     ("--model.init_args.weight_decay", "-1", "weight_decay: must be >= 0"),
     ("--model.init_args.track_weight", ".nan", "track_weight: must be a finite number"),
     ("--data.init_args.batch_size", "0", "batch_size: must be >= 1"),
