@@ -210,10 +210,14 @@ def test_page_in_headless_chromium_transcribes_the_fake_microphone(wav, tmp_path
             status, texts, words, lost = asyncio.run(drive_page(profile, page, len(audio) / rate, server.kill))
     assert status == "done"
     assert lost.startswith("connection lost"), lost
-    assert texts == expected
+    received_path = Path(record) / "stream-1.wav"
+    # The page shows what `transcribe` makes of the audio the server received. That audio is the file as
+    # the browser captured and resampled it (checked below), not its samples: where the model is near a
+    # decision, the file's own transcript may differ from it by a word.
+    assert texts == transcribe_texts(received_path)
+    assert len(texts) == len(expected)
     assert all(w for w in words), "each final shows its word times"
 
-    received_path = Path(record) / "stream-1.wav"
     received, got_rate = sf.read(received_path, dtype="float32")
     reference = resample(torch.from_numpy(audio.astype(np.float32) / 32768), rate, got_rate).numpy()
     assert aligned_correlation(reference, received, buffer=got_rate // 100) >= 0.99
