@@ -27,6 +27,13 @@ FORMAT = "swa-stream-bundle"
 VERSION = 1
 
 
+def _umask() -> int:
+    """The process's umask (read by setting and restoring it: os has no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_bundle(directory: str | Path, module: nn.Module, kind: str, config: dict) -> Path:
     """Write `module`'s weights and `{kind, config}` into `directory` (created if needed). Each file is written
     to a temporary name beside it, synced, then renamed, weights first: a crash or a full disk leaves the
@@ -43,6 +50,7 @@ def save_bundle(directory: str | Path, module: nn.Module, kind: str, config: dic
             code = re.search(r"os error (\d+)", str(err))
             raise OSError(int(code[1]) if code else errno.EIO, os.strerror(int(code[1])) if code else str(err),
                           str(weights)) from None
+        os.chmod(tmp_weights, 0o666 & ~_umask())  # safetensors creates its file 0600; a bundle is shared
         tmp_text.write_text(json.dumps(meta, indent=2) + "\n")
         for tmp in (tmp_weights, tmp_text):
             with open(tmp, "rb+") as f:

@@ -58,3 +58,16 @@ def test_weights_that_do_not_fit_the_config_are_refused(tmp_path, encoder):
     (tmp_path / "config.json").write_text(json.dumps(meta))
     with pytest.raises(SWAStreamError, match="weights do not fit the config"):
         load_encoder(tmp_path)
+
+
+def test_bundle_files_get_the_umask_permissions_like_any_file(tmp_path, encoder):
+    """A bundle exported by one user is served by another: safetensors alone writes its file 0600."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        save_encoder(tmp_path / "enc", encoder)
+    finally:
+        os.umask(old)
+    for name in ("config.json", "model.safetensors"):
+        assert (tmp_path / "enc" / name).stat().st_mode & 0o777 == 0o644, name
