@@ -126,10 +126,17 @@ def _step_mask(n_q: int, n_k: int, window, q_offset: int, k_start, k_lengths, de
     return (mask | ~mask.any(-1, keepdim=True))[:, None]
 
 
+def _with_new(ring: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """The ring as it lies (slot order) followed by the new rows: the keys or values a short step attends."""
+    return torch.cat([ring, new], dim=2) if ring.shape[2] else new
+
+
 def _slot_order(mask: torch.Tensor, ends: list[int], capacity: int, t: int) -> torch.Tensor:
     """A (B or 1, 1, Nq, C + t) mask over keys in position order -> the same over keys in slot order: slot
     j < C of row b holds the key whose position-order index is (j - end_b) mod C; new keys stay in place."""
     device = mask.device
+    if capacity == 0:
+        return mask
     new = torch.arange(capacity, capacity + t, device=device)
     first = _one([e % capacity for e in ends])
     if first is not None:  # every row's ring turned alike: one column order
@@ -146,17 +153,14 @@ def ring_attention_small(q, k_ring, v_ring, k_new, v_new, window, *, end: int, s
     its keys come), so the ring is never unrolled; the masks recur every few steps and are looked up. Long
     steps unroll the ring for the blocked kernel."""
     capacity, t = k_ring.shape[2], k_new.shape[2]
-    k_start = max(0, stream_start - (end - capacity))
     if q.shape[2] * (capacity + t) > SMALL_STEP:
-        slots = ring_slots(end - capacity, capacity, capacity, q.device)
-        keys = torch.cat([k_ring.index_select(2, slots), k_new], dim=2)
-        values = torch.cat([v_ring.index_select(2, slots), v_new], dim=2)
-        return blocked_attention(q, keys, values, window, q_offset=window[0], k_start=k_start, scale=scale)
-    keys = torch.cat([k_ring, k_new], dim=2) if capacity else k_new
-    values = torch.cat([v_ring, v_new], dim=2) if capacity else v_new
+        return ring_attention_torch(q, k_ring, v_ring, k_new, v_new, window, end=end, stream_start=stream_start,
+                                    scale=scale)
+    k_start = max(0, stream_start - (end - capacity))
     bias = _slot_bias(q.shape[2], capacity, t, window[0], window[1], end % capacity if capacity else 0, k_start,
                       q.device, q.dtype, torch.is_inference_mode_enabled())
-    return F.scaled_dot_product_attention(q, keys, values, attn_mask=bias, scale=scale)
+    return F.scaled_dot_product_attention(q, _with_new(k_ring, k_new), _with_new(v_ring, v_new), attn_mask=bias,
+                                          scale=scale)
 
 
 @functools.lru_cache(maxsize=512)
@@ -165,11 +169,10 @@ def _slot_bias(n_q: int, capacity: int, t: int, left: int, right: int, end_slot:
     """`step_mask` for keys in slot order, as an additive bias (0 or -inf, which SDPA takes without converting
     it each call): ring slot j (< C) holds the position whose index in position order is (j - end) mod C; the
     new keys follow the ring in both orders."""
-    mask = _step_mask(n_q, capacity + t, (left, right), left, (k_start,), (capacity + t,), device)
-    order = torch.cat([(torch.arange(capacity, device=device) - end_slot) % capacity,
-                       torch.arange(capacity, capacity + t, device=device)])
+    mask = _slot_order(_step_mask(n_q, capacity + t, (left, right), left, (k_start,), (capacity + t,), device),
+                       [end_slot], capacity, t)
     zero = torch.zeros((), device=device, dtype=dtype)
-    return torch.where(mask[..., order], zero, torch.full((), float("-inf"), device=device, dtype=dtype))
+    return torch.where(mask, zero, torch.full((), float("-inf"), device=device, dtype=dtype))
 
 
 def ring_attention_torch(q, k_ring, v_ring, k_new, v_new, window, *, end, stream_start, new_counts=None,
@@ -189,22 +192,18 @@ def ring_attention_torch(q, k_ring, v_ring, k_new, v_new, window, *, end, stream
     if not dense and q.shape[2] * (capacity + t) <= SMALL_STEP:
         # A short step attends the ring as it lies (slot order), with each row's mask columns permuted to
         # match, as `ring_attention_small` does: no gather of the keys and values.
-        keys = torch.cat([k_ring, k_new], dim=2) if capacity else k_new
-        values = torch.cat([v_ring, v_new], dim=2) if capacity else v_new
-        mask = step_mask(q.shape[2], capacity + t, window, window[0], k_start, k_len, q.device)
-        if capacity:
-            mask = _slot_order(mask, ends, capacity, t)
-        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=scale)
+        mask = _slot_order(step_mask(q.shape[2], capacity + t, window, window[0], k_start, k_len, q.device), ends,
+                           capacity, t)
+        return F.scaled_dot_product_attention(q, _with_new(k_ring, k_new), _with_new(v_ring, v_new), attn_mask=mask,
+                                              scale=scale)
     keys = torch.cat([ring_read(k_ring, end), k_new], dim=2)
     values = torch.cat([ring_read(v_ring, end), v_new], dim=2)
     ragged = _one(k_start) is None or _one(k_len) is None or k_len[0] != keys.shape[2]
-    if not ragged:
+    if not ragged:  # (a short step without `dense` returned above: this one is long, or the definition)
         placement = dict(q_offset=window[0], k_start=k_start[0], scale=scale)
-        if dense:
-            return attention_reference(q, keys, values, window, **placement)
-        if q.shape[2] * keys.shape[2] > SMALL_STEP:
-            return blocked_attention(q, keys, values, window, **placement)
-    if dense or q.shape[2] * keys.shape[2] <= SMALL_STEP:
+        kernel = attention_reference if dense else blocked_attention
+        return kernel(q, keys, values, window, **placement)
+    if dense:
         mask = step_mask(q.shape[2], keys.shape[2], window, window[0], k_start, k_len, q.device)
         return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=scale)
     # Long ragged steps: the blocked kernel per group of rows that share a first valid key.

@@ -131,17 +131,26 @@ class SWABlock(nn.Module):
             parts = self._stock_parts()
             if parts is not None:
                 return self._step_inference(x, st, end, n, parts)
-        t = x.shape[1]
         p = self.attn.project(self.norm1(x), start=end)
-        queries = torch.cat([st.pending_q, p.q], dim=2)  # index i: position end - R + i
-        resid = torch.cat([st.pending_x, x], dim=1)
-        attended = self.attn.attend_ring(queries[:, :, :t], st.k, st.v, p.k, p.v, end=end, stream_start=end - n)
-        new = LayerState(  # clones: a view would keep this whole chunk alive inside the state
-            k=ring_write(st.k, p.k, end + t), v=ring_write(st.v, p.v, end + t),
-            pending_x=resid[:, t:].clone(), pending_q=queries[:, :, t:].clone(), pool=st.pool,
-        )
-        skip = min(t, max(0, self.right - n))  # positions before the stream began (their slots were never written)
-        return self._finish(resid[:, skip:t], attended[:, skip:]), t - skip, new
+        queries, resid, new, skip = self._hold_back(x, p.q, p.k, p.v, st, end, n)
+        attended = self.attn.attend_ring(queries, st.k, st.v, p.k, p.v, end=end, stream_start=end - n)
+        return self._finish(resid[:, skip:], attended[:, skip:]), x.shape[1] - skip, new
+
+    def _hold_back(self, x, q, k, v, st: LayerState, end: int, n: int):
+        """The aligned step's bookkeeping: the queries and residuals answered now (positions end - R ..,
+        the R that lookahead held back first), the state after the step (new keys in the ring, the newest R
+        held back), and how many answers precede the stream's start (their slots were never written)."""
+        t = x.shape[1]
+        if self.right:
+            queries, resid = torch.cat([st.pending_q, q], dim=2), torch.cat([st.pending_x, x], dim=1)
+            # clones: a view would keep this whole chunk alive inside the state
+            pending_q, pending_x = queries[:, :, t:].clone(), resid[:, t:].clone()
+            queries, resid = queries[:, :, :t], resid[:, :t]
+        else:
+            queries, resid, pending_q, pending_x = q, x, st.pending_q, st.pending_x
+        new = LayerState(k=ring_write(st.k, k, end + t), v=ring_write(st.v, v, end + t), pending_x=pending_x,
+                         pending_q=pending_q, pool=st.pool)
+        return queries, resid, new, min(t, max(0, self.right - n))
 
     def _step_inference(self, x: torch.Tensor, st: LayerState, end: int, n: int, parts):
         """`step_aligned` of a plain window without autograd: the same sums in fewer calls (2-D matrix
@@ -153,21 +162,13 @@ class SWABlock(nn.Module):
         qkv = F.linear(h, qkv_proj.weight, qkv_proj.bias).view(batch, t, 3, heads, dim).permute(2, 0, 3, 1, 4)
         q, k = attn.rope.rotate_full(qkv[:2], *attn.rope.full_tables(end, t, x.dtype)).unbind(0)
         v = qkv[2]
-        if self.right:  # the queries and residuals that lookahead held back come first
-            queries, resid = torch.cat([st.pending_q, q], dim=2), torch.cat([st.pending_x, x], dim=1)
-            pending_q, pending_x = queries[:, :, t:].clone(), resid[:, t:].clone()
-            queries, resid = queries[:, :, :t], resid[:, :t]
-        else:
-            queries, resid, pending_q, pending_x = q, x, st.pending_q, st.pending_x
+        queries, resid, new, skip = self._hold_back(x, q, k, v, st, end, n)
         o = ring_window_attention(queries, st.k, st.v, k, v, attn.window, end=end, stream_start=end - n,
                                   backend=attn.backend)
         y = resid.reshape(batch * t, d) + F.linear(o.transpose(1, 2).reshape(batch * t, d), out_proj.weight,
                                                    out_proj.bias)
         f = F.linear(F.layer_norm(y, (d,), norm2.weight, norm2.bias, norm2.eps), ff1.weight, ff1.bias)
         y = y + F.linear(F.gelu(f), ff2.weight, ff2.bias)
-        new = LayerState(k=ring_write(st.k, k, end + t), v=ring_write(st.v, v, end + t), pending_x=pending_x,
-                         pending_q=pending_q, pool=st.pool)
-        skip = min(t, max(0, self.right - n))  # positions before the stream began (their slots were never written)
         return y.view(batch, t, d)[:, skip:], t - skip, new
 
     def _stock_parts(self):
@@ -353,10 +354,11 @@ class SWAEncoder(nn.Module):
         """
         self._check_chunk(chunk, state)
         batch, t = chunk.shape[:2]
-        if counts is None and self.aligned(state):
-            starts, received = state.start.tolist(), state.received.tolist()
-            return self._step_aligned(chunk, state, starts[0] if batch else 0, received[0] if batch else 0)
         given = as_counts(counts, batch, t)
+        if self.aligned(state) and all(c == t for c in given):  # every row at one position, every row full
+            start, received = (state.start.tolist()[0], state.received.tolist()[0]) if batch else (0, 0)
+            y, new = self._step_aligned(chunk, state, start, received)
+            return (y, new) if counts is None else (y, torch.full((batch,), y.shape[1], dtype=torch.int64), new)
         x, out_counts, layers, bypass, waiting = self._run(chunk, given, state, end=False)
         y, rows, bypass = self._output(x, out_counts, bypass, waiting)
         received = state.received + torch.tensor(given, dtype=torch.int64)

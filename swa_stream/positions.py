@@ -54,19 +54,21 @@ class RotaryPositions(nn.Module):
         if length > _RUN:
             cos, sin = self._tables([start], length, dtype)
             return cos[0], sin[0]
-        # Short runs are cut from a table of 2 * _RUN positions that starts at a multiple of _RUN: a stream's
-        # steps and layers then share one table for many steps.
-        offset = start % _RUN
-        found = self._run_table(start - offset, dtype)
-        return found[0][offset : offset + length], found[1][offset : offset + length]
+        return self._cut(start, length, dtype, 0)
 
     def full_tables(self, start: int, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """The tables as `rotate_full` takes them, (length, head_dim) each: [cos, cos] and [-sin, sin]."""
         if length > _RUN:
             return self.full(*self.tables(start, length, dtype))
+        return self._cut(start, length, dtype, 2)
+
+    def _cut(self, start: int, length: int, dtype: torch.dtype, first: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A short run (length <= _RUN) cut from the cached table of 2 * _RUN positions that starts at the
+        multiple of _RUN below `start`, so a stream's steps and layers share one table for many steps:
+        tables `first` and `first + 1` of `_run_table` ((cos, sin) or the full pair)."""
         offset = start % _RUN
         found = self._run_table(start - offset, dtype)
-        return found[2][offset : offset + length], found[3][offset : offset + length]
+        return found[first][offset : offset + length], found[first + 1][offset : offset + length]
 
     def _run_table(self, base: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         """(cos, sin, [cos, cos], [-sin, sin]) of the 2 * _RUN positions from base (a multiple of _RUN)."""

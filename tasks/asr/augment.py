@@ -125,6 +125,17 @@ def noise(rng: np.random.Generator, n: int, colour: str) -> np.ndarray:
 SYNTHETIC = AugmentConfig()  # the defaults: for TTS output
 
 
+def add_noise(audio: np.ndarray, rng: np.random.Generator, colour: str, snr_db: float, level: float) -> np.ndarray:
+    """audio plus `colour` noise `snr_db` below `level` (the speech RMS)."""
+    return audio + noise(rng, len(audio), colour).astype(np.float32) * level / 10 ** (snr_db / 20)
+
+
+def inside_full_scale(audio: np.ndarray, peak_limit: float = 0.99) -> np.ndarray:
+    """audio scaled down, if its peak exceeds `peak_limit`, to that peak."""
+    peak = float(np.abs(audio).max()) if len(audio) else 0.0
+    return audio * (peak_limit / peak) if peak > peak_limit else audio
+
+
 def perturb(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A light, fresh perturbation each time an utterance is read for training, on top of the offline
     augmentation the manifest's audio already carries: half get a speed change of 0.92-1.08, every one a
@@ -137,13 +148,8 @@ def perturb(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         audio = resample(audio, round(SAMPLE_RATE * rng.uniform(0.92, 1.08)), SAMPLE_RATE)
     if rng.random() < 1 / 3:
         colour = "white" if rng.random() < 0.5 else "pink"
-        snr = rng.uniform(20.0, 40.0)
-        audio = audio + noise(rng, len(audio), colour).astype(np.float32) * speech_rms(audio) / 10 ** (snr / 20)
-    audio = audio * np.float32(10 ** (rng.uniform(-6.0, 6.0) / 20))
-    peak = float(np.abs(audio).max())
-    if peak > 0.99:
-        audio *= 0.99 / peak
-    return audio.astype(np.float32)
+        audio = add_noise(audio, rng, colour, rng.uniform(20.0, 40.0), speech_rms(audio))
+    return inside_full_scale(audio * np.float32(10 ** (rng.uniform(-6.0, 6.0) / 20))).astype(np.float32)
 
 
 def augment(audio: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = SYNTHETIC) -> tuple[np.ndarray, dict]:
@@ -169,7 +175,7 @@ def augment(audio: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = SY
         lo, hi = cfg.snr_db
         snr = rng.uniform(max(lo, 5.0), hi) if rng.random() < 0.85 else rng.uniform(lo, max(lo, 5.0))
         colour = ["white", "pink", "brown"][int(rng.integers(3))]
-        audio = audio + noise(rng, len(audio), colour).astype(np.float32) * level / 10 ** (snr / 20)
+        audio = add_noise(audio, rng, colour, snr, level)
         done["snr"], done["noise"] = round(float(snr), 1), colour
     if rng.random() < cfg.p_clip:
         drive = rng.uniform(1.5, 4.0)
@@ -177,8 +183,6 @@ def augment(audio: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = SY
         done["clipped"] = True
     dbfs = rng.uniform(*cfg.dbfs)
     audio = audio * (10 ** (dbfs / 20) / (speech_rms(audio) + 1e-9))
-    peak = float(np.abs(audio).max())
-    if peak > 0.99:  # a loud target level on a peaky utterance: keep it inside full scale
-        audio *= 0.99 / peak
+    audio = inside_full_scale(audio)  # a loud target level on a peaky utterance
     done["dbfs"] = round(float(dbfs), 1)
     return audio.astype(np.float32), done

@@ -25,11 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from swa_stream.config import in_range
 from swa_stream.errors import SWAStreamError
+from swa_stream.tasks.asr import augment
 from swa_stream.tasks.asr.audio import read_audio
 from swa_stream.tasks.asr.text import VOCABULARY, encode, normalize
 
@@ -132,16 +134,9 @@ class SpeechDataset(Dataset):
         utt = self.utterances[i]
         audio = read_audio(utt.path, self.sample_rate)
         if self.perturb:
-            import numpy as np
-
-            from swa_stream.tasks.asr.augment import SAMPLE_RATE, perturb
-
-            if self.sample_rate != SAMPLE_RATE:
-                raise SWAStreamError(f"data.perturb: needs {SAMPLE_RATE} Hz audio, the data module reads "
-                                     f"{self.sample_rate} Hz")
             self.reads += 1
             rng = np.random.default_rng([self.seed, i, self.reads])
-            audio = torch.from_numpy(perturb(audio.numpy(), rng))
+            audio = torch.from_numpy(augment.perturb(audio.numpy(), rng))
         return {
             "audio": audio,
             "targets": torch.tensor(encode(utt.text, self.labels), dtype=torch.long),
@@ -250,6 +245,9 @@ class ASRDataModule(L.LightningDataModule):
         in_range("max_batch_seconds", max_batch_seconds, 0.0, above=True, none_ok=True)
         in_range("max_duration", max_duration, 0.0, above=True, none_ok=True)
         in_range("num_workers", num_workers, 0, integer=True)
+        if perturb and sample_rate != augment.SAMPLE_RATE:
+            raise SWAStreamError(f"data.perturb: needs {augment.SAMPLE_RATE} Hz audio, the data module reads "
+                                 f"{sample_rate} Hz")
         self.root = Path(root) if root else None
         if self.root is not None and not self.root.is_dir():
             raise SWAStreamError(f"{self.root}: no such data folder")

@@ -21,7 +21,7 @@ from swa_stream.config import SWAConfig
 from swa_stream.encoder import SWAEncoder
 from swa_stream.errors import ConfigError, SWAStreamError
 from swa_stream.lengths import zero_past
-from swa_stream.ragged import RowsMixin, as_counts, emit, ragged_cat, uniform
+from swa_stream.ragged import RowsMixin, as_counts, emit, ragged_cat
 from swa_stream.state import StreamState
 from swa_stream.tasks.asr.frontend import Frontend, FrontendConfig, FrontendState
 from swa_stream.tasks.asr.text import check_labels
@@ -121,13 +121,8 @@ class ASRModel(nn.Module):
         """
         counted = as_counts(counts, *chunk.shape)
         x, frames, fe_state = self.frontend.step_rows(chunk, state.frontend, counted)
-        if uniform(frames) and self.encoder.aligned(state.encoder):  # one stream, or streams in step: the fast path
-            h, enc_state = self.encoder.step(x, state.encoder)
-            frames = [h.shape[1]] * len(frames)
-        else:
-            h, frames, enc_state = self.encoder.step(x, state.encoder, counts=frames)
-            frames = frames.tolist()
-        return emit(self.head(h).log_softmax(-1), frames, ASRState(fe_state, enc_state), counts is not None)
+        h, frames, enc_state = self.encoder.step(x, state.encoder, counts=frames)
+        return emit(self.head(h).log_softmax(-1), frames.tolist(), ASRState(fe_state, enc_state), counts is not None)
 
     def flush(self, state: ASRState, with_lengths: bool = False):
         """End of stream: the log-probs (B, t', V) of the end padding and of the frames held for lookahead.

@@ -170,28 +170,19 @@ def test_triton_kernels_in_the_encoder_stream_exactly_under_the_interpreter(stre
     torch.testing.assert_close(streamed, offline, rtol=0, atol=1e-5)
 
 
-def _stream_all(enc, x, sizes, start=0):
-    state, outs = enc.init_state(x.shape[0], start), []
-    for i in range(0, len(sizes)):
-        lo = sum(sizes[:i])
-        y, state = enc.step(x[:, lo : lo + sizes[i]], state)
-        outs.append(y)
-    return torch.cat(outs + [enc.flush(state)], dim=1), state
-
-
 @pytest.mark.parametrize("window", [[(0, 0), (3, 2), (5, 0)], (7, 1)])
 @pytest.mark.parametrize("start, dtype, batch", [(0, torch.float32, 2), (10**12 + 17, torch.float64, 1),
                                                  (5, torch.float32, 3)])
-def test_inference_step_equals_the_autograd_step(window, start, dtype, batch):
+def test_inference_step_equals_the_autograd_step(window, start, dtype, batch, stream):
     """Without autograd, a plain layer's step takes the lean path (2-D products, slot-order ring
     attention); with it, the general one. Same outputs, same states, and both equal offline."""
     enc = make_encoder(window, 3).to(dtype)
     x = torch.randn(batch, 47, D_MODEL, dtype=dtype)
     sizes = [4, 1, 0, 9, 4, 4, 13, 0, 12]
     with torch.no_grad():
-        fast, fast_state = _stream_all(enc, x, sizes, start)
+        fast, _, fast_state = stream(enc, x, sizes, start)
         offline = enc(x)
-    slow, slow_state = _stream_all(enc, x, sizes, start)  # grad enabled: the general path
+    slow, _, slow_state = stream(enc, x, sizes, start)  # grad enabled: the general path
     torch.testing.assert_close(fast, slow.detach(), rtol=0, atol=1e-5)
     torch.testing.assert_close(fast, offline, rtol=0, atol=1e-5)
     for a, b in zip(fast_state.layers, slow_state.layers, strict=True):
@@ -200,13 +191,13 @@ def test_inference_step_equals_the_autograd_step(window, start, dtype, batch):
 
 
 @torch.no_grad()
-def test_inference_step_sees_changed_weights():
+def test_inference_step_sees_changed_weights(stream):
     """The lean path reads the weights where they are, so every way of changing them reaches it."""
     enc = make_encoder((5, 1), 2)
     x = torch.randn(1, 20, D_MODEL)
 
     def check(atol=1e-5, x=x):
-        torch.testing.assert_close(_stream_all(enc, x, [4] * 5)[0], enc(x), rtol=0, atol=atol)
+        torch.testing.assert_close(stream(enc, x, [4] * 5)[0], enc(x), rtol=0, atol=atol)
 
     check()
     enc.blocks[1].ffn[2].weight.mul_(-2.0)  # in place
@@ -222,29 +213,29 @@ def test_inference_step_sees_changed_weights():
     check(atol=1e-9, x=x.double())
 
 
-def test_inference_step_of_a_model_built_in_inference_mode():
+def test_inference_step_of_a_model_built_in_inference_mode(stream):
     with torch.inference_mode():
         enc = make_encoder([(4, 0), (3, 2)], 2)
         x = torch.randn(2, 30, D_MODEL)
-        torch.testing.assert_close(_stream_all(enc, x, [7, 1, 22])[0], enc(x), rtol=0, atol=1e-5)
+        torch.testing.assert_close(stream(enc, x, [7, 1, 22])[0], enc(x), rtol=0, atol=1e-5)
 
 
 @torch.no_grad()
-def test_hooks_and_quantised_linears_take_the_general_path():
+def test_hooks_and_quantised_linears_take_the_general_path(stream):
     """A hook on a part, or a part that is not the stock module, must behave as the modules do."""
     enc = make_encoder((5, 1), 2)
     x = torch.randn(1, 20, D_MODEL)
     handle = enc.blocks[0].attn.qkv.register_forward_hook(lambda module, args, out: out * 0.5)
-    torch.testing.assert_close(_stream_all(enc, x, [4] * 5)[0], enc(x), rtol=0, atol=1e-5)
+    torch.testing.assert_close(stream(enc, x, [4] * 5)[0], enc(x), rtol=0, atol=1e-5)
     handle.remove()
     quantised = torch.ao.quantization.quantize_dynamic(enc, {torch.nn.Linear}, dtype=torch.qint8)
-    fast = _stream_all(quantised, x, [4] * 5)[0]  # (dynamic quantisation scales each call's activations, so
+    fast = stream(quantised, x, [4] * 5)[0]  # (dynamic quantisation scales each call's activations, so
     with torch.enable_grad():                     # only the same chunks compare: the general path's)
-        general = _stream_all(quantised, x, [4] * 5)[0]
+        general = stream(quantised, x, [4] * 5)[0]
     torch.testing.assert_close(fast, general, rtol=0, atol=1e-6)
 
 
-def test_a_stock_plain_block_takes_the_lean_path_without_autograd(monkeypatch):
+def test_a_stock_plain_block_takes_the_lean_path_without_autograd(monkeypatch, stream):
     from swa_stream.encoder import SWABlock
 
     calls = []
@@ -252,9 +243,9 @@ def test_a_stock_plain_block_takes_the_lean_path_without_autograd(monkeypatch):
     monkeypatch.setattr(SWABlock, "_step_inference", lambda self, *args: calls.append(1) or lean(self, *args))
     enc = make_encoder((5, 1), 2)
     x = torch.randn(1, 12, D_MODEL)
-    _stream_all(enc, x, [4] * 3)
+    stream(enc, x, [4] * 3)
     assert not calls  # autograd on: the general path
     with torch.no_grad():
-        _stream_all(enc, x, [4] * 3)
+        stream(enc, x, [4] * 3)
     assert calls
     assert enc.blocks[0].attn.qkv.weight.stride() == (1, 3 * D_MODEL)  # stored transposed (column_major)

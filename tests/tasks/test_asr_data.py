@@ -172,3 +172,8 @@ def test_bad_endpoint_thresholds_are_refused(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         EndpointConfig(**kwargs)
     assert EndpointConfig(None, None, None).max_segment is None
+
+
+def test_perturb_needs_16_khz_and_says_so_when_the_module_is_built(manifest_dir):
+    with pytest.raises(SWAStreamError, match="data.perturb: needs 16000 Hz audio, the data module reads 8000 Hz"):
+        ASRDataModule(train="train.jsonl", root=str(manifest_dir), sample_rate=8000, perturb=True)
