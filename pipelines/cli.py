@@ -92,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-segment", type=float, default=20.0, metavar="S",
                     help="end a segment once it is S seconds long (default 20; 0 disables)")
     tr.add_argument("--no-endpoint", action="store_true", help="no endpointing: one final segment at the end")
+    tr.add_argument("--open-vocabulary", action="store_true", help="print words as spelled, even outside the "
+                    "model's lexicon (default: a misspelt word becomes the lexicon word that fits best)")
     tr.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: streaming steps are "
                     "too small to gain from more, and thread synchronisation costs more than it saves)")
 

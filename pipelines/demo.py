@@ -115,7 +115,7 @@ def transcribe_asr_example(chunk_ms: float = 160.0, example_name: str = "asr_dem
           f"swa-stream transcribe {Path(example).name} --format jsonl)")
     rate, chunks = file_source(example, chunk_ms)
     t0 = time.perf_counter()
-    finals = transcribe_chunks(model, chunks, rate, CTCDecoder(model.labels, model.frame_rate, EndpointConfig()),
+    finals = transcribe_chunks(model, chunks, rate, CTCDecoder.for_model(model, EndpointConfig()),
                                Writer("jsonl"))
     print(f"{len(finals)} final segments in {time.perf_counter() - t0:.2f} s\n")
 

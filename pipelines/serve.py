@@ -208,9 +208,10 @@ class Connection:
 
 
 class Server:
-    def __init__(self, model, model_name: str, limits: Limits, endpoint=None, record_dir=None):
+    def __init__(self, model, model_name: str, limits: Limits, endpoint=None, record_dir=None,
+                 open_vocabulary: bool = False):
         self.limits, self.model_name = limits, model_name
-        self.recognizer = BatchedRecognizer(model, endpoint, record_dir)
+        self.recognizer = BatchedRecognizer(model, endpoint, record_dir, open_vocabulary)
         self.connections: set[Connection] = set()
         self.draining = False
         self.started = time.monotonic()
@@ -379,7 +380,7 @@ def _serve(args, limits: Limits, sock: socket.socket, port: int) -> None:
     torch.set_num_threads(args.threads)
     model = load_asr_model(args.model)
     name = args.model or "asr-demo"
-    server = Server(model, name, limits, EndpointConfig(), args.record)
+    server = Server(model, name, limits, EndpointConfig(), args.record, args.open_vocabulary)
     server.recognizer.warm_up()
     asyncio.run(_main(server, args.host, port, sock))
 

@@ -23,6 +23,8 @@ def add_serve(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated Origins allowed to open streams, or '*' (default: the page's own "
                              "origin, and clients that send no Origin); others get HTTP 403")
     parser.add_argument("--token", help="require this token as 'Authorization: Bearer TOKEN' or ?token=TOKEN")
+    parser.add_argument("--open-vocabulary", action="store_true", help="send words as spelled, even outside "
+                        "the model's lexicon (default: a misspelt word becomes the lexicon word that fits best)")
     parser.add_argument("--record", metavar="DIR", help="save each stream's received audio as DIR/stream-N.wav")
 
 

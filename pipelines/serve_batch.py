@@ -60,9 +60,10 @@ class Stream:
 class BatchedRecognizer:
     """Many concurrent streams over one model; see the module docstring."""
 
-    def __init__(self, model, endpoint: EndpointConfig | None, record_dir: str | Path | None = None):
+    def __init__(self, model, endpoint: EndpointConfig | None, record_dir: str | Path | None = None,
+                 open_vocabulary: bool = False):
         self.model, self.endpoint = model, endpoint
-        self.decoder = CTCDecoder(model.labels, model.frame_rate, endpoint)
+        self.decoder = CTCDecoder.for_model(model, endpoint, open_vocabulary)
         self.record_dir = Path(record_dir) if record_dir else None
         self.streams: dict[int, Stream] = {}
         self._ids = itertools.count(1)

@@ -172,7 +172,7 @@ def _transcribe(args, endpoint: EndpointConfig | None) -> None:
     if effective != rate:
         print(f"swa-stream: note: {name}: {rate} Hz is resampled as {effective:g} Hz ({abs(effective / rate - 1):.1e} "
               "off), which keeps the resampling filter small", file=sys.stderr)
-    decoder = CTCDecoder(model.labels, model.frame_rate, endpoint)
+    decoder = CTCDecoder.for_model(model, endpoint, args.open_vocabulary)
     checked = _Checked(chunks)
     try:
         transcribe_chunks(model, checked, rate, decoder, Writer(args.format))

@@ -17,6 +17,17 @@ A word's confidence is the mean, over its characters, of the character's highest
 frames of its CTC run (CTC puts a character's mass on one or two spiky frames). Words under
 `min_confidence`, and garbage words (`*`, the label of non-task speech), are dropped from the output: they
 neither print nor count as speech for endpointing.
+
+A closed vocabulary (`lexicon`, from the bundle: the digit demo's eleven words) mends misspellings. A CTC model
+over characters can spell what it hears as no word at all ("fovre", "tewo"). When a word ends and its
+greedy spelling is not in the lexicon, the decoder scores every lexicon word, and the garbage word, by its
+full CTC probability (the sum over all alignments, `torch.nn.functional.ctc_loss`) on the frames from
+`LEXICON_PAD` frames before the word's first character to `LEXICON_PAD` frames after its last, never reaching
+into a neighbouring word or past the space that ended it, and keeps the best; garbage is dropped. Words the
+lexicon has are kept as the greedy path spelled them (on validation, rescoring those too gained nothing).
+A snapped word keeps the confidence of what was heard, the greedy spelling's (on validation, scaling it by
+the chosen word's share of the candidates' probability dropped more right words than wrong ones). Rescoring
+reads only frames that have arrived, so transcripts stay independent of chunking.
 """
 
 from __future__ import annotations
@@ -24,11 +35,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import torch
+import torch.nn.functional as F
 
 from swa_stream.config import in_range
-from swa_stream.tasks.asr.text import GARBAGE, ctc_collapse, decode
+from swa_stream.tasks.asr.text import GARBAGE, check_lexicon, ctc_collapse, decode, encode
 
 MIN_CONFIDENCE = 0.6  # chosen on validation data (FSDD val strings, espeak-ng val voices): see docs/asr.md
+LEXICON_PAD = 3  # frames of context on each side of a word that the lexicon rescores (120 ms at 25 frames/s)
 
 
 @dataclass
@@ -80,17 +93,33 @@ class DecoderState:
     probs: tuple[float, ...] = ()  # its characters' probabilities (each the best frame of the char's run)
     word_first: int = -1  # frame of its first character
     word_last: int = -1  # frame of its last character so far
+    # lexicon decoding only: log-prob rows of frames recent_first.. (the current word and its left context),
+    # and the first frame after the last label that belongs to no current word (a space, an earlier word)
+    recent: tuple[torch.Tensor, ...] = ()
+    recent_first: int = 0
+    boundary: int = 0
 
 
 class CTCDecoder:
     """Streaming greedy CTC: `step(log_probs (T, V), state) -> (final segments, state)`, `flush(state)`."""
 
     def __init__(self, labels: list[str], frame_rate: float, endpoint: EndpointConfig | None = None,
-                 min_confidence: float = MIN_CONFIDENCE):
+                 min_confidence: float = MIN_CONFIDENCE, lexicon: list[str] | None = None):
         self.labels, self.frame_rate = list(labels), float(frame_rate)
         self.space = self.labels.index(" ")
         self.endpoint = endpoint or EndpointConfig(None, None, None)
         self.min_confidence = float(in_range("min_confidence", min_confidence, 0.0, 1.0))
+        self.lexicon = None if lexicon is None else check_lexicon(lexicon, self.labels)
+        if self.lexicon is not None:
+            candidates = self.lexicon + ([GARBAGE] if GARBAGE in self.labels else [])
+            self._candidates = candidates
+            self._targets = [torch.tensor(encode(w, self.labels)) for w in candidates]
+
+    @classmethod
+    def for_model(cls, model, endpoint: EndpointConfig | None = None, open_vocabulary: bool = False) -> CTCDecoder:
+        """The decoder a model bundle asks for: its labels, frame rate and lexicon (unless `open_vocabulary`)."""
+        lexicon = None if open_vocabulary else getattr(model, "lexicon", None)
+        return cls(model.labels, model.frame_rate, endpoint, lexicon=lexicon)
 
     def init_state(self) -> DecoderState:
         return DecoderState()
@@ -106,8 +135,11 @@ class CTCDecoder:
         top = log_probs.max(-1)
         best, probs = top.indices.tolist(), top.values.float().exp().tolist()
         state = replace(state, words=list(state.words))
+        rows = log_probs.float().unbind(0) if self.lexicon is not None else None
         finals = []
-        for label, prob in zip(best, probs, strict=True):
+        for t, (label, prob) in enumerate(zip(best, probs, strict=True)):
+            if rows is not None:
+                self._remember(rows[t], label, state)
             self._read(label, prob, state)
             segment = self._check_endpoint(state)
             if segment is not None:
@@ -125,7 +157,8 @@ class CTCDecoder:
         f = st.frame
         if label != 0 and label != st.last:
             if label == self.space:
-                self._end_word(st)
+                self._end_word(st)  # st.frame is still this space's frame: the word's frames end before it
+                st.boundary = f + 1
             else:
                 if not st.chars:
                     st.word_first = f
@@ -137,12 +170,42 @@ class CTCDecoder:
         st.silence = st.silence + 1 if label == 0 else 0
         st.last, st.frame = label, f + 1
 
+    def _remember(self, row: torch.Tensor, label: int, st: DecoderState) -> None:
+        """Keeps frame st.frame's log-probs while a word may still need them (lexicon decoding). `recent`
+        always holds frames recent_first .. st.frame - 1, one row each."""
+        if not st.chars and not (label != 0 and label != self.space):  # no word open and none starting
+            keep = max(st.boundary, st.frame + 1 - LEXICON_PAD)  # the left context a word starting next may use
+            drop = max(0, keep - st.recent_first)
+            st.recent, st.recent_first = st.recent[drop:], st.recent_first + drop
+        st.recent += (row,)
+
     def _end_word(self, st: DecoderState) -> None:
         if st.chars and GARBAGE not in st.chars:
             conf = sum(st.probs) / len(st.probs)
-            if conf >= self.min_confidence:
-                st.words.append((st.chars, st.word_first, st.word_last, conf))
+            word = st.chars
+            if self.lexicon is not None and word not in self.lexicon:
+                word = self._snap(st)
+            if word is not None and conf >= self.min_confidence:
+                st.words.append((word, st.word_first, st.word_last, conf))
+        if self.lexicon is not None and st.chars:
+            st.boundary = max(st.boundary, st.word_last + 1)
+            keep = st.boundary - st.recent_first
+            if keep > 0:
+                st.recent, st.recent_first = st.recent[keep:], st.recent_first + keep
         st.chars, st.word_first, st.word_last, st.probs = "", -1, -1, ()
+
+    def _snap(self, st: DecoderState) -> str | None:
+        """The best lexicon word for the word being ended, by CTC probability on its frames; None for the
+        garbage word."""
+        lo = max(st.boundary, st.word_first - LEXICON_PAD, st.recent_first)
+        hi = min(st.word_last + LEXICON_PAD, st.frame - 1, st.recent_first + len(st.recent) - 1)
+        frames = torch.stack(st.recent[lo - st.recent_first : hi - st.recent_first + 1])  # (T, V)
+        n = len(self._targets)
+        loss = F.ctc_loss(frames.unsqueeze(1).expand(-1, n, -1), torch.cat(self._targets),
+                          torch.full((n,), frames.shape[0]), torch.tensor([len(t) for t in self._targets]),
+                          reduction="none", zero_infinity=False)
+        word = self._candidates[int(loss.argmin())]
+        return None if word == GARBAGE else word
 
     def _check_endpoint(self, st: DecoderState) -> Segment | None:
         rules, fps = self.endpoint, self.frame_rate

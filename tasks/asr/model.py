@@ -24,7 +24,7 @@ from swa_stream.lengths import zero_past
 from swa_stream.ragged import RowsMixin, as_counts, emit, ragged_cat
 from swa_stream.state import StreamState
 from swa_stream.tasks.asr.frontend import Frontend, FrontendConfig, FrontendState
-from swa_stream.tasks.asr.text import check_labels
+from swa_stream.tasks.asr.text import check_labels, check_lexicon
 
 # (normalised log-mel (B, F, n_mels), frame lengths (B,)) -> augmented features; training only
 FeatureAugment = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -43,7 +43,8 @@ class ASRState(RowsMixin):
 class ASRModel(nn.Module):
     """audio (B, N) at `frontend.sample_rate` -> CTC log-probabilities (B, T, len(labels)), T at 25 frames/s."""
 
-    def __init__(self, frontend: FrontendConfig, encoder: SWAConfig, labels: list[str], end_silence_ms: float = 100.0):
+    def __init__(self, frontend: FrontendConfig, encoder: SWAConfig, labels: list[str], end_silence_ms: float = 100.0,
+                 lexicon: list[str] | None = None):
         super().__init__()
         if frontend.d_model != encoder.d_model:
             raise ConfigError(
@@ -52,6 +53,8 @@ class ASRModel(nn.Module):
         if end_silence_ms < 0:
             raise ConfigError(f"end_silence_ms: must be >= 0, got {end_silence_ms!r}")
         self.labels = check_labels(labels)
+        # the closed vocabulary the decoder snaps misspelt words to (tasks/asr/decoder.py); None: open
+        self.lexicon = None if lexicon is None else check_lexicon(lexicon, self.labels)
         self.end_silence_ms = float(end_silence_ms)
         self.frontend = Frontend(frontend)
         spectrogram = self.frontend.logmel.mel.spectrogram

@@ -52,7 +52,9 @@ class ASRTask(L.LightningModule):
     statistics, e.g. when resuming), so they are fixed and travel with the weights. `init_from`, an ASR
     bundle, starts from its weights and statistics (fine-tuning, or a variant of a plain model: the
     variant's own parameters keep their initial values). `training_data` (a list of {name, licence, source})
-    says what the model learned from; `export` copies it into the bundle."""
+    says what the model learned from; `export` copies it into the bundle. `lexicon`, the task's closed
+    vocabulary, also goes into the bundle: the decoder snaps misspelt words to it (tasks/asr/decoder.py);
+    training and its WER metrics do not use it."""
 
     def __init__(
         self,
@@ -70,6 +72,7 @@ class ASRTask(L.LightningModule):
         time_width: float = 0.05,
         init_from: str | None = None,
         training_data: list[dict] | None = None,
+        lexicon: list[str] | None = None,
     ):
         super().__init__()
         if not labels:
@@ -86,7 +89,7 @@ class ASRTask(L.LightningModule):
             frontend = FrontendConfig(d_model=encoder.d_model)
         elif isinstance(frontend, dict):
             frontend = FrontendConfig(**frontend)
-        self.model = ASRModel(frontend, encoder, labels, end_silence_ms)
+        self.model = ASRModel(frontend, encoder, labels, end_silence_ms, lexicon)
         if init_from:
             self._load_initial_weights(init_from)
         self.augment = SpecAugment(freq_masks, freq_width, time_masks, time_width)

@@ -95,6 +95,8 @@ class ASRSchema(TaskSchema):
         config = {"frontend": frontend, "encoder": encoder, "end_silence_ms": args.get("end_silence_ms")}
         if args.get("labels") is not None:
             config["labels"] = args["labels"]
+        if args.get("lexicon") is not None:
+            config["lexicon"] = args["lexicon"]
         return config
 
     def frontend(self, config: dict) -> FrontendConfig:
@@ -102,18 +104,20 @@ class ASRSchema(TaskSchema):
 
     def parse(self, config: dict) -> dict:
         """A bundle config checked field by field (errors name the field): the dataclasses and values."""
+        labels = field(config, "labels", _labels, list)
         return {
             "frontend": self.frontend(config),
             "encoder": self.encoder(config),
-            "labels": field(config, "labels", _labels, list),
+            "labels": labels,
             "end_silence_ms": field(config, "end_silence_ms", finite, (int, float), default=END_SILENCE_MS),
+            "lexicon": field(config, "lexicon", lambda v: _lexicon(v, labels), list, default=None),
         }
 
     def build(self, config: dict):
         from swa_stream.tasks.asr.model import ASRModel
 
         c = self.parse(config)
-        return ASRModel(c["frontend"], c["encoder"], c["labels"], c["end_silence_ms"])
+        return ASRModel(c["frontend"], c["encoder"], c["labels"], c["end_silence_ms"], c["lexicon"])
 
     def model_config(self, model) -> dict:
         return {
@@ -121,6 +125,7 @@ class ASRSchema(TaskSchema):
             "encoder": model.encoder.cfg.to_dict(),
             "labels": list(model.labels),
             "end_silence_ms": model.end_silence_ms,
+            **({"lexicon": list(model.lexicon)} if model.lexicon is not None else {}),
         }
 
     def describe(self, config: dict, chunk_ms: float) -> list[str]:
@@ -133,7 +138,14 @@ class ASRSchema(TaskSchema):
             f"latency           {chunk_ms + stft_ms + ahead_ms:g} ms at {chunk_ms:g} ms chunks: chunk "
             f"{chunk_ms:g} + STFT window {stft_ms:g} + lookahead {ahead_ms:g} ({cfg.lookahead} frames), "
             "before compute (algorithmic)",
-        ]
+        ] + ([f"lexicon           {' '.join(lexicon)} (misspelt words snap to these)"]
+             if (lexicon := config.get("lexicon")) else [])
+
+
+def _lexicon(value, labels: list[str]) -> list[str]:
+    from swa_stream.tasks.asr.text import check_lexicon  # pure Python
+
+    return check_lexicon(string_list(value), labels)
 
 
 def _labels(value) -> list[str]:

@@ -52,6 +52,20 @@ def check_labels(labels: list[str]) -> list[str]:
     return labels
 
 
+def check_lexicon(words, labels: list[str]) -> list[str]:
+    """A closed vocabulary for decoding: distinct normalised single words, each spelled with `labels`."""
+    words = [str(w) for w in words] if isinstance(words, (list, tuple)) else None
+    if not words:
+        raise ValueError("lexicon: a non-empty list of words is required")
+    chars = set(labels[1:]) - {" ", GARBAGE}
+    for w in words:
+        if normalize(w) != w or " " in w or GARBAGE in w or not set(w) <= chars:
+            raise ValueError(f"lexicon: {w!r} is not one lower-case word spelled with the model's labels")
+    if len(set(words)) != len(words):
+        raise ValueError("lexicon: a word is listed twice")
+    return words
+
+
 def encode(text: str, labels: list[str] = VOCABULARY) -> list[int]:
     """Normalised text -> label indices (never the blank). Characters outside `labels` are dropped."""
     index = {c: i for i, c in enumerate(labels) if i}

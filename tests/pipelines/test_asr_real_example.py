@@ -33,3 +33,19 @@ def test_asr_demo_transcribes_the_real_example(chunk_ms, capsys):
     finals = [f for f in finals if f["type"] == "final"]
     assert [f["text"] for f in finals] == EXPECTED
     assert all(0 < w["conf"] <= 1 for f in finals for w in f["words"])
+
+
+def test_the_lexicon_mends_misspelt_real_words(tmp_path, capsys):
+    """Three held-out test clips that asr-demo spells as "fovre two three" when left to its open vocabulary:
+    its lexicon (the default) makes the misspelt word the digit it is; --open-vocabulary shows the spelling."""
+    from swa_stream.tasks.asr.fsdd import default_root, write_example
+
+    if default_root() is None:
+        pytest.skip("the FSDD recordings (../shared/data/speech/fsdd) are not on this machine")
+    path, texts = write_example(tmp_path / "clip.wav", clips=(("5_theo_29", "2_yweweler_33", "3_yweweler_40"),))
+    assert texts == ["five two three"]
+    assert main(["transcribe", str(path)]) == 0
+    assert capsys.readouterr().out.split() == ["five", "two", "three"]
+    assert main(["transcribe", str(path), "--open-vocabulary"]) == 0
+    spelled = capsys.readouterr().out.split()
+    assert spelled[1:] == ["two", "three"] and spelled[0] not in DIGITS

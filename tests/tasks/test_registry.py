@@ -34,6 +34,9 @@ def test_training_arguments_get_the_task_defaults():
     asr = schema("asr").from_task_args({"encoder": ENCODER, "labels": ["<blank>", " ", "a"]})
     assert asr["frontend"] == {"d_model": 32}  # the standard frontend, as wide as the encoder
     assert schema("asr").parse(asr)["end_silence_ms"] == 100.0
+    assert schema("asr").parse(asr)["lexicon"] is None  # open vocabulary unless the task names one
+    with_lexicon = schema("asr").from_task_args({"encoder": ENCODER, "labels": ["<blank>", " ", "a"], "lexicon": ["a"]})
+    assert schema("asr").build(with_lexicon).config()["lexicon"] == ["a"]  # what export writes into the bundle
     assert schema("dna").from_task_args({"encoder": ENCODER})["stem_kernel"] == 9
     assert schema("dna").stem_kernel({"encoder": ENCODER}) == 0  # a bundle from before the stem had none
 
