@@ -3,8 +3,10 @@
 For each genome: stream the whole chromosome through the model, exactly, both strands at once (the
 forward sequence and its reverse complement as two rows of one batch), average the two strands'
 probabilities per base, and score them against the truth mask ("inside a CDS on either strand"):
-per-position accuracy at 0.5, AUROC, F1. Prodigal (pyrodigal, single mode, trained on the very genome
-it annotates) gets the same per-position scores from its gene calls.
+per-position accuracy at 0.5, AUROC, F1. Two rows for ours: the raw track, and the called track of
+`swa-stream call-genes` (the open reading frames the track covers best, tasks/dna/orfs.py), whose gene
+calls are also matched to the truth by stop codon. Prodigal (pyrodigal, single mode, trained on the very
+genome it annotates) gets the same scores from its gene calls.
 
 - E. coli K-12 MG1655 against its RefSeq annotation: the held-out claim (no part in training or selection).
 - E. coli 536 against pyrodigal's calls (no annotation shipped): a second genome, a weaker truth.
@@ -25,7 +27,8 @@ import numpy as np
 import torch
 
 from swa_stream.tasks.dna.annotation import mask, read_gff3
-from swa_stream.tasks.dna.genes import TEST_FASTA, TEST_GFF, prodigal_genes, read_genome
+from swa_stream.tasks.dna.genes import TEST_FASTA, TEST_GFF, VAL, prodigal_genes, read_genome
+from swa_stream.tasks.dna.orfs import call_genes, called_track, stop_matches
 from swa_stream.tasks.dna.tokenizer import encode
 from swa_stream.tasks.dna.track import per_position_scores, stream_both_strands
 
@@ -52,14 +55,24 @@ def evaluate(model, name: str, records, truth_intervals, prodigal_intervals) -> 
         prob = stream_both_strands(model, tokens)
         seconds = time.perf_counter() - began
         ours = per_position_scores(prob, truth, valid)
-        calls = mask(len(seq), prodigal_intervals.get(rec_id, [])).astype(np.float32)
+        began = time.perf_counter()
+        genes = call_genes(tokens, prob)
+        called = per_position_scores(called_track(prob, genes), truth, valid)
+        call_seconds = time.perf_counter() - began
+        truth_genes, prodigal = truth_intervals.get(rec_id, []), prodigal_intervals.get(rec_id, [])
+        called["stops"] = stop_matches([(g.start, g.end, g.strand) for g in genes], truth_genes)
+        calls = mask(len(seq), prodigal).astype(np.float32)
         theirs = per_position_scores(calls, truth, valid)
+        theirs["stops"] = stop_matches(prodigal, truth_genes)
         rows.append({"genome": name, "record": rec_id, "bp": len(seq), "coding_fraction": float(truth[valid].mean()),
-                     "ours": ours, "prodigal": theirs, "seconds": round(seconds, 1),
+                     "ours": ours, "ours_called": called, "prodigal": theirs, "seconds": round(seconds, 1),
+                     "call_seconds": round(call_seconds, 1),
                      "kbp_per_s_both_strands": round(len(seq) / seconds / 1e3, 1)})
-        print(f"{name} {rec_id}: {len(seq):,} bp, ours acc {ours['accuracy']:.4f} AUROC {ours.get('auroc', 0):.4f} "
-              f"F1 {ours['f1']:.4f} | Prodigal acc {theirs['accuracy']:.4f} F1 {theirs['f1']:.4f} | "
-              f"{rows[-1]['kbp_per_s_both_strands']} kbp/s", flush=True)
+        print(f"{name} {rec_id}: {len(seq):,} bp | track acc {ours['accuracy']:.4f} AUROC {ours.get('auroc', 0):.4f} "
+              f"| called acc {called['accuracy']:.4f} AUROC {called.get('auroc', 0):.4f}, stops found "
+              f"{called['stops']['sensitivity']:.3f}, precision {called['stops']['precision']:.3f} | Prodigal acc "
+              f"{theirs['accuracy']:.4f}, stops found {theirs['stops']['sensitivity']:.3f} | "
+              f"{rows[-1]['kbp_per_s_both_strands']} kbp/s + {call_seconds:.1f} s calling", flush=True)
     return rows
 
 
@@ -69,11 +82,18 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=Path("../shared/data"))
     parser.add_argument("--json", type=Path)
     parser.add_argument("--skip-536", action="store_true", help="only the annotated E. coli K-12")
+    parser.add_argument("--val", action="store_true", help="also the validation genome (V. cholerae against "
+                        "pyrodigal's calls), on which call-genes' defaults were chosen")
     args = parser.parse_args()
     model = load_model(args.model)
     genomes = args.shared / "genomes"
     k12 = read_genome(genomes / "annotated" / TEST_FASTA)
-    rows = evaluate(model, "E. coli K-12 MG1655 (RefSeq)", k12, read_gff3(genomes / "annotated" / TEST_GFF),
+    rows = []
+    if args.val:
+        vc = read_genome(genomes / "unannotated" / VAL[0])
+        calls = prodigal_genes(vc)
+        rows += evaluate(model, "V. cholerae O395 (validation; pyrodigal's calls as truth)", vc, calls, calls)
+    rows += evaluate(model, "E. coli K-12 MG1655 (RefSeq)", k12, read_gff3(genomes / "annotated" / TEST_GFF),
                     prodigal_genes(k12))
     if not args.skip_536:
         e536 = read_genome(genomes / "unannotated" / "ecoli_536_NC_008253.fna.gz")

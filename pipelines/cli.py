@@ -67,6 +67,13 @@ def _parser() -> argparse.ArgumentParser:
     fasta.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: more threads "
                        "only pay on an idle machine, and collapse when the cores are busy)")
 
+    genes = commands.add_parser("call-genes", help="gene calls (GFF3) from a gene-track model, like Prodigal's")
+    genes.add_argument("inputs", nargs="+", metavar="IN.fa", help="FASTA/FASTQ files (gzip, bzip2, xz), - for stdin")
+    genes.add_argument("--gff", required=True, metavar="OUT.gff3", help="GFF3 file of the calls to write")
+    genes.add_argument("--bedgraph", metavar="FILE", help="also write the called track as bedGraph")
+    genes.add_argument("--model", metavar="DIR", help="gene-track bundle (default: the bundled bacteria-genes)")
+    genes.add_argument("--rna", action="store_true", help="read U as T")
+    genes.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     track = commands.add_parser("export-track", help="write a per-position track as bedGraph and/or bigWig")
     track.add_argument("store", metavar="OUT.zarr", help="a finished score-fasta --per-position store")
     track.add_argument("--bedgraph", metavar="FILE", help="bedGraph file to write")
@@ -142,6 +149,10 @@ def _dispatch(args: argparse.Namespace) -> None:
         from swa_stream.pipelines import score_fasta
 
         score_fasta.run(args)
+    elif args.command == "call-genes":
+        from swa_stream.pipelines import call_genes
+
+        call_genes.run(args)
     elif args.command == "export-track":
         from swa_stream.pipelines import export_track
 

@@ -1,5 +1,6 @@
 """The gene-track demo: stream a real E. coli K-12 region through `bacteria-genes`, both strands, and
-show the track against the RefSeq annotation as a table and a picture (matplotlib PNG).
+show the track, and the genes `call-genes` calls from it, against the RefSeq annotation as a table and a
+picture (matplotlib PNG).
 
 E. coli K-12 took no part in the model's training or selection (tasks/dna/genes.py), so what the demo
 shows is a held-out genome.
@@ -35,34 +36,42 @@ def gene_names(gff: Path) -> list[tuple[int, int, str, str]]:
             for _, (start, end, strand), attrs in gff3_features(gff)]
 
 
-def plot(prob: np.ndarray, genes, path: Path, title: str) -> None:
+def _lanes(axis, genes, colour: str, title: str, length: int) -> None:
+    from matplotlib.patches import FancyArrow
+
+    for start, end, strand, name in genes:
+        y = 0.65 if strand == "+" else 0.25
+        size = (end - start) / 1e3
+        x0, dx = (start / 1e3, size) if strand == "+" else (end / 1e3, -size)
+        axis.add_patch(FancyArrow(x0, y, dx, 0, width=0.22, head_width=0.3, length_includes_head=True,
+                                  head_length=min(0.4, size / 3), color=colour))
+        if size > 1.2 and name:
+            axis.text((start + end) / 2e3, y, name, ha="center", va="center", fontsize=7, color="white")
+    axis.set_ylim(0, 0.95)
+    axis.set_yticks([0.25, 0.65], ["- strand", "+ strand"])
+    axis.set_xlim(0, length / 1e3)
+    axis.set_title(title, fontsize=9, loc="left")
+
+
+def plot(prob: np.ndarray, genes, path: Path, title: str, calls=()) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import FancyArrow
 
     kbp = np.arange(len(prob)) / 1e3
-    fig, (ax, lanes) = plt.subplots(2, 1, figsize=(12, 4.2), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
+    fig, (ax, lanes, called) = plt.subplots(3, 1, figsize=(12, 5.2), sharex=True,
+                                            gridspec_kw={"height_ratios": [3, 1.3, 1.3]})
     ax.fill_between(kbp, prob, color="#3b7dd8", alpha=0.35, linewidth=0)
     ax.plot(kbp, prob, color="#1f4e99", linewidth=0.6)
     ax.axhline(0.5, color="grey", linewidth=0.6, linestyle="--")
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("P(in a gene)")
     ax.set_title(title, fontsize=10)
-    for start, end, strand, name in genes:
-        y = 0.65 if strand == "+" else 0.25
-        length = (end - start) / 1e3
-        x0, dx = (start / 1e3, length) if strand == "+" else (end / 1e3, -length)
-        lanes.add_patch(FancyArrow(x0, y, dx, 0, width=0.22, head_width=0.3, length_includes_head=True,
-                                   head_length=min(0.4, length / 3), color="#d9822b"))
-        if length > 1.2:
-            lanes.text((start + end) / 2e3, y, name, ha="center", va="center", fontsize=7, color="white")
-    lanes.set_ylim(0, 0.95)
-    lanes.set_yticks([0.25, 0.65], ["- strand", "+ strand"])
-    lanes.set_xlabel("position in the region (kbp)")
-    lanes.set_xlim(0, len(prob) / 1e3)
-    lanes.set_title("RefSeq CDS annotation", fontsize=9, loc="left")
+    _lanes(lanes, genes, "#d9822b", "RefSeq CDS annotation", len(prob))
+    _lanes(called, [(a, b, s, "") for a, b, s in calls], "#3b7dd8",
+           "swa-stream call-genes: the open reading frames the track covers best", len(prob))
+    called.set_xlabel("position in the region (kbp)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -72,6 +81,7 @@ def plot(prob: np.ndarray, genes, path: Path, title: str) -> None:
 def run(model_name: str = "bacteria-genes", png: str = "out/bacteria-genes-demo.png") -> dict | None:
     from swa_stream.pipelines.bundles import bundled_models, load_model
     from swa_stream.tasks.dna.annotation import mask, read_gff3
+    from swa_stream.tasks.dna.orfs import call_genes, stop_matches
     from swa_stream.tasks.dna.tokenizer import read_fasta
     from swa_stream.tasks.dna.track import per_position_scores, runs, stream_both_strands
 
@@ -99,6 +109,10 @@ def run(model_name: str = "bacteria-genes", png: str = "out/bacteria-genes-demo.
     print(f"{found} of {len(rows)} annotated genes called (mean P > 0.5); {len(extra)} called stretch(es) of 300+ bp "
           f"outside the annotation; per-base accuracy {scores['accuracy']:.1%}, AUROC {scores['auroc']:.3f} "
           f"(region only; docs/dna.md has the whole genome beside Prodigal)")
-    plot(prob, genes, out, f"{model_name}: {record.description}")
+    calls = [(g.start, g.end, g.strand) for g in call_genes(record.tokens, prob)]
+    match = stop_matches(calls, [(a, b, s) for a, b, s, _ in genes])
+    print(f"call-genes: {len(calls)} genes called from the track, {match['found']} of {match['genes']} annotated genes "
+          f"found by their stop codon (precision {match['precision']:.2f})")
+    plot(prob, genes, out, f"{model_name}: {record.description}", calls)
     print(f"picture of the track against the annotation: {out}\n")
-    return {"scores": scores, "genes": rows}
+    return {"scores": scores, "genes": rows, "calls": match}

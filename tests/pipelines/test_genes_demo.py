@@ -17,8 +17,10 @@ def test_demo_region_matches_the_annotation_and_draws_the_picture(tmp_path, caps
     assert result["scores"]["accuracy"] > 0.9 and result["scores"]["auroc"] > 0.9
     called = [g for g in result["genes"] if g["mean_p"] > 0.5]
     assert len(called) >= 0.9 * len(result["genes"]) == 0.9 * 32
+    assert result["calls"]["found"] >= 24 and result["calls"]["precision"] >= 0.8  # call-genes, by stop codon
     out = capsys.readouterr().out
     assert "rapA" in out and "picture of the track against the annotation" in out
+    assert f"{result['calls']['found']} of 32 annotated genes found by their stop codon" in out
 
 
 def test_demo_refuses_to_draw_over_its_input():

@@ -1,0 +1,108 @@
+"""`swa-stream call-genes`: gene calls in GFF3 from a gene-track model, as Prodigal writes them.
+
+Each record is streamed through the model exactly, both strands at once (the forward sequence and its
+reverse complement as two rows of one batch, tasks/dna/track.py), and the two strands' coding
+probabilities are averaged per base. The open reading frames that this track covers best become the calls
+(tasks/dna/orfs.py). `--bedgraph` also writes the called track (0.5 + half the call's mean inside a call,
+half the track elsewhere). Outputs are checked before any work and written through a temp file and a
+rename, so a failed run leaves no half file and never touches an input.
+
+    swa-stream call-genes genome.fa.gz --gff genes.gff3 [--bedgraph called.bedgraph] [--model bacteria-genes]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+from swa_stream.errors import SWAStreamError
+from swa_stream.pipelines.safe_output import atomic_text, check_output_file, first_line
+
+DEFAULT_MODEL = "bacteria-genes"
+
+
+def _is_gff(path: Path) -> bool:
+    return first_line(path).startswith(b"##gff-version")
+
+
+def _seqid(text: str) -> str:
+    """A record id as a GFF3 seqid: characters outside the spec's set percent-encoded."""
+    return quote(text, safe=".:^*$@!+_?-|")
+
+
+def run(args) -> dict:
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from swa_stream.pipelines.bundles import load_dna_model
+    from swa_stream.pipelines.export_track import _is_bedgraph
+    from swa_stream.tasks.dna.formats import read_sequences
+    from swa_stream.tasks.dna.orfs import call_genes, called_track
+    from swa_stream.tasks.dna.track import stream_both_strands
+
+    inputs = [Path(p) for p in args.inputs]
+    for p in inputs:
+        if str(p) != "-" and not p.exists():
+            raise SWAStreamError(f"{p}: no such file")
+    gff = check_output_file(args.gff, "--gff", inputs, [], _is_gff, "GFF3 file")
+    bedgraph = args.bedgraph and check_output_file(args.bedgraph, "--bedgraph", inputs, [gff], _is_bedgraph,
+                                                   "bedGraph file")
+    if args.threads < 1:
+        raise SWAStreamError(f"--threads: must be at least 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    model = load_dna_model(args.model or DEFAULT_MODEL)  # its first track is read as P(coding)
+    summary = {"records": 0, "bp": 0, "genes": 0, "seconds": 0.0}
+    with atomic_text(gff) as out, (atomic_text(bedgraph) if bedgraph else contextlib.nullcontext()) as bg:
+        out.write("##gff-version 3\n")
+        out.write(f"# swa-stream call-genes, model {args.model or DEFAULT_MODEL}: gene calls from its coding "
+                  "track (tasks/dna/orfs.py)\n")
+        if bg is not None:
+            bg.write('track type=bedGraph name="called" description="swa-stream call-genes: 0.5 + mean/2 in a '
+                     'called gene, track/2 elsewhere"\n')
+        for path in inputs:
+            for record in read_sequences(path, rna=args.rna, formats=("fasta", "fastq")):
+                began = time.perf_counter()
+                n = len(record.tokens)
+                with tqdm(total=n, desc=record.id[:30], unit=" bp", unit_scale=True, file=sys.stderr,
+                          leave=False, mininterval=0.5, disable=None) as bar:
+                    prob = stream_both_strands(model, record.tokens, on_chunk=bar.update)
+                prob[record.tokens > 3] = np.nan  # N runs carry no evidence
+                genes = call_genes(record.tokens, prob)
+                seqid = _seqid(record.id)
+                out.write(f"##sequence-region {seqid} 1 {n}\n")
+                for k, g in enumerate(genes, start=1):
+                    out.write(f"{seqid}\tswa-stream\tCDS\t{g.start + 1}\t{g.end}\t{g.mean:.3f}\t{g.strand}\t0\t"
+                              f"ID={seqid}_{k};mean_p={g.mean:.3f}\n")
+                if bg is not None:
+                    _write_bedgraph(bg, seqid, called_track(prob, genes))
+                seconds = time.perf_counter() - began
+                coding = sum(g.end - g.start for g in genes) / max(1, n)
+                print(f"{record.id}: {n:,} bp, {len(genes):,} genes ({coding:.1%} of the bases), "
+                      f"{n / max(seconds, 1e-9) / 1e3:.0f} kbp/s", file=sys.stderr)
+                summary["records"] += 1
+                summary["bp"] += n
+                summary["genes"] += len(genes)
+                summary["seconds"] += seconds
+    if not summary["records"]:
+        raise SWAStreamError(f"{', '.join(map(str, inputs))}: no sequence records")
+    print(f"wrote {summary['genes']:,} gene calls on {summary['records']:,} record(s) to {gff}"
+          + (f", and the called track to {bedgraph}" if bedgraph else ""))
+    return summary
+
+
+def _write_bedgraph(f, seqid: str, values, precision: int = 3) -> None:
+    import numpy as np
+
+    rounded = np.round(values.astype(np.float64), precision)
+    finite = np.isfinite(rounded)
+    change = np.flatnonzero((rounded[1:] != rounded[:-1]) | (finite[1:] != finite[:-1])) + 1
+    starts = np.concatenate([[0], change])
+    ends = np.concatenate([change, [len(values)]])
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        if finite[a]:
+            f.write(f"{seqid}\t{a}\t{b}\t{rounded[a]:.{precision}f}\n")
+

@@ -1,0 +1,140 @@
+"""Gene calls from a coding track: the open reading frames that the track covers best.
+
+A per-position track ("P(inside a protein-coding gene)") knows nothing of codons, so on its own it blurs
+gene ends and lights up stretches no gene could fill. A bacterial gene is an open reading frame: a start
+codon (ATG, GTG, TTG), whole codons, and the frame's next stop (TAA, TAG, TGA), on either strand. This
+module turns a track into gene calls that respect that:
+
+1. Candidates: on each of the six frames, every stop-to-stop stretch gets the start codon that maximises
+   the sum of (p - `theta`) from the start to the stop (the track's evidence against a baseline); stretches
+   shorter than `min_length` bp, or with no positive sum, give no candidate.
+2. Calls: candidates in order of that sum, each kept unless it overlaps the genes already kept by more than
+   `max_overlap` bp (bacterial genes overlap a little, rarely more).
+3. A called track, for per-position use: inside a call 0.5 + 0.5 x the call's mean p, elsewhere 0.5 x p.
+   So 0.5 separates "in a called gene" from "not", and the order within each side follows the track.
+
+The defaults were chosen on the validation genome (V. cholerae O395 against pyrodigal's calls; see
+docs/dna.md): theta 0.1-0.3 and min_length 250 sit on a plateau of per-position accuracy near 97%.
+Memory is a few bytes per base of the record (the codon table and running sums), time about a second per
+Mbp.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+THETA, MIN_LENGTH, MAX_OVERLAP = 0.2, 250, 100
+_BASE = {"A": 0, "C": 1, "G": 2, "T": 3}
+
+
+def _codes(codons: tuple[str, ...]) -> list[int]:
+    return [_BASE[a] * 16 + _BASE[b] * 4 + _BASE[c] for a, b, c in codons]
+
+
+STARTS, STOPS = ("ATG", "GTG", "TTG"), ("TAA", "TAG", "TGA")
+_START_F, _STOP_F = _codes(STARTS), _codes(STOPS)
+# the same codons read on the other strand, as they appear on this one (reverse complements)
+_START_R, _STOP_R = _codes(("CAT", "CAC", "CAA")), _codes(("TTA", "CTA", "TCA"))
+
+
+@dataclass(frozen=True)
+class Gene:
+    """A called gene: bases [start, end) of the record (0-based, end exclusive), stop codon included."""
+
+    start: int
+    end: int
+    strand: str  # "+" or "-"
+    mean: float  # the track's mean over the gene
+    score: float  # sum of (p - theta) over the gene: what ranked it
+
+
+def codon_table(tokens: np.ndarray) -> np.ndarray:
+    """int16 (T,): the codon starting at each base (0-63), -1 where it runs off the end or holds a non-ACGT."""
+    t = tokens.astype(np.int16)
+    codes = np.full(len(t), -1, np.int16)
+    if len(t) >= 3:
+        codes[:-2] = t[:-2] * 16 + t[1:-1] * 4 + t[2:]
+        bad = (t > 3).astype(np.int8)
+        bad = bad[:-2] | bad[1:-1] | bad[2:]
+        codes[:-2][bad.astype(bool)] = -1
+    return codes
+
+
+def candidates(tokens: np.ndarray, prob: np.ndarray, theta: float = THETA, min_length: int = MIN_LENGTH) -> list[Gene]:
+    """Every stop-to-stop stretch's best gene on the six frames (step 1 of the module docstring)."""
+    if len(tokens) != len(prob):
+        raise ValueError(f"candidates: {len(tokens)} bases but {len(prob)} track values")
+    codes = codon_table(tokens)
+    n = len(tokens)
+    prob = np.nan_to_num(prob.astype(np.float64), nan=0.0)  # N runs: no evidence
+    evidence = np.concatenate([[0.0], np.cumsum(prob - theta)])  # sum over [a, b) = evidence[b] - evidence[a]
+    total = np.concatenate([[0.0], np.cumsum(prob)])
+    is_start_f, is_stop_f = np.isin(codes, _START_F), np.isin(codes, _STOP_F)
+    is_start_r, is_stop_r = np.isin(codes, _START_R), np.isin(codes, _STOP_R)
+    out: list[Gene] = []
+
+    def keep(lo: int, hi: int, strand: str, score: float) -> None:
+        out.append(Gene(int(lo), int(hi), strand, float((total[hi] - total[lo]) / (hi - lo)), float(score)))
+
+    for frame in range(3):
+        pos = np.arange(frame, n - 2, 3)
+        # + strand: a gene runs from a start codon to the frame's next stop, stop included
+        stops, starts = pos[is_stop_f[pos]], pos[is_start_f[pos]]
+        previous = np.concatenate([[frame - 3], stops])[:-1]
+        first = np.searchsorted(starts, previous + 3)
+        last = np.searchsorted(starts, stops)
+        for a, b, stop in zip(first, last, stops, strict=True):
+            if b > a and stop + 3 - starts[a] >= min_length:
+                gain = evidence[stop + 3] - evidence[starts[a:b]]  # each start's sum to the stop's end
+                k = int(np.argmax(gain))
+                if gain[k] > 0 and stop + 3 - starts[a + k] >= min_length:
+                    keep(starts[a + k], stop + 3, "+", gain[k])
+        # - strand: read right to left, so the stop comes first here and the start codon at the right end
+        stops, starts = pos[is_stop_r[pos]], pos[is_start_r[pos]]
+        following = np.concatenate([stops, [n]])[1:]
+        first = np.searchsorted(starts, stops + 3)
+        last = np.searchsorted(starts, following)
+        for a, b, stop in zip(first, last, stops, strict=True):
+            if b > a and starts[b - 1] + 3 - stop >= min_length:
+                gain = evidence[starts[a:b] + 3] - evidence[stop]
+                k = int(np.argmax(gain))
+                if gain[k] > 0 and starts[a + k] + 3 - stop >= min_length:
+                    keep(stop, starts[a + k] + 3, "-", gain[k])
+    return out
+
+
+def call_genes(tokens: np.ndarray, prob: np.ndarray, theta: float = THETA, min_length: int = MIN_LENGTH,
+               max_overlap: int = MAX_OVERLAP) -> list[Gene]:
+    """Gene calls (steps 1 and 2), sorted by start."""
+    cands = candidates(tokens, prob, theta, min_length)
+    covered = np.zeros(len(tokens), bool)
+    kept = []
+    for gene in sorted(cands, key=lambda g: -g.score):
+        if np.count_nonzero(covered[gene.start : gene.end]) > max_overlap:
+            continue
+        covered[gene.start : gene.end] = True
+        kept.append(gene)
+    return sorted(kept, key=lambda g: (g.start, g.end))
+
+
+def called_track(prob: np.ndarray, genes: list[Gene]) -> np.ndarray:
+    """float32 (T,): step 3 of the module docstring. NaN (N runs) stays NaN outside calls."""
+    out = (0.5 * prob).astype(np.float32)
+    for g in genes:
+        np.maximum(out[g.start : g.end], np.float32(0.5 + 0.5 * g.mean), out=out[g.start : g.end])
+    return out
+
+
+def stop_matches(calls: list[tuple[int, int, str]], truth: list[tuple[int, int, str]]) -> dict:
+    """Gene-level agreement by 3' end, the usual yardstick for gene finders (a start is often ambiguous, the
+    stop never is): a true gene is found when a call on its strand ends at its stop codon. Both lists are
+    (start, end, strand) half-open intervals; genes with strand "." are left out."""
+    def ends(genes):
+        return {(e if s == "+" else b, s) for b, e, s in genes if s in "+-"}
+
+    found, called = ends(truth), ends(calls)
+    hits = len(found & called)
+    return {"genes": len(found), "calls": len(called), "found": hits,
+            "sensitivity": hits / max(1, len(found)), "precision": hits / max(1, len(called))}

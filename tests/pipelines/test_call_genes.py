@@ -1,0 +1,51 @@
+"""`swa-stream call-genes` on the real E. coli K-12 region that `make demo` shows (held out from training):
+GFF3 that a GFF3 reader takes back, the same calls as the library, most of RefSeq's genes found by their
+stop codon, a bedGraph of the called track, and outputs that never replace an input."""
+
+import numpy as np
+import pytest
+
+from swa_stream.pipelines.bundles import bundled_models, load_dna_model
+from swa_stream.pipelines.cli import main
+from swa_stream.pipelines.genes_demo import example_files
+from swa_stream.tasks.dna.annotation import gff3_features, read_gff3
+from swa_stream.tasks.dna.orfs import call_genes, stop_matches
+from swa_stream.tasks.dna.tokenizer import read_fasta
+from swa_stream.tasks.dna.track import stream_both_strands
+
+pytestmark = pytest.mark.skipif("bacteria-genes" not in bundled_models(), reason="bacteria-genes is not bundled")
+FASTA, GFF = example_files()
+
+
+def test_calls_are_gff3_equal_to_the_library_and_find_refseq_genes(tmp_path, capsys):
+    out, bg = tmp_path / "calls.gff3", tmp_path / "called.bedgraph"
+    assert main(["call-genes", str(FASTA), "--gff", str(out), "--bedgraph", str(bg)]) == 0
+    said = capsys.readouterr()
+    assert f"gene calls on 1 record(s) to {out}" in said.out and "kbp/s" in said.err
+    record = next(iter(read_fasta(FASTA)))
+    written = [(start, end, strand) for _, (start, end, strand), attrs in gff3_features(out, feature="CDS")]
+    expected = call_genes(record.tokens, stream_both_strands(load_dna_model("bacteria-genes"), record.tokens))
+    assert written == [(g.start, g.end, g.strand) for g in expected]
+    assert set(read_gff3(out)) == {record.id}
+    refseq = read_gff3(GFF)[record.id]
+    match = stop_matches(written, refseq)
+    assert match["genes"] == 32 and match["found"] >= 24 and match["precision"] >= 0.8
+    lines = bg.read_text().splitlines()
+    assert lines[0].startswith("track type=bedGraph")
+    cols = [line.split("\t") for line in lines[1:]]
+    assert int(cols[0][1]) == 0 and int(cols[-1][2]) == len(record.tokens)
+    assert all(int(a[2]) == int(b[1]) for a, b in zip(cols, cols[1:], strict=False))  # no gaps: no N here
+    values = np.array([float(c[3]) for c in cols])
+    assert ((values >= 0) & (values <= 1)).all() and (values > 0.5).any() and (values < 0.5).any()
+
+
+def test_outputs_never_replace_an_input_and_bad_input_is_one_line(tmp_path, capsys):
+    before = FASTA.read_bytes()
+    assert main(["call-genes", str(FASTA), "--gff", str(FASTA)]) == 2
+    err = capsys.readouterr().err
+    assert "names an input" in err and err.count("\n") == 1 and FASTA.read_bytes() == before
+    assert main(["call-genes", str(tmp_path / "missing.fa"), "--gff", str(tmp_path / "x.gff3")]) == 2
+    assert capsys.readouterr().err.strip() == f"swa-stream: error: {tmp_path / 'missing.fa'}: no such file"
+    out = tmp_path / "same.gff3"
+    assert main(["call-genes", str(FASTA), "--gff", str(out), "--bedgraph", str(out)]) == 2
+    assert "another output" in capsys.readouterr().err and not out.exists()

@@ -1,0 +1,114 @@
+"""Gene calls from a coding track (tasks/dna/orfs.py): candidates equal a brute-force enumeration of every
+start and stop on all six frames, planted genes are called with their exact codons on both strands, the
+overlap rule holds, and N never makes a codon."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from swa_stream.tasks.dna.orfs import call_genes, called_track, candidates, stop_matches
+from swa_stream.tasks.dna.tokenizer import encode, reverse_complement
+
+STOPS, STARTS = {"TAA", "TAG", "TGA"}, {"ATG", "GTG", "TTG"}
+COMP = str.maketrans("ACGT", "ACGT"[::-1])
+
+
+def rc(s: str) -> str:
+    return s.translate(COMP)[::-1]
+
+
+def brute_force(seq: str, prob: np.ndarray, theta: float, min_length: int) -> set:
+    """Every frame's stop-to-stop stretches, read codon by codon, on the sequence and its reverse complement."""
+    out = set()
+    n = len(seq)
+    for strand, s, p in (("+", seq, prob), ("-", rc(seq), prob[::-1])):
+        for frame in range(3):
+            starts = []  # start codons since the last stop
+            for i in range(frame, n - 2, 3):
+                codon = s[i : i + 3]
+                if codon in STOPS:
+                    best = None
+                    for a in starts:
+                        gain = float(np.sum(p[a : i + 3] - theta))
+                        if best is None or gain > best[0] + 1e-9:
+                            best = (gain, a)
+                    if best and best[0] > 1e-9 and i + 3 - best[1] >= min_length:
+                        a, b = best[1], i + 3
+                        out.add((a, b, "+") if strand == "+" else (n - b, n - a, "-"))
+                    starts = []
+                elif codon in STARTS:
+                    starts.append(i)
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(3, 1500), theta=st.sampled_from([0.2, 0.5]),
+       min_length=st.sampled_from([3, 30, 90]))
+def test_candidates_equal_a_brute_force_enumeration(seed, n, theta, min_length):
+    rng = np.random.default_rng(seed)
+    seq = "".join(rng.choice(list("ACGT"), n))
+    prob = rng.random(n).astype(np.float32)
+    got = {(g.start, g.end, g.strand) for g in candidates(encode(seq), prob, theta, min_length)}
+    assert got == brute_force(seq, prob.astype(np.float64), theta, min_length)
+
+
+def _gene(rng, codons: int) -> str:
+    sense = [c for c in (a + b + d for a in "ACGT" for b in "ACGT" for d in "ACGT") if c not in STOPS]
+    return "ATG" + "".join(rng.choice(sense, codons)) + "TAA"
+
+
+def test_planted_genes_are_called_with_their_codons_on_both_strands():
+    rng = np.random.default_rng(1)
+    background = lambda k: "".join(rng.choice(list("ACGT"), k))  # noqa: E731
+    plus, minus = _gene(rng, 200), _gene(rng, 150)
+    seq = background(500) + plus + background(400) + rc(minus) + background(300)
+    a, b = 500, 500 + len(plus)
+    c, d = b + 400, b + 400 + len(minus)
+    prob = np.full(len(seq), 0.1, np.float32)
+    prob[a:b] = prob[c:d] = 0.9
+    prob += rng.normal(0, 0.05, len(seq)).astype(np.float32)
+    genes = call_genes(encode(seq), prob)
+    assert [(g.start, g.end, g.strand) for g in genes] == [(a, b, "+"), (c, d, "-")]
+    assert seq[a : a + 3] == "ATG" and seq[b - 3 : b] == "TAA" and rc(seq[c:d]).startswith("ATG")
+    track = called_track(prob, genes)
+    assert (track[a:b] > 0.9).all() and (track[:a] < 0.5).all() and (track[d:] < 0.5).all()
+    assert stop_matches([(g.start, g.end, g.strand) for g in genes], [(a, b, "+"), (c, d, "-"), (0, 9, "+")]) == \
+        {"genes": 3, "calls": 2, "found": 2, "sensitivity": 2 / 3, "precision": 1.0}
+    # the same genome read from the other strand gives the mirror image of the calls
+    mirrored = call_genes(reverse_complement(encode(seq)), prob[::-1].copy())
+    n = len(seq)
+    assert [(n - g.end, n - g.start, "+" if g.strand == "-" else "-") for g in mirrored][::-1] == \
+        [(g.start, g.end, g.strand) for g in genes]
+
+
+def test_the_overlap_limit():
+    """Flat evidence lights up every long ORF: with no overlap allowed no base is in two calls and the
+    planted (longest, so best-scoring) gene stays; with no limit every candidate is kept."""
+    rng = np.random.default_rng(2)
+    one, two = _gene(rng, 300), _gene(rng, 120)
+    seq = "C" * 30 + one + "C" * 10 + rc(two) + "C" * 30
+    a, b = 30, 30 + len(one)
+    prob = np.full(len(seq), 0.9, np.float32)
+    tokens = encode(seq)
+    tight = call_genes(tokens, prob, max_overlap=0)
+    spans = sorted((g.start, g.end) for g in tight)
+    assert all(e1 <= s2 for (_, e1), (s2, _) in zip(spans, spans[1:], strict=False))
+    assert (a, b, "+") in {(g.start, g.end, g.strand) for g in tight}
+    loose = call_genes(tokens, prob, max_overlap=len(seq))
+    assert set(loose) == set(candidates(tokens, prob)) and len(loose) > len(tight)
+
+
+def test_n_never_makes_a_codon_and_nan_stays_unknown():
+    seq = "ATG" + "GCT" * 100 + "TNA" + "GCT" * 10 + "TAA"  # TNA is no stop: the gene runs on to TAA
+    prob = np.full(len(seq), 0.9, np.float32)
+    prob[303:306] = np.nan
+    (gene,) = call_genes(encode(seq), prob)
+    assert (gene.start, gene.end, gene.strand) == (0, len(seq), "+")
+    out = called_track(prob, [])
+    assert np.isnan(out[303:306]).all() and out[0] == pytest.approx(0.45)
+
+
+def test_a_track_of_another_length_is_refused():
+    with pytest.raises(ValueError, match="10 bases but 9 track values"):
+        candidates(encode("A" * 10), np.zeros(9, np.float32))
