@@ -21,6 +21,7 @@ Layout 1 (one `tracks/<n>` array per record) is still read by `open_store`.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import fcntl
 import json
@@ -28,7 +29,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -101,11 +102,9 @@ class RankLog:
                 os.close(self.tracks)
 
 
-def read_log(path: Path, rank: int) -> tuple[list[dict], int, int]:
-    """(entries, bytes of whole lines, track rows in use) of one rank's log; a cut-short last line is dropped."""
-    if not path.exists():
-        return [], 0, 0
-    entries, good, end_row = [], 0, 0
+def _scan(path: Path) -> Iterator[tuple[int, int, dict]]:
+    """(byte offset, line length, entry) of each whole line of a log; stops at a line cut short by a kill."""
+    offset = 0
     with open(path, "rb") as f:
         for line in f:
             if not line.endswith(b"\n"):
@@ -114,17 +113,62 @@ def read_log(path: Path, rank: int) -> tuple[list[dict], int, int]:
                 entry = json.loads(line)
             except ValueError:
                 break
-            entry["rank"] = rank
-            entries.append(entry)
-            good += len(line)
-            if entry["t"] >= 0:
-                end_row = max(end_row, entry["t"] + entry["len"])
+            yield offset, len(line), entry
+            offset += len(line)
+
+
+def read_log(path: Path, rank: int) -> tuple[list[dict], int, int]:
+    """(entries, bytes of whole lines, track rows in use) of one rank's log; a cut-short last line is dropped."""
+    if not path.exists():
+        return [], 0, 0
+    entries, good, end_row = [], 0, 0
+    for offset, size, entry in _scan(path):
+        entry["rank"] = rank
+        entries.append(entry)
+        good = offset + size
+        if entry["t"] >= 0:
+            end_row = max(end_row, entry["t"] + entry["len"])
     return entries, good, end_row
 
 
 def all_entries(partial: Path) -> Iterator[dict]:
     for path in sorted(partial.glob("log.*")):
         yield from read_log(path, int(path.suffix[1:]))[0]
+
+
+class LogIndex:
+    """Where every logged record is, as a few numbers each (not its whole entry), sorted by record number:
+    finalising a million records reads their entries back a block at a time from the logs."""
+
+    def __init__(self, partial: Path):
+        cols = {k: array.array("q") for k in ("n", "rank", "offset", "t", "len")}  # 8 bytes a number
+        self.paths: dict[int, Path] = {}
+        for path in sorted(partial.glob("log.*")):
+            rank = int(path.suffix[1:])
+            self.paths[rank] = path
+            for offset, _, entry in _scan(path):
+                for key, value in (("n", entry["n"]), ("rank", rank), ("offset", offset), ("t", entry["t"]),
+                                   ("len", entry["len"])):
+                    cols[key].append(value)
+        order = np.argsort(np.frombuffer(cols["n"], dtype=np.int64), kind="stable")
+        for key, values in cols.items():
+            setattr(self, key, np.frombuffer(values, dtype=np.int64)[order])
+
+    def __len__(self) -> int:
+        return len(self.n)
+
+    def entries(self, lo: int, hi: int) -> list[dict]:
+        """The entries of index positions lo..hi-1, in record order, each with its rank."""
+        out: list[dict | None] = [None] * (hi - lo)
+        with contextlib.ExitStack() as stack:
+            files = {r: stack.enter_context(open(p, "rb")) for r, p in self.paths.items()}
+            for k in sorted(range(lo, hi), key=lambda k: (self.rank[k], self.offset[k])):  # sequential reads
+                f = files[int(self.rank[k])]
+                f.seek(int(self.offset[k]))
+                entry = json.loads(f.readline())
+                entry["rank"] = int(self.rank[k])
+                out[k - lo] = entry
+        return out
 
 
 class RunFolder:
@@ -201,61 +245,87 @@ COLUMNS = (("file", "file", str), ("record_index", "index", "int64"), ("id", "id
            ("had_iupac", "iupac", "bool"))
 
 
-def build_store(run: RunFolder, total: int, classes: list[str], tracks: list[str], attrs: dict) -> list[dict]:
-    """Build store.zarr from the logs (records in input order) and return the entries, sorted."""
-    entries = sorted(all_entries(run.partial), key=lambda e: e["n"])
-    if [e["n"] for e in entries] != list(range(total)):
+BLOCK_RECORDS = 1 << 16  # records finalised at a time (and the chunk of every records/* array)
+READ_RECORDS = 4096  # log entries parsed at a time (each is a dict of about 1 KB)
+
+
+def build_store(run: RunFolder, total: int, classes: list[str], tracks: list[str], attrs: dict,
+                on_block: Callable[[list[dict]], None] | None = None) -> int:
+    """Build store.zarr from the logs, records in input order, a block of BLOCK_RECORDS at a time, read
+    READ_RECORDS entries at a time; each read's entries also go to `on_block` (the TSV). Returns the
+    number of records. zarr encodes in one worker thread: each of its default pool's threads would get a
+    malloc arena of its own (about 120 MB more resident memory, measured), for chunks too small to gain."""
+    with zarr.config.set({"threading.max_workers": 1}):
+        return _build_store(run, total, classes, tracks, attrs, on_block)
+
+
+def _build_store(run, total, classes, tracks, attrs, on_block) -> int:
+    index = LogIndex(run.partial)
+    if not np.array_equal(index.n, np.arange(total)):
         raise SWAStreamError(f"{run.partial}: some records are not finished; rerun the same command")
     if run.store_path.exists():
         shutil.rmtree(run.store_path)  # an earlier finalise that did not complete
     group = zarr.open_group(run.store_path, mode="w")
-    n = len(entries)
-
-    def column(name, values, dtype):
-        arr = group.create_array(f"records/{name}", shape=(n,), chunks=(max(1, n),), dtype=dtype)
-        if n:
-            arr[:] = np.asarray(values, dtype=None if dtype is str else dtype)
-
-    for name, key, dtype in COLUMNS:
-        column(name, [e[key] for e in entries], dtype)
-    column("empty", [e["len"] == 0 for e in entries], "bool")
-    probs = group.create_array("records/probs", shape=(n, len(classes)), chunks=(max(1, n), len(classes)),
+    n, chunk = len(index), max(1, min(len(index), BLOCK_RECORDS))
+    arrays = {name: group.create_array(f"records/{name}", shape=(n,), chunks=(chunk,), dtype=dtype)
+              for name, _, dtype in COLUMNS + (("empty", None, "bool"),)}
+    probs = group.create_array("records/probs", shape=(n, len(classes)), chunks=(chunk, len(classes)),
                                dtype="float32")
-    if n:
-        probs[:] = np.asarray([e["p"] for e in entries], dtype=np.float32)
+    files: dict[str, str] = {}  # one string object per input file name, not one per record
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        columns: dict[str, list] = {name: [] for name, _, _ in COLUMNS}
+        p_rows = []
+        for sub in range(lo, hi, READ_RECORDS):  # parsed entries are large: a few thousand at a time
+            entries = index.entries(sub, min(hi, sub + READ_RECORDS))
+            for e in entries:
+                e["file"] = files.setdefault(e["file"], e["file"])
+            for name, key, _ in COLUMNS:
+                columns[name].extend(e[key] for e in entries)
+            p_rows.append(np.asarray([e["p"] for e in entries], dtype=np.float32).reshape(len(entries), len(classes)))
+            if on_block is not None:
+                on_block(entries)
+            del entries
+        for name, _, dtype in COLUMNS:
+            arrays[name][lo:hi] = np.asarray(columns[name], dtype=None if dtype is str else dtype)
+        arrays["empty"][lo:hi] = np.asarray(columns["length"], dtype=np.int64) == 0
+        probs[lo:hi] = np.concatenate(p_rows)
     if tracks:
-        _copy_tracks(run, group, entries, len(tracks))
+        _copy_tracks(run, group, index, len(tracks))
     group.attrs.update({**attrs, "layout": LAYOUT, "classes": classes, "tracks": tracks})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "consolidated metadata is not part of the v3 spec" is known
         zarr.consolidate_metadata(run.store_path)
-    return entries
+    return n
 
 
-def _copy_tracks(run: RunFolder, group, entries: list[dict], n_tracks: int) -> None:
+def _copy_tracks(run: RunFolder, group, index: LogIndex, n_tracks: int) -> None:
     """Concatenate each record's rows, in input order, into one sharded array, a shard at a time."""
-    offsets = np.zeros(len(entries) + 1, dtype=np.int64)
-    np.cumsum([e["len"] for e in entries], out=offsets[1:])
+    offsets = np.zeros(len(index) + 1, dtype=np.int64)
+    np.cumsum(index.len, out=offsets[1:])
     total = int(offsets[-1])
     arr = group.create_array("tracks", shape=(total, n_tracks), dtype="float32", fill_value=np.nan,
                              chunks=(max(1, min(total, TRACK_CHUNK)), n_tracks),
                              shards=(max(1, min(total, TRACK_CHUNK) * (TRACK_SHARD // TRACK_CHUNK)), n_tracks))
-    index = group.create_array("records/track_offset", shape=(len(offsets),), chunks=(len(offsets),), dtype="int64")
-    index[:] = offsets
-    sources = {}
+    offsets_array = group.create_array("records/track_offset", shape=(len(offsets),), chunks=(len(offsets),),
+                                       dtype="int64")
+    offsets_array[:] = offsets
+    row_bytes = 4 * n_tracks
     with contextlib.ExitStack() as stack:
-        for rank in {e["rank"] for e in entries}:
-            path = run.partial / f"tracks.{rank}"
-            size = path.stat().st_size // (4 * n_tracks)
-            sources[rank] = np.memmap(path, dtype=np.float32, mode="r", shape=(size, n_tracks)) if size else None
-            stack.callback(sources.pop, rank, None)
+        # read into the buffer, not through a memory map: mapped pages of a large track file would count
+        # in the process's resident memory
+        sources = {rank: stack.enter_context(open(run.partial / f"tracks.{rank}", "rb", buffering=0))
+                   for rank in np.unique(index.rank).tolist()}
         shard = arr.shards[0]
         buffer, filled, written = np.empty((min(shard, max(1, total)), n_tracks), np.float32), 0, 0
-        for e in entries:
-            row, left = e["t"], e["len"]
+        raw = memoryview(buffer).cast("B")
+        for rank, row, left in zip(index.rank.tolist(), index.t.tolist(), index.len.tolist(), strict=True):
             while left:
                 take = min(left, len(buffer) - filled)
-                buffer[filled : filled + take] = sources[e["rank"]][row : row + take]
+                want = raw[filled * row_bytes : (filled + take) * row_bytes]
+                if os.preadv(sources[rank].fileno(), [want], row * row_bytes) != len(want):
+                    raise SWAStreamError(f"{run.partial}/tracks.{rank}: shorter than its log says; the run "
+                                         "folder is damaged: remove it to start over")
                 filled, row, left = filled + take, row + take, left - take
                 if filled == len(buffer):
                     arr[written : written + filled] = buffer

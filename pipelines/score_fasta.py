@@ -12,6 +12,7 @@ are what the earlier run scored.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shlex
@@ -318,20 +319,20 @@ def finalise(run: RunFolder, model: DNAModel, options: ScoreOptions, tsv: Path |
              total: int) -> int:
     attrs = {"swa_stream_version": __version__, "model": run.manifest["model"],
              "model_sha256": run.manifest["model_sha256"], "options": asdict(options), "command": command}
-    entries = build_store(run, total, model.classes, model.tracks if options.per_position else [], attrs)
-    if tsv is not None:
-        write_tsv(tsv, entries, model.classes)
+    tracks = model.tracks if options.per_position else []
+    with atomic_text(tsv) if tsv is not None else contextlib.nullcontext() as f:
+        if f is not None:
+            f.write("\t".join(TSV_HEAD + [f"p_{c}" for c in model.classes] + ["n_fraction"]) + "\n")
+        records = build_store(run, total, model.classes, tracks, attrs,
+                              on_block=None if f is None else lambda entries: write_tsv_rows(f, entries))
     mark_complete(run)
     finish(run)
-    return len(entries)
+    return records
 
 
-def write_tsv(path: Path, entries: list[dict], classes: list[str]) -> None:
-    with atomic_text(path) as f:
-        f.write("\t".join(TSV_HEAD + [f"p_{c}" for c in classes] + ["n_fraction"]) + "\n")
-        for e in entries:
-            f.write("\t".join([e["file"], str(e["index"]), e["id"], str(e["len"])]
-                              + [f"{p:.6f}" for p in e["p"]] + [f"{e['nf']:.4f}"]) + "\n")
+def write_tsv_rows(f, entries: list[dict]) -> None:
+    f.writelines("\t".join([e["file"], str(e["index"]), e["id"], str(e["len"])]
+                           + [f"{p:.6f}" for p in e["p"]] + [f"{e['nf']:.4f}"]) + "\n" for e in entries)
 
 
 def run(args) -> None:

@@ -150,6 +150,36 @@ def test_two_processes_give_the_same_result_as_one(tmp_path, model_dir):
         np.testing.assert_array_equal(one.track(i), two.track(i))
 
 
+def test_finalising_a_block_at_a_time_gives_the_same_store(tmp_path, model_dir, monkeypatch):
+    """Finalise reads the logs back a block of records at a time (so a million records never sit in memory
+    at once): blocks of 7 records, with empty records and two processes' logs, give the store and TSV that
+    one block gives."""
+    from swa_stream.pipelines import fasta_store
+
+    inputs = [str(REAL / "ls_orchid.fasta"), str(REAL / "dups.fasta")]
+    (tmp_path / "empty.fa").write_text(">e1\n>e2 nothing\nACGT\n>e3\n")
+    inputs.append(str(tmp_path / "empty.fa"))
+    one, rows = score(tmp_path, model_dir, inputs, "one", "--per-position", "--batch-size", "5")
+    monkeypatch.setattr(fasta_store, "BLOCK_RECORDS", 7)
+    result = subprocess.run(
+        CLI + ["score-fasta", *inputs, "--out", str(tmp_path / "two.zarr"), "--tsv", str(tmp_path / "two.tsv"),
+               "--model", model_dir, "--per-position", "--devices", "2", "--batch-size", "5"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]  # (the 2-process run finalises with default blocks)
+    blocks, rows_blocks = score(tmp_path, model_dir, inputs, "blocks", "--per-position", "--batch-size", "5")
+    assert rows_blocks == rows == read_tsv(tmp_path / "two.tsv")
+    a, b, c = (zarr.open_group(p, mode="r") for p in (one, blocks, tmp_path / "two.zarr"))
+    assert b["records/id"].chunks == (7,)
+    for name in ("file", "record_index", "id", "description", "length", "n_fraction", "had_iupac", "empty",
+                 "probs", "track_offset"):
+        for other in (b, c):
+            np.testing.assert_array_equal(a[f"records/{name}"][:], other[f"records/{name}"][:])
+    np.testing.assert_array_equal(a["tracks"][:], b["tracks"][:])
+    np.testing.assert_array_equal(a["tracks"][:], c["tracks"][:])
+    assert list(a["records/empty"][-3:]) == [True, False, True]
+
+
 def test_an_existing_complete_store_is_not_overwritten(tmp_path, model_dir):
     score(tmp_path, model_dir, [str(REAL / "ex1.fa")], "done")
     code = main(["score-fasta", str(REAL / "ex1.fa"), "--out", str(tmp_path / "done.zarr"), "--model", model_dir])
