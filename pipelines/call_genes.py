@@ -46,7 +46,7 @@ def run(args) -> dict:
 
     inputs = [Path(p) for p in args.inputs]
     for p in inputs:
-        if str(p) != "-" and not p.exists():
+        if not p.exists():
             raise SWAStreamError(f"{p}: no such file")
     gff = check_output_file(args.gff, "--gff", inputs, [], _is_gff, "GFF3 file")
     bedgraph = args.bedgraph and check_output_file(args.bedgraph, "--bedgraph", inputs, [gff], _is_bedgraph,
@@ -73,7 +73,8 @@ def run(args) -> dict:
                 prob[record.tokens > 3] = np.nan  # N runs carry no evidence
                 genes = call_genes(record.tokens, prob)
                 seqid = _seqid(record.id)
-                out.write(f"##sequence-region {seqid} 1 {n}\n")
+                if n:  # GFF3 has no empty region
+                    out.write(f"##sequence-region {seqid} 1 {n}\n")
                 for k, g in enumerate(genes, start=1):
                     out.write(f"{seqid}\tswa-stream\tCDS\t{g.start + 1}\t{g.end}\t{g.mean:.3f}\t{g.strand}\t0\t"
                               f"ID={seqid}_{k};mean_p={g.mean:.3f}\n")

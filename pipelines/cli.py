@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
                        "only pay on an idle machine, and collapse when the cores are busy)")
 
     genes = commands.add_parser("call-genes", help="gene calls (GFF3) from a gene-track model, like Prodigal's")
-    genes.add_argument("inputs", nargs="+", metavar="IN.fa", help="FASTA/FASTQ files (gzip, bzip2, xz), - for stdin")
+    genes.add_argument("inputs", nargs="+", metavar="IN.fa", help="FASTA/FASTQ files (gzip, bzip2, xz), or /dev/stdin")
     genes.add_argument("--gff", required=True, metavar="OUT.gff3", help="GFF3 file of the calls to write")
     genes.add_argument("--bedgraph", metavar="FILE", help="also write the called track as bedGraph")
     genes.add_argument("--model", metavar="DIR", help="gene-track bundle (default: the bundled bacteria-genes)")

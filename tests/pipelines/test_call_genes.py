@@ -49,3 +49,15 @@ def test_outputs_never_replace_an_input_and_bad_input_is_one_line(tmp_path, caps
     out = tmp_path / "same.gff3"
     assert main(["call-genes", str(FASTA), "--gff", str(out), "--bedgraph", str(out)]) == 2
     assert "another output" in capsys.readouterr().err and not out.exists()
+
+
+def test_short_empty_and_n_records_give_no_calls_and_valid_gff3(tmp_path, capsys):
+    fasta = tmp_path / "odd.fa"
+    fasta.write_text(">short\nAC\n>all_n\nNNNNNNNNNN\n>empty\n\n")
+    out = tmp_path / "odd.gff3"
+    assert main(["call-genes", str(fasta), "--gff", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "##gff-version 3" and "##sequence-region short 1 2" in lines
+    assert not any(line.endswith(" 1 0") for line in lines)  # an empty record gets no (invalid) region line
+    assert not [line for line in lines if not line.startswith("#")]
+    assert "0 gene calls on 3 record(s)" in capsys.readouterr().out
