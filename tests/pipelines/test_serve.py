@@ -443,3 +443,17 @@ def test_cli_workers_stream_to_and_sigterm_finals(wav, reference):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_server_decodes_with_the_bundles_lexicon_unless_told_not_to(model):
+    assert model.lexicon and "six" in model.lexicon
+    for flag, lexicon in ((False, model.lexicon), (True, None)):
+        rec = BatchedRecognizer(model, EndpointConfig(), open_vocabulary=flag)
+        try:
+            assert rec.decoder.lexicon == lexicon
+        finally:
+            rec.shutdown()
+    from swa_stream.pipelines.cli import _parser
+
+    args = _parser().parse_args(["serve", "--open-vocabulary"])
+    assert args.open_vocabulary and not _parser().parse_args(["serve"]).open_vocabulary
