@@ -30,7 +30,7 @@ def _is_gff(path: Path) -> bool:
 
 def _seqid(text: str) -> str:
     """A record id as a GFF3 seqid: characters outside the spec's set percent-encoded."""
-    return quote(text, safe=".:^*$@!+_?-|")
+    return quote(text, safe=".:^*$@!+_?-|").replace("~", "%7E")  # quote() keeps "~", GFF3 does not
 
 
 def run(args) -> dict:
@@ -49,13 +49,15 @@ def run(args) -> dict:
         if not p.exists():
             raise SWAStreamError(f"{p}: no such file")
     gff = check_output_file(args.gff, "--gff", inputs, [], _is_gff, "GFF3 file")
-    bedgraph = args.bedgraph and check_output_file(args.bedgraph, "--bedgraph", inputs, [gff], _is_bedgraph,
-                                                   "bedGraph file")
+    bedgraph = None
+    if args.bedgraph is not None:
+        bedgraph = check_output_file(args.bedgraph, "--bedgraph", inputs, [gff], _is_bedgraph, "bedGraph file")
     if args.threads < 1:
         raise SWAStreamError(f"--threads: must be at least 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     model = load_dna_model(args.model or DEFAULT_MODEL)  # its first track is read as P(coding)
     summary = {"records": 0, "bp": 0, "genes": 0, "seconds": 0.0}
+    seen: set[str] = set()
     with atomic_text(gff) as out, (atomic_text(bedgraph) if bedgraph else contextlib.nullcontext()) as bg:
         out.write("##gff-version 3\n")
         out.write(f"# swa-stream call-genes, model {args.model or DEFAULT_MODEL}: gene calls from its coding "
@@ -73,6 +75,10 @@ def run(args) -> dict:
                 prob[record.tokens > 3] = np.nan  # N runs carry no evidence
                 genes = call_genes(record.tokens, prob)
                 seqid = _seqid(record.id)
+                if seqid in seen:
+                    raise SWAStreamError(f"{record.file}: record id {record.id!r} occurs twice; GFF3 needs unique "
+                                         "sequence ids (rename one)")
+                seen.add(seqid)
                 if n:  # GFF3 has no empty region
                     out.write(f"##sequence-region {seqid} 1 {n}\n")
                 for k, g in enumerate(genes, start=1):

@@ -23,7 +23,8 @@ over characters can spell what it hears as no word at all ("fovre", "tewo"). Whe
 greedy spelling is not in the lexicon, the decoder scores every lexicon word, and the garbage word, by its
 full CTC probability (the sum over all alignments, `torch.nn.functional.ctc_loss`) on the frames from
 `LEXICON_PAD` frames before the word's first character to `LEXICON_PAD` frames after its last, never reaching
-into a neighbouring word or past the space that ended it, and keeps the best; garbage is dropped. Words the
+into a neighbouring word or a space, and keeps the best; garbage, and a word too short to spell any
+candidate, are dropped. Words the
 lexicon has are kept as the greedy path spelled them (on validation, rescoring those too gained nothing).
 A snapped word keeps the confidence of what was heard, the greedy spelling's (on validation, scaling it by
 the chosen word's share of the candidates' probability dropped more right words than wrong ones). Rescoring
@@ -42,6 +43,7 @@ from swa_stream.tasks.asr.text import GARBAGE, check_lexicon, ctc_collapse, deco
 
 MIN_CONFIDENCE = 0.6  # chosen on validation data (FSDD val strings, espeak-ng val voices): see docs/asr.md
 LEXICON_PAD = 3  # frames of context on each side of a word that the lexicon rescores (120 ms at 25 frames/s)
+LEXICON_MAX_FRAMES = 500  # the most frames a word's rescoring reads (its last 20 s at 25 frames/s)
 
 
 @dataclass
@@ -135,7 +137,8 @@ class CTCDecoder:
         top = log_probs.max(-1)
         best, probs = top.indices.tolist(), top.values.float().exp().tolist()
         state = replace(state, words=list(state.words))
-        rows = log_probs.float().unbind(0) if self.lexicon is not None else None
+        # copies: the state must not share memory with (and keep alive) the caller's tensor
+        rows = log_probs.float().clone().unbind(0) if self.lexicon is not None else None
         finals = []
         for t, (label, prob) in enumerate(zip(best, probs, strict=True)):
             if rows is not None:
@@ -158,7 +161,6 @@ class CTCDecoder:
         if label != 0 and label != st.last:
             if label == self.space:
                 self._end_word(st)  # st.frame is still this space's frame: the word's frames end before it
-                st.boundary = f + 1
             else:
                 if not st.chars:
                     st.word_first = f
@@ -167,6 +169,8 @@ class CTCDecoder:
                 st.word_last = f
         elif label != 0 and label != self.space and st.chars:  # the same character's run goes on
             st.probs = st.probs[:-1] + (max(st.probs[-1], prob),)
+        if label == self.space:  # every frame of a space run: the next word's frames start after it
+            st.boundary = f + 1
         st.silence = st.silence + 1 if label == 0 else 0
         st.last, st.frame = label, f + 1
 
@@ -178,6 +182,9 @@ class CTCDecoder:
             drop = max(0, keep - st.recent_first)
             st.recent, st.recent_first = st.recent[drop:], st.recent_first + drop
         st.recent += (row,)
+        if len(st.recent) > LEXICON_MAX_FRAMES:  # a word left open for minutes (no endpointing): bounded
+            drop = len(st.recent) - LEXICON_MAX_FRAMES
+            st.recent, st.recent_first = st.recent[drop:], st.recent_first + drop
 
     def _end_word(self, st: DecoderState) -> None:
         if st.chars and GARBAGE not in st.chars:
@@ -204,6 +211,8 @@ class CTCDecoder:
         loss = F.ctc_loss(frames.unsqueeze(1).expand(-1, n, -1), torch.cat(self._targets),
                           torch.full((n,), frames.shape[0]), torch.tensor([len(t) for t in self._targets]),
                           reduction="none", zero_infinity=False)
+        if not torch.isfinite(loss).any():  # too few frames to spell any candidate: nothing it could be
+            return None
         word = self._candidates[int(loss.argmin())]
         return None if word == GARBAGE else word
 

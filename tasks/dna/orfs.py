@@ -120,7 +120,8 @@ def call_genes(tokens: np.ndarray, prob: np.ndarray, theta: float = THETA, min_l
 
 
 def called_track(prob: np.ndarray, genes: list[Gene]) -> np.ndarray:
-    """float32 (T,): step 3 of the module docstring. NaN (N runs) stays NaN outside calls."""
+    """float32 (T,): step 3 of the module docstring. NaN (N bases) stays NaN, inside calls too: an N is
+    unknown, as in every track."""
     out = (0.5 * prob).astype(np.float32)
     for g in genes:
         np.maximum(out[g.start : g.end], np.float32(0.5 + 0.5 * g.mean), out=out[g.start : g.end])

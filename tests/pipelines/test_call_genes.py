@@ -61,3 +61,16 @@ def test_short_empty_and_n_records_give_no_calls_and_valid_gff3(tmp_path, capsys
     assert not any(line.endswith(" 1 0") for line in lines)  # an empty record gets no (invalid) region line
     assert not [line for line in lines if not line.startswith("#")]
     assert "0 gene calls on 3 record(s)" in capsys.readouterr().out
+
+
+def test_duplicate_record_ids_are_refused_and_seqids_are_escaped(tmp_path, capsys):
+    from swa_stream.pipelines.call_genes import _seqid
+
+    assert _seqid("ctg~1;a=b,c%d") == "ctg%7E1%3Ba%3Db%2Cc%25d" and _seqid("NC_000913.3:1-9|x") == "NC_000913.3:1-9|x"
+    fasta = tmp_path / "dup.fa"
+    fasta.write_text(">ctg1\nACGTACGTAC\n>ctg1 again\nACGTACGTAC\n")
+    out = tmp_path / "dup.gff3"
+    assert main(["call-genes", str(fasta), "--gff", str(out)]) == 2
+    assert "record id 'ctg1' occurs twice" in capsys.readouterr().err and not out.exists()
+    assert main(["call-genes", str(fasta), "--gff", str(out), "--bedgraph", ""]) == 2
+    assert "--bedgraph: an empty path" in capsys.readouterr().err

@@ -116,3 +116,44 @@ def test_bundles_carry_their_lexicon_and_refuse_a_bad_one(tmp_path):
         with pytest.raises(ConfigError, match=f"lexicon: .*{says}"):
             schema.build({**config, "lexicon": bad})
 
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), space_frames=st.integers(2, 4))
+def test_a_longer_space_does_not_change_the_next_words_rescoring(seed, space_frames):
+    """The frames of a space, however many, belong to no word: a misspelt word snaps alike after a space of
+    one frame or of several (the space's leftover mass on letters must not count)."""
+    g = torch.Generator().manual_seed(seed)
+    word = torch.randn(6, V, generator=g) * 3
+    word[:, 0] += 1.0
+    word[:, VOCABULARY.index(" ")] = -20.0  # no space inside the word
+    letter = VOCABULARY.index("q")  # a spelling no lexicon word has
+    word[2], word[2, letter] = word[2] - 10, 10.0
+    word = word.log_softmax(-1)
+    space = torch.full((V,), -6.0)
+    space[VOCABULARY.index(" ")] = 2.0
+    space = space.log_softmax(-1)
+    two = frames({"t": 0.9}, BLANK, {"w": 0.9}, {"o": 0.9}, BLANK)
+    one_space = run(torch.cat([two, space[None], word]))
+    more = run(torch.cat([two, space[None].expand(space_frames, V), word]))
+    assert [w.word for s in one_space for w in s.words] == [w.word for s in more for w in s.words]
+
+
+def test_the_state_holds_its_own_copy_and_stays_bounded():
+    decoder = CTCDecoder(VOCABULARY, 25.0, lexicon=DIGITS)
+    lp = frames(BLANK, *FOVRE)
+    _, state = decoder.step(lp, decoder.init_state())
+    lp.fill_(0.0)  # the caller reuses its buffer
+    assert [s.text for s in decoder.flush(state)] == ["five"]
+    _, state = decoder.step(frames({"f": 0.9}, *([BLANK] * 2000)), decoder.init_state())  # a word left open
+    assert len(state.recent) <= 500
+
+
+def test_without_a_garbage_label_a_word_too_short_for_every_candidate_is_dropped():
+    labels = [label for label in VOCABULARY if label != GARBAGE]
+    decoder = CTCDecoder(labels, 25.0, EndpointConfig(None, None, None), min_confidence=0.0, lexicon=DIGITS)
+    q = torch.full((1, len(labels)), -20.0)
+    q[0, labels.index("q")] = 0.0
+    segs, state = decoder.step(torch.cat([frames(*[{"t": 0.9}, {"w": 0.9}, {"o": 0.9}, BLANK, SPACE])[:, :len(labels)],
+                                          q, frames(SPACE)[:, :len(labels)]]), decoder.init_state())
+    assert [w.word for s in segs + decoder.flush(state) for w in s.words] == ["two"]

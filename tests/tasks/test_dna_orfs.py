@@ -107,6 +107,8 @@ def test_n_never_makes_a_codon_and_nan_stays_unknown():
     assert (gene.start, gene.end, gene.strand) == (0, len(seq), "+")
     out = called_track(prob, [])
     assert np.isnan(out[303:306]).all() and out[0] == pytest.approx(0.45)
+    inside = called_track(prob, [gene])
+    assert np.isnan(inside[303:306]).all() and (inside[:303] > 0.5).all()  # unknown inside a call too
 
 
 def test_a_track_of_another_length_is_refused():
