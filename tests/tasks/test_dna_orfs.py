@@ -18,7 +18,7 @@ def rc(s: str) -> str:
     return s.translate(COMP)[::-1]
 
 
-def brute_force(seq: str, prob: np.ndarray, theta: float, min_length: int) -> set:
+def brute_force(seq: str, prob: np.ndarray, theta: float, min_length: int, penalty: float) -> set:
     """Every frame's stop-to-stop stretches, read codon by codon, on the sequence and its reverse complement."""
     out = set()
     n = len(seq)
@@ -30,7 +30,7 @@ def brute_force(seq: str, prob: np.ndarray, theta: float, min_length: int) -> se
                 if codon in STOPS:
                     best = None
                     for a in starts:
-                        gain = float(np.sum(p[a : i + 3] - theta))
+                        gain = float(np.sum(p[a : i + 3] - theta)) - (penalty if s[a : a + 3] != "ATG" else 0.0)
                         if best is None or gain > best[0] + 1e-9:
                             best = (gain, a)
                     if best and best[0] > 1e-9 and i + 3 - best[1] >= min_length:
@@ -44,13 +44,13 @@ def brute_force(seq: str, prob: np.ndarray, theta: float, min_length: int) -> se
 
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), n=st.integers(3, 1500), theta=st.sampled_from([0.2, 0.5]),
-       min_length=st.sampled_from([3, 30, 90]))
-def test_candidates_equal_a_brute_force_enumeration(seed, n, theta, min_length):
+       min_length=st.sampled_from([3, 30, 90]), penalty=st.sampled_from([0.0, 3.0, 40.0]))
+def test_candidates_equal_a_brute_force_enumeration(seed, n, theta, min_length, penalty):
     rng = np.random.default_rng(seed)
     seq = "".join(rng.choice(list("ACGT"), n))
     prob = rng.random(n).astype(np.float32)
-    got = {(g.start, g.end, g.strand) for g in candidates(encode(seq), prob, theta, min_length)}
-    assert got == brute_force(seq, prob.astype(np.float64), theta, min_length)
+    got = {(g.start, g.end, g.strand) for g in candidates(encode(seq), prob, theta, min_length, penalty)}
+    assert got == brute_force(seq, prob.astype(np.float64), theta, min_length, penalty)
 
 
 def _gene(rng, codons: int) -> str:
@@ -114,3 +114,18 @@ def test_n_never_makes_a_codon_and_nan_stays_unknown():
 def test_a_track_of_another_length_is_refused():
     with pytest.raises(ValueError, match="10 bases but 9 track values"):
         candidates(encode("A" * 10), np.zeros(9, np.float32))
+
+
+def test_a_rarer_start_needs_more_evidence():
+    """An in-frame GTG 30 bp upstream of the ATG, under the same high track: evidence alone would start the
+    gene at the GTG; the penalty keeps the ATG unless it is set to 0."""
+    rng = np.random.default_rng(3)
+    gene = _gene(rng, 150)
+    seq = "C" * 40 + "GTG" + "GCT" * 9 + gene + "C" * 40
+    prob = np.full(len(seq), 0.9, np.float32)
+    atg = 40 + 3 + 27
+    assert seq[atg : atg + 3] == "ATG"
+    (called,) = [g for g in call_genes(encode(seq), prob) if g.strand == "+" and g.end == atg + len(gene)]
+    assert called.start == atg
+    (loose,) = [g for g in call_genes(encode(seq), prob, alt_start_penalty=0.0) if g.end == atg + len(gene)]
+    assert loose.start == 40
