@@ -12,8 +12,9 @@ module turns a track into gene calls that respect that:
    positive sum, give no candidate.
 2. Calls: candidates in order of that sum, each kept unless it overlaps the genes already kept by more than
    `max_overlap` bp (bacterial genes overlap a little, rarely more).
-3. A called track, for per-position use: inside a call 0.5 + 0.5 x the call's mean p, elsewhere 0.5 x p.
-   So 0.5 separates "in a called gene" from "not", and the order within each side follows the track.
+3. A called track, for per-position use: the track halved, plus 0.5 inside a call. So 0.5 separates "in a
+   called gene" from "not", and the order within each side follows the track (on the validation genome
+   this ranks bases better than giving a call's bases its mean: AUROC 0.986 against 0.979 on chromosome 1).
 
 The defaults were chosen on the validation genome (V. cholerae O395 against pyrodigal's calls; see
 docs/dna.md): theta 0.1-0.3 and min_length 250 sit on a plateau of per-position accuracy near 97%, and a
@@ -130,10 +131,10 @@ def call_genes(tokens: np.ndarray, prob: np.ndarray, theta: float = THETA, min_l
 def called_track(prob: np.ndarray, genes: list[Gene]) -> np.ndarray:
     """float32 (T,): step 3 of the module docstring. NaN (N bases) stays NaN, inside calls too: an N is
     unknown, as in every track."""
-    out = (0.5 * prob).astype(np.float32)
+    inside = np.zeros(len(prob), np.float32)
     for g in genes:
-        np.maximum(out[g.start : g.end], np.float32(0.5 + 0.5 * g.mean), out=out[g.start : g.end])
-    return out
+        inside[g.start : g.end] = 0.5
+    return (0.5 * prob + inside).astype(np.float32)
 
 
 def stop_matches(calls: list[tuple[int, int, str]], truth: list[tuple[int, int, str]]) -> dict:
