@@ -34,24 +34,21 @@ def _seqid(text: str) -> str:
 
 
 def run(args) -> dict:
-    import numpy as np
     import torch
     from tqdm import tqdm
 
     from swa_stream.pipelines.bundles import load_dna_model
-    from swa_stream.pipelines.export_track import _is_bedgraph
+    from swa_stream.pipelines.export_track import is_bedgraph
     from swa_stream.tasks.dna.formats import read_sequences
     from swa_stream.tasks.dna.orfs import call_genes, called_track
-    from swa_stream.tasks.dna.track import stream_both_strands
+    from swa_stream.tasks.dna.tokenizer import check_input
+    from swa_stream.tasks.dna.track import mask_n, stream_both_strands
 
-    inputs = [Path(p) for p in args.inputs]
-    for p in inputs:
-        if not p.exists():
-            raise SWAStreamError(f"{p}: no such file")
+    inputs = [check_input(p) for p in args.inputs]
     gff = check_output_file(args.gff, "--gff", inputs, [], _is_gff, "GFF3 file")
     bedgraph = None
     if args.bedgraph is not None:
-        bedgraph = check_output_file(args.bedgraph, "--bedgraph", inputs, [gff], _is_bedgraph, "bedGraph file")
+        bedgraph = check_output_file(args.bedgraph, "--bedgraph", inputs, [gff], is_bedgraph, "bedGraph file")
     if args.threads < 1:
         raise SWAStreamError(f"--threads: must be at least 1, got {args.threads}")
     torch.set_num_threads(args.threads)
@@ -71,8 +68,7 @@ def run(args) -> dict:
                 n = len(record.tokens)
                 with tqdm(total=n, desc=record.id[:30], unit=" bp", unit_scale=True, file=sys.stderr,
                           leave=False, mininterval=0.5, disable=None) as bar:
-                    prob = stream_both_strands(model, record.tokens, on_chunk=bar.update)
-                prob[record.tokens > 3] = np.nan  # N runs carry no evidence
+                    prob = mask_n(stream_both_strands(model, record.tokens, on_chunk=bar.update), record.tokens)
                 genes = call_genes(record.tokens, prob)
                 seqid = _seqid(record.id)
                 if seqid in seen:
@@ -102,14 +98,11 @@ def run(args) -> dict:
 
 
 def _write_bedgraph(f, seqid: str, values, precision: int = 3) -> None:
+    """One record's track as bedGraph lines: runs of equal rounded values, N (NaN) left out, as export-track."""
     import numpy as np
 
-    rounded = np.round(values.astype(np.float64), precision)
-    finite = np.isfinite(rounded)
-    change = np.flatnonzero((rounded[1:] != rounded[:-1]) | (finite[1:] != finite[:-1])) + 1
-    starts = np.concatenate([[0], change])
-    ends = np.concatenate([change, [len(values)]])
-    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-        if finite[a]:
-            f.write(f"{seqid}\t{a}\t{b}\t{rounded[a]:.{precision}f}\n")
+    from swa_stream.pipelines.export_track import value_runs
+
+    for start, end, value in value_runs(np.round(values.astype(np.float64), precision)):
+        f.write(f"{seqid}\t{start}\t{end}\t{value:.{precision}f}\n")
 

@@ -21,7 +21,7 @@ BIGWIG_MAGIC = (0x888FFC26).to_bytes(4, "little")
 MAX_PRECISION = 9
 
 
-def _runs(values: np.ndarray):
+def value_runs(values: np.ndarray):
     """(start, end, value) of runs of equal, non-NaN values."""
     if not len(values):
         return
@@ -39,7 +39,7 @@ def intervals(store: Store, column: int, precision: int, rows: int = 1 << 20):
     pending = None
     for n, lo, block in store.blocks(column, rows):
         values = np.round(block.astype(np.float64), precision)
-        for start, end, value in _runs(values):
+        for start, end, value in value_runs(values):
             start, end = start + lo, end + lo
             if pending and pending[0] == n and pending[2] == start and pending[3] == value:
                 pending = (n, pending[1], end, value)
@@ -68,7 +68,7 @@ def write_bedgraph(store: str, out: str, track: str | None = None, precision: in
     check_precision(precision)
     opened = Store(store)
     column = _column(opened, track)
-    target = check_output_file(out, "--bedgraph", [opened.path], [], _is_bedgraph, "bedGraph file")
+    target = check_output_file(out, "--bedgraph", [opened.path], [], is_bedgraph, "bedGraph file")
     lines = 0
     with atomic_text(target) as f:
         f.write(f'track type=bedGraph name="{opened.tracks[column]}" description="swa-stream {opened.path.name}"\n')
@@ -122,7 +122,7 @@ def _add(bw, store: Store, batch: list) -> int:
     return count
 
 
-def _is_bedgraph(path: Path) -> bool:
+def is_bedgraph(path: Path) -> bool:
     return first_line(path).startswith(b"track type=bedGraph")
 
 
@@ -140,7 +140,7 @@ def run(args) -> None:
         raise SWAStreamError(f"{bedgraph}: --bedgraph and --bigwig name the same file")
     store = Store(args.store)  # both outputs are checked before either is written
     if bedgraph is not None:
-        check_output_file(bedgraph, "--bedgraph", [store.path], [], _is_bedgraph, "bedGraph file")
+        check_output_file(bedgraph, "--bedgraph", [store.path], [], is_bedgraph, "bedGraph file")
     if bigwig is not None:
         check_output_file(bigwig, "--bigwig", [store.path], [], _is_bigwig, "bigWig file")
     if bedgraph is not None:

@@ -47,6 +47,7 @@ from swa_stream.tasks.dna.tokenizer import (
     is_stream,
     reverse_complement,
 )
+from swa_stream.tasks.dna.track import mask_n
 
 TSV_HEAD = ["file", "record_index", "id", "length"]
 
@@ -99,13 +100,6 @@ def _entry(rec: FastaRecord, number: int, probs: np.ndarray, track_row: int) -> 
             "p": [round(float(p), 8) for p in probs], "h": rec.content_hash(), "t": track_row}
 
 
-def _masked(track: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-    """N positions carry no information: NaN in the track, skipped by bedGraph and bigWig."""
-    track = np.array(track, dtype=np.float32)
-    track[tokens == N_TOKEN] = np.nan
-    return track
-
-
 def _score_long(model: DNAModel, number: int, rec: FastaRecord, options: ScoreOptions, log: RankLog) -> None:
     """A record longer than one chunk streams through step/flush; its track rows are written as they become final."""
     writer, row = None, -1
@@ -114,7 +108,7 @@ def _score_long(model: DNAModel, number: int, rec: FastaRecord, options: ScoreOp
 
         def writer(start: int, probs: np.ndarray, strand: int = 1) -> None:
             if strand == 1:
-                log.write_rows(row + start, _masked(probs, rec.tokens[start : start + len(probs)]))
+                log.write_rows(row + start, mask_n(probs, rec.tokens[start : start + len(probs)]))
             else:  # reverse-strand position j is forward position length-1-j; NaN stays NaN
                 stop = rec.length - start
                 lo = stop - len(probs)
@@ -151,7 +145,7 @@ def _score_batch(model: DNAModel, batch: list[tuple[int, FastaRecord]], options:
             track = tracks[0][i, : rec.length]
             if options.rc_average:
                 track = (track + tracks[1][i, : rec.length][::-1]) / 2
-            rows.append(_masked(track, rec.tokens))
+            rows.append(mask_n(track, rec.tokens))
     row = -1
     if rows:
         row = log.reserve(sum(len(r) for r in rows))

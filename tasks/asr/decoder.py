@@ -24,8 +24,8 @@ greedy spelling is not in the lexicon, the decoder scores every lexicon word, an
 full CTC probability (the sum over all alignments, `torch.nn.functional.ctc_loss`) on the frames from
 `LEXICON_PAD` frames before the word's first character to `LEXICON_PAD` frames after its last, never reaching
 into a neighbouring word or a space, and keeps the best; garbage, and a word too short to spell any
-candidate, are dropped. Words the
-lexicon has are kept as the greedy path spelled them (on validation, rescoring those too gained nothing).
+candidate, are dropped. Words the lexicon has are kept as the greedy path spelled them (on validation,
+rescoring those too gained nothing).
 A snapped word keeps the confidence of what was heard, the greedy spelling's (on validation, scaling it by
 the chosen word's share of the candidates' probability dropped more right words than wrong ones). Rescoring
 reads only frames that have arrived, so transcripts stay independent of chunking.
@@ -112,10 +112,11 @@ class CTCDecoder:
         self.endpoint = endpoint or EndpointConfig(None, None, None)
         self.min_confidence = float(in_range("min_confidence", min_confidence, 0.0, 1.0))
         self.lexicon = None if lexicon is None else check_lexicon(lexicon, self.labels)
-        if self.lexicon is not None:
-            candidates = self.lexicon + ([GARBAGE] if GARBAGE in self.labels else [])
-            self._candidates = candidates
-            self._targets = [torch.tensor(encode(w, self.labels)) for w in candidates]
+        if self.lexicon is not None:  # the candidates' spellings, concatenated as ctc_loss takes them
+            self._candidates = self.lexicon + ([GARBAGE] if GARBAGE in self.labels else [])
+            spelled = [encode(w, self.labels) for w in self._candidates]
+            self._targets = torch.tensor([i for ids in spelled for i in ids])
+            self._target_lengths = torch.tensor([len(ids) for ids in spelled])
 
     @classmethod
     def for_model(cls, model, endpoint: EndpointConfig | None = None, open_vocabulary: bool = False) -> CTCDecoder:
@@ -205,12 +206,11 @@ class CTCDecoder:
         """The best lexicon word for the word being ended, by CTC probability on its frames; None for the
         garbage word."""
         lo = max(st.boundary, st.word_first - LEXICON_PAD, st.recent_first)
-        hi = min(st.word_last + LEXICON_PAD, st.frame - 1, st.recent_first + len(st.recent) - 1)
+        hi = min(st.word_last + LEXICON_PAD, st.frame - 1)  # `recent` reaches st.frame - 1 at least
         frames = torch.stack(st.recent[lo - st.recent_first : hi - st.recent_first + 1])  # (T, V)
-        n = len(self._targets)
-        loss = F.ctc_loss(frames.unsqueeze(1).expand(-1, n, -1), torch.cat(self._targets),
-                          torch.full((n,), frames.shape[0]), torch.tensor([len(t) for t in self._targets]),
-                          reduction="none", zero_infinity=False)
+        n = len(self._candidates)
+        loss = F.ctc_loss(frames.unsqueeze(1).expand(-1, n, -1), self._targets, torch.full((n,), frames.shape[0]),
+                          self._target_lengths, reduction="none", zero_infinity=False)
         if not torch.isfinite(loss).any():  # too few frames to spell any candidate: nothing it could be
             return None
         word = self._candidates[int(loss.argmin())]

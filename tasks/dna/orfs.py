@@ -19,8 +19,9 @@ module turns a track into gene calls that respect that:
 The defaults were chosen on the validation genome (V. cholerae O395 against pyrodigal's calls; see
 docs/dna.md): theta 0.1-0.3 and min_length 250 sit on a plateau of per-position accuracy near 97%, and a
 GTG/TTG penalty of 20-80 on another (97.4%, against 96.9% with none and 96.7% with ATG starts only).
-Memory is a few bytes per base of the record (the codon table and running sums), time about a second per
-Mbp.
+Memory is about 23 bytes per base of the record at peak (tracemalloc, 4.6 Mbp: the running sum, the codon
+table and its flags), time about a second for a 5 Mbp bacterial genome (1.2 s for E. coli K-12 in
+benchmarks/genes.py).
 """
 
 from __future__ import annotations
@@ -74,40 +75,46 @@ def candidates(tokens: np.ndarray, prob: np.ndarray, theta: float = THETA, min_l
         raise ValueError(f"candidates: {len(tokens)} bases but {len(prob)} track values")
     codes = codon_table(tokens)
     n = len(tokens)
-    prob = np.nan_to_num(prob.astype(np.float64), nan=0.0)  # N runs: no evidence
-    evidence = np.concatenate([[0.0], np.cumsum(prob - theta)])  # sum over [a, b) = evidence[b] - evidence[a]
-    total = np.concatenate([[0.0], np.cumsum(prob)])
+    # sum over [a, b) of (p - theta) = evidence[b] - evidence[a]; an N base counts as p = 0, whether or not
+    # the track has masked it to NaN, so every caller agrees
+    shifted = np.nan_to_num(prob.astype(np.float64), nan=0.0)
+    shifted[tokens > 3] = 0.0
+    shifted -= theta
+    evidence = np.zeros(n + 1)
+    np.cumsum(shifted, out=evidence[1:])
+    del shifted
     is_start_f, is_stop_f = np.isin(codes, _START_F), np.isin(codes, _STOP_F)
     is_start_r, is_stop_r = np.isin(codes, _START_R), np.isin(codes, _STOP_R)
-    penalty_f = np.where(np.isin(codes, _ALT_F), alt_start_penalty, 0.0)
-    penalty_r = np.where(np.isin(codes, _ALT_R), alt_start_penalty, 0.0)
     out: list[Gene] = []
 
     def keep(lo: int, hi: int, strand: str, score: float) -> None:
-        out.append(Gene(int(lo), int(hi), strand, float((total[hi] - total[lo]) / (hi - lo)), float(score)))
+        mean = (evidence[hi] - evidence[lo]) / (hi - lo) + theta
+        out.append(Gene(int(lo), int(hi), strand, float(mean), float(score)))
 
     for frame in range(3):
         pos = np.arange(frame, n - 2, 3)
         # + strand: a gene runs from a start codon to the frame's next stop, stop included
         stops, starts = pos[is_stop_f[pos]], pos[is_start_f[pos]]
+        penalty = np.where(np.isin(codes[starts], _ALT_F), alt_start_penalty, 0.0)  # per start codon
         previous = np.concatenate([[frame - 3], stops])[:-1]
         first = np.searchsorted(starts, previous + 3)
         last = np.searchsorted(starts, stops)
         for a, b, stop in zip(first, last, stops, strict=True):
             if b > a and stop + 3 - starts[a] >= min_length:
                 # each start's sum to the stop's end, less the penalty of a rarer start codon
-                gain = evidence[stop + 3] - evidence[starts[a:b]] - penalty_f[starts[a:b]]
+                gain = evidence[stop + 3] - evidence[starts[a:b]] - penalty[a:b]
                 k = int(np.argmax(gain))
                 if gain[k] > 0 and stop + 3 - starts[a + k] >= min_length:
                     keep(starts[a + k], stop + 3, "+", gain[k])
         # - strand: read right to left, so the stop comes first here and the start codon at the right end
         stops, starts = pos[is_stop_r[pos]], pos[is_start_r[pos]]
+        penalty = np.where(np.isin(codes[starts], _ALT_R), alt_start_penalty, 0.0)
         following = np.concatenate([stops, [n]])[1:]
         first = np.searchsorted(starts, stops + 3)
         last = np.searchsorted(starts, following)
         for a, b, stop in zip(first, last, stops, strict=True):
             if b > a and starts[b - 1] + 3 - stop >= min_length:
-                gain = evidence[starts[a:b] + 3] - evidence[stop] - penalty_r[starts[a:b]]
+                gain = evidence[starts[a:b] + 3] - evidence[stop] - penalty[a:b]
                 k = int(np.argmax(gain))
                 if gain[k] > 0 and starts[a + k] + 3 - stop >= min_length:
                     keep(stop, starts[a + k] + 3, "-", gain[k])

@@ -10,7 +10,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from swa_stream.tasks.dna.tokenizer import reverse_complement
+from swa_stream.tasks.dna.tokenizer import N_TOKEN, reverse_complement
+
+
+def mask_n(track: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """A float32 copy of `track` with N positions NaN: they carry no information, and bedGraph and bigWig
+    skip them."""
+    track = np.array(track, dtype=np.float32)
+    track[tokens == N_TOKEN] = np.nan
+    return track
 
 
 @torch.no_grad()
