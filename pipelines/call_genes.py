@@ -3,7 +3,8 @@
 Each record is streamed through the model exactly, both strands at once (the forward sequence and its
 reverse complement as two rows of one batch, tasks/dna/track.py), and the two strands' coding
 probabilities are averaged per base. The open reading frames that this track covers best become the calls
-(tasks/dna/orfs.py). `--bedgraph` also writes the called track (half the track, plus 0.5 inside a call).
+(tasks/dna/orfs.py). `--bedgraph` also writes the called track (half the track outside calls; inside one,
+0.5 plus a quarter of the track and a quarter of the start coverage, so 0.5 separates called from not).
 Outputs are checked before any work and written through a temp file and a rename, so a failed run leaves
 no half file and never touches an input.
 
@@ -60,8 +61,8 @@ def run(args) -> dict:
         out.write(f"# swa-stream call-genes, model {args.model or DEFAULT_MODEL}: gene calls from its coding "
                   "track (tasks/dna/orfs.py)\n")
         if bg is not None:
-            bg.write('track type=bedGraph name="called" description="swa-stream call-genes: track/2, plus 0.5 in '
-                     'a called gene"\n')
+            bg.write('track type=bedGraph name="called" description="swa-stream call-genes: track/2 outside calls, '
+                     '0.5 + track/4 + start coverage/4 inside"\n')
         for path in inputs:
             for record in read_sequences(path, rna=args.rna, formats=("fasta", "fastq")):
                 began = time.perf_counter()

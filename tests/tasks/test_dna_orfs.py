@@ -73,7 +73,9 @@ def test_planted_genes_are_called_with_their_codons_on_both_strands():
     assert seq[a : a + 3] == "ATG" and seq[b - 3 : b] == "TAA" and rc(seq[c:d]).startswith("ATG")
     track = called_track(prob, genes)
     assert (track[a:b] > 0.5).all() and (track[:a] < 0.5).all() and (track[d:] < 0.5).all()
-    np.testing.assert_allclose(track[a:b], 0.5 + 0.5 * prob[a:b], rtol=1e-6)
+    # every start reaches the stop codon: there the start coverage is 1
+    np.testing.assert_allclose(track[b - 3 : b], 0.75 + 0.25 * prob[b - 3 : b], rtol=1e-6)
+    np.testing.assert_allclose(track[c : c + 3], 0.75 + 0.25 * prob[c : c + 3], rtol=1e-6)
     assert stop_matches([(g.start, g.end, g.strand) for g in genes], [(a, b, "+"), (c, d, "-"), (0, 9, "+")]) == \
         {"genes": 3, "calls": 2, "found": 2, "sensitivity": 2 / 3, "precision": 1.0}
     # the same genome read from the other strand gives the mirror image of the calls
@@ -130,3 +132,26 @@ def test_a_rarer_start_needs_more_evidence():
     assert called.start == atg
     (loose,) = [g for g in call_genes(encode(seq), prob, alt_start_penalty=0.0) if g.end == atg + len(gene)]
     assert loose.start == 40
+
+
+@pytest.mark.parametrize("strand", ["+", "-"])
+def test_bases_only_a_farther_start_reaches_rank_by_that_starts_share(strand):
+    """Two in-frame ATGs 30 bp apart under a flat track of 0.9: the farther start has 30 x (0.9 - 0.2) = 21
+    more evidence, so with temperature T it has the share w = 1 / (1 + exp(-21 / T)). Its 30 bases are
+    covered with w, the rest of the gene with 1, and the called track is 0.5 + p / 4 + coverage / 4."""
+    body = "GCT" * 9 + "ATG" + "GCT" * 120 + "TAA"  # the second ATG 30 bp after the first
+    gene = "ATG" + body
+    seq = "C" * 40 + gene + "C" * 40
+    if strand == "-":
+        seq = rc(seq)
+    prob = np.full(len(seq), 0.9, np.float32)
+    (called,) = [g for g in call_genes(encode(seq), prob) if g.strand == strand]
+    assert (called.start, called.end) == (40, 40 + len(gene))
+    for temperature in (10.0, 75.0):
+        track = called_track(prob, [called], start_temperature=temperature)
+        w = 1 / (1 + np.exp(-21 / temperature))
+        far = slice(40, 70) if strand == "+" else slice(40 + len(gene) - 30, 40 + len(gene))
+        near = slice(70, 40 + len(gene)) if strand == "+" else slice(40, 40 + len(gene) - 30)
+        np.testing.assert_allclose(track[far], 0.5 + 0.225 + 0.25 * w, rtol=1e-6)
+        np.testing.assert_allclose(track[near], 0.75 + 0.225, rtol=1e-6)
+        np.testing.assert_allclose(track[:40], 0.45, rtol=1e-6)
