@@ -21,15 +21,40 @@ from swa_stream.tasks.optim import adamw_warmup_cosine, check_training_numbers
 class SpecAugment(nn.Module):
     """Masks bands of normalised log-mel features (B, F, n_mels) with 0 (the training mean), training only:
     `freq_masks` bands of up to `freq_width` mel bins and `time_masks` spans of up to `time_width` x the
-    utterance's frames each. Spans stay short so that whole words are rarely erased."""
+    utterance's frames each. Spans stay short so that whole words are rarely erased.
 
-    def __init__(self, freq_masks: int = 2, freq_width: int = 15, time_masks: int = 2, time_width: float = 0.05):
+    `freq_warp` > 0 first stretches or squeezes each utterance's mel axis by a factor drawn from
+    1 +- freq_warp (bin k takes the value at bin k x factor, linearly interpolated, the top bin repeated
+    past the end), a vocal-tract-length perturbation (Jaitly and Hinton, 2013): formants move as they do
+    between speakers, while pitch and timing stay."""
+
+    def __init__(self, freq_masks: int = 2, freq_width: int = 15, time_masks: int = 2, time_width: float = 0.05,
+                 freq_warp: float = 0.0):
         super().__init__()
         self.freq_masks, self.freq_width = freq_masks, freq_width
         self.time_masks, self.time_width = time_masks, time_width
+        self.freq_warp = freq_warp
+
+    @staticmethod
+    def warp(feats: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+        """(B, F, M) features, (B,) factors: bin k of row b takes the value at bin k x factors[b]."""
+        m = feats.shape[-1]
+        if m < 2:
+            return feats
+        where = (torch.arange(m, device=feats.device) * factors[:, None]).to(feats.dtype).clamp(0, m - 1)
+        lo = where.floor().long().clamp(max=m - 2)
+        frac = (where - lo)[:, None, :]
+        idx = lo[:, None, :].expand(-1, feats.shape[1], -1)
+        below, above = feats.gather(2, idx), feats.gather(2, idx + 1)
+        return below + frac * (above - below)
 
     def forward(self, feats: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-        if not self.training or not (self.freq_masks or self.time_masks):
+        if not self.training:
+            return feats
+        if self.freq_warp:
+            factors = 1 + (torch.rand(feats.shape[0], device=feats.device) * 2 - 1) * self.freq_warp
+            feats = self.warp(feats, factors)
+        if not (self.freq_masks or self.time_masks):
             return feats
         b, t, m = feats.shape
         keep = torch.ones(b, t, m, dtype=torch.bool, device=feats.device)
@@ -70,6 +95,7 @@ class ASRTask(L.LightningModule):
         freq_width: int = 15,
         time_masks: int = 2,
         time_width: float = 0.05,
+        freq_warp: float = 0.0,
         init_from: str | None = None,
         training_data: list[dict] | None = None,
         lexicon: list[str] | None = None,
@@ -83,6 +109,7 @@ class ASRTask(L.LightningModule):
                             ("freq_width", freq_width), ("time_masks", time_masks)):
             in_range(name, value, 0, integer=True)
         in_range("time_width", time_width, 0.0, 1.0)
+        in_range("freq_warp", freq_warp, 0.0, 0.5)
         self.save_hyperparameters()
         encoder = SWAConfig.from_dict(encoder) if isinstance(encoder, dict) else encoder
         if frontend is None:
@@ -92,7 +119,7 @@ class ASRTask(L.LightningModule):
         self.model = ASRModel(frontend, encoder, labels, end_silence_ms, lexicon)
         if init_from:
             self._load_initial_weights(init_from)
-        self.augment = SpecAugment(freq_masks, freq_width, time_masks, time_width)
+        self.augment = SpecAugment(freq_masks, freq_width, time_masks, time_width, freq_warp)
         self.val_wer, self.val_cer = WordErrorRate(), CharErrorRate()
         self.test_wer, self.test_cer = WordErrorRate(), CharErrorRate()
 
