@@ -192,13 +192,22 @@ def main() -> None:
     ap.add_argument("--cache", default="runs/asr_real_whisper_cache.json")
     ap.add_argument("--nondigit", nargs="*", default=[], help="more non-digit wav files or folders")
     ap.add_argument("--espeak-limit", type=int, default=1000)
-    ap.add_argument("--sets", nargs="*", default=["fsdd_strings", "fsdd_singles", "espeak", "nondigit"])
+    ap.add_argument("--sets", nargs="*", default=None,
+                    help="default: fsdd_strings fsdd_singles espeak nondigit (test), the first three (val)")
+    ap.add_argument("--split", choices=["test", "val"], default="test",
+                    help="val: the validation sets instead (theo and yweweler recordings 0-24, the espeak-ng "
+                    "validation voices), for choosing between models without touching the test sets")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     data = Path(args.data)
-    sets = {"fsdd_strings": lambda: manifest(data / "fsdd_test_strings.jsonl"),
-            "fsdd_singles": lambda: manifest(data / "fsdd_test_singles.jsonl"),
-            "espeak": lambda: manifest(data / "test.jsonl")[: args.espeak_limit],
+    split = args.split
+    if args.sets is None:
+        args.sets = ["fsdd_strings", "fsdd_singles", "espeak"] + (["nondigit"] if split == "test" else [])
+    if split == "val" and "nondigit" in args.sets:
+        ap.error("--split val: the non-digit set is spoken by the test voices; it has no validation part")
+    sets = {"fsdd_strings": lambda: manifest(data / f"fsdd_{split}_strings.jsonl"),
+            "fsdd_singles": lambda: manifest(data / f"fsdd_{split}_singles.jsonl"),
+            "espeak": lambda: manifest(data / f"{split}.jsonl")[: args.espeak_limit],
             "nondigit": lambda: nondigit_set(data, args.nondigit)}
     rows = {name: sets[name]() for name in args.sets}
     systems = {"ours": (args.model, False)}
