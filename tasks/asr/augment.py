@@ -7,6 +7,8 @@ probabilities of `AugmentConfig`. What each one stands in for:
              decaying noise (RT60 0.15-0.8 s) behind a direct path
   band       band-limiting to an 8 kHz recording (4 kHz wide, as FSDD is) or a telephone band (300-3400 Hz)
   lead/trail real clips start at the word: half the utterances get no lead-in or tail at all
+  trim       (at read time, `trim_quiet_ends`) an energy trimmer's cut: the quiet ends of an utterance, a
+             word's fricatives among them, removed, as in FSDD clips whose "six" starts at its vowel
   noise      white, pink or brown noise at 0-30 dB SNR (mostly above 5 dB)
   clipping   driving the signal past full scale, as a close microphone does
   gain       the utterance's speech RMS set to -50 .. -12 dBFS (the quietest FSDD speaker is near -44)
@@ -134,6 +136,19 @@ def inside_full_scale(audio: np.ndarray, peak_limit: float = 0.99) -> np.ndarray
     """audio scaled down, if its peak exceeds `peak_limit`, to that peak."""
     peak = float(np.abs(audio).max()) if len(audio) else 0.0
     return audio * (peak_limit / peak) if peak > peak_limit else audio
+
+
+def trim_quiet_ends(audio: np.ndarray, depth_db: float, frame: int = SAMPLE_RATE // 100) -> np.ndarray:
+    """Cut the leading and trailing 10 ms frames whose RMS is more than `depth_db` under the loudest
+    frame's: what an energy-based trimmer does to a recording, taking a quiet /s/ or /f/ with the
+    silence. The loudest frame always stays."""
+    n = len(audio) // frame
+    if n == 0:
+        return audio
+    rms = np.sqrt(np.mean(audio[: n * frame].astype(np.float64).reshape(n, frame) ** 2, axis=1))
+    loud = np.flatnonzero(rms >= rms.max() * 10 ** (-depth_db / 20))
+    first, last = int(loud[0]), int(loud[-1])
+    return audio[first * frame : len(audio) if last == n - 1 else (last + 1) * frame]
 
 
 def perturb(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -12,7 +12,9 @@ Sources are relative to `root` when one is given. Audio is read with soundfile, 
 resampled to `sample_rate`. SpecAugment is not here: it masks features, so the task applies it in its
 training step (see module.py). `perturb=True` adds a fresh waveform perturbation (speed, gain, noise; see
 augment.perturb) to each training utterance every time it is read, seeded from `seed`, the utterance and
-the read count, so a run repeats exactly.
+the read count, so a run repeats exactly. `trim_ends=P` first trims a read utterance's quiet ends with
+probability P (augment.trim_quiet_ends, 12-30 dB under its loudest 10 ms), as tightly trimmed real clips
+are: FSDD's quiet speakers lose their fricatives to the trimmer.
 """
 
 from __future__ import annotations
@@ -122,10 +124,11 @@ class SpeechDataset(Dataset):
     """Items {"audio": (N,) float32, "targets": (L,) label ids, "text": normalised transcript}."""
 
     def __init__(
-        self, utterances: list[Utterance], labels: list[str], sample_rate: int, perturb: bool = False, seed: int = 0
+        self, utterances: list[Utterance], labels: list[str], sample_rate: int, perturb: bool = False, seed: int = 0,
+        trim_ends: float = 0.0,
     ):
         self.utterances, self.labels, self.sample_rate = utterances, labels, sample_rate
-        self.perturb, self.seed, self.reads = perturb, seed, 0
+        self.perturb, self.seed, self.reads, self.trim_ends = perturb, seed, 0, trim_ends
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -133,10 +136,13 @@ class SpeechDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         utt = self.utterances[i]
         audio = read_audio(utt.path, self.sample_rate)
-        if self.perturb:
+        if self.perturb or self.trim_ends:
             self.reads += 1
             rng = np.random.default_rng([self.seed, i, self.reads])
-            audio = torch.from_numpy(augment.perturb(audio.numpy(), rng))
+            samples = audio.numpy()
+            if self.trim_ends and rng.random() < self.trim_ends:
+                samples = augment.trim_quiet_ends(samples, rng.uniform(12.0, 30.0))
+            audio = torch.from_numpy(augment.perturb(samples, rng) if self.perturb else samples.copy())
         return {
             "audio": audio,
             "targets": torch.tensor(encode(utt.text, self.labels), dtype=torch.long),
@@ -238,6 +244,7 @@ class ASRDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         perturb: bool = False,
+        trim_ends: float = 0.0,
     ):
         super().__init__()
         in_range("sample_rate", sample_rate, 1, integer=True)
@@ -245,8 +252,10 @@ class ASRDataModule(L.LightningDataModule):
         in_range("max_batch_seconds", max_batch_seconds, 0.0, above=True, none_ok=True)
         in_range("max_duration", max_duration, 0.0, above=True, none_ok=True)
         in_range("num_workers", num_workers, 0, integer=True)
-        if perturb and sample_rate != augment.SAMPLE_RATE:
-            raise SWAStreamError(f"data.perturb: needs {augment.SAMPLE_RATE} Hz audio, the data module reads "
+        in_range("trim_ends", trim_ends, 0.0, 1.0)
+        if (perturb or trim_ends) and sample_rate != augment.SAMPLE_RATE:
+            field = "perturb" if perturb else "trim_ends"
+            raise SWAStreamError(f"data.{field}: needs {augment.SAMPLE_RATE} Hz audio, the data module reads "
                                  f"{sample_rate} Hz")
         self.root = Path(root) if root else None
         if self.root is not None and not self.root.is_dir():
@@ -254,6 +263,7 @@ class ASRDataModule(L.LightningDataModule):
         self.sources = {"train": train, "val": val, "test": test}
         self.sample_rate, self.batch_size, self.max_batch_seconds = sample_rate, batch_size, max_batch_seconds
         self.max_duration, self.num_workers, self.seed, self.perturb = max_duration, num_workers, seed, perturb
+        self.trim_ends = trim_ends
         self.labels = list(VOCABULARY)
         self._splits: dict[str, list[Utterance]] = {}
 
@@ -290,7 +300,7 @@ class ASRDataModule(L.LightningDataModule):
         )
         return DataLoader(
             SpeechDataset(utts, self.labels, self.sample_rate, perturb=self.perturb and split == "train",
-                          seed=self.seed),
+                          seed=self.seed, trim_ends=self.trim_ends if split == "train" else 0.0),
             batch_sampler=sampler,
             collate_fn=collate,
             num_workers=self.num_workers,

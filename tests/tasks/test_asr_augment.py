@@ -104,3 +104,16 @@ def test_every_installed_engine_speaks_every_voice(name):
     for voice in voices[:: max(1, len(voices) // 4)]:  # espeak-ng has hundreds: a spread of them
         audio, rate = engine.speak(voice, "seven two", random.Random(0))
         assert rate >= 8000 and 0.3 < len(audio) / rate < 5 and np.abs(audio).max() > 0.01
+
+
+def test_trim_quiet_ends_cuts_what_is_under_the_depth_and_keeps_the_rest():
+    frame = RATE // 100
+    rng = np.random.default_rng(0)
+    quiet = lambda k: (0.003 * rng.standard_normal(k * frame)).astype(np.float32)  # noqa: E731  about -36 dB
+    word = tone([440.0], 0.2, amp=0.3)  # 20 frames, about 25 dB above the quiet parts
+    audio = np.concatenate([quiet(7), word, quiet(5)])
+    cut = aug.trim_quiet_ends(audio, 15.0)
+    np.testing.assert_array_equal(cut, word)  # the quiet frames on both sides go, the word stays whole
+    np.testing.assert_array_equal(aug.trim_quiet_ends(audio, 60.0), audio)  # a deeper cut keeps everything
+    assert len(aug.trim_quiet_ends(np.zeros(5, np.float32), 20.0)) == 5  # shorter than a frame: unchanged
+    assert len(aug.trim_quiet_ends(np.zeros(3 * frame, np.float32), 20.0)) == 3 * frame  # all equal: kept

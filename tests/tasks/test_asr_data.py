@@ -151,7 +151,7 @@ def test_perturb_gives_training_a_fresh_waveform_each_read_and_leaves_validation
     ("batch_size", 0, "batch_size: must be >= 1"), ("batch_size", 2.5, "batch_size: must be an integer"),
     ("max_batch_seconds", float("nan"), "max_batch_seconds: must be a finite number"),
     ("max_duration", 0.0, "max_duration: must be > 0"), ("sample_rate", -16000, "sample_rate: must be >= 1"),
-    ("num_workers", -1, "num_workers: must be >= 0"),
+    ("num_workers", -1, "num_workers: must be >= 0"), ("trim_ends", 1.5, "trim_ends: must be <= 1"),
 ])
 def test_bad_data_numbers_are_refused_naming_the_field(manifest_dir, field, value, message):
     from swa_stream.errors import ConfigError
@@ -172,6 +172,24 @@ def test_bad_endpoint_thresholds_are_refused(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         EndpointConfig(**kwargs)
     assert EndpointConfig(None, None, None).max_segment is None
+
+
+def test_trim_ends_cuts_training_reads_only_and_repeats_exactly(manifest_dir):
+    def reads(dm, split, k=3):
+        loader = dm.train_dataloader() if split == "train" else dm.val_dataloader()
+        return [loader.dataset[0]["audio"] for _ in range(k)], read_audio(loader.dataset.utterances[0].path, 16000)
+
+    make = lambda: ASRDataModule(train="train.jsonl", val="val.jsonl", root=str(manifest_dir),  # noqa: E731
+                                 batch_size=2, trim_ends=1.0)
+    (a, b, c), clean = reads(make(), "train")
+    for x in (a, b, c):  # each read is a contiguous piece of the clean audio, never longer
+        n = len(x)
+        assert 0 < n <= len(clean)
+        starts = [i for i in range(len(clean) - n + 1) if torch.equal(clean[i : i + n], x)]
+        assert starts
+    assert [len(x) for x in reads(make(), "train")[0]] == [len(a), len(b), len(c)]  # seeded
+    (v,), clean_v = reads(make(), "val", 1)
+    assert torch.equal(v, clean_v)
 
 
 def test_perturb_needs_16_khz_and_says_so_when_the_module_is_built(manifest_dir):
