@@ -8,7 +8,8 @@ probabilities of `AugmentConfig`. What each one stands in for:
   band       band-limiting to an 8 kHz recording (4 kHz wide, as FSDD is) or a telephone band (300-3400 Hz)
   lead/trail real clips start at the word: half the utterances get no lead-in or tail at all
   trim       (at read time, `trim_quiet_ends`) an energy trimmer's cut: the quiet ends of an utterance, a
-             word's fricatives among them, removed, as in FSDD clips whose "six" starts at its vowel
+             word's fricatives among them, removed, as in FSDD clips whose "six" starts at its vowel;
+             `gate_quiet_frames` silences the quiet frames of every word, as strings of trimmed clips are
   noise      white, pink or brown noise at 0-30 dB SNR (mostly above 5 dB)
   clipping   driving the signal past full scale, as a close microphone does
   gain       the utterance's speech RMS set to -50 .. -12 dBFS (the quietest FSDD speaker is near -44)
@@ -149,6 +150,19 @@ def trim_quiet_ends(audio: np.ndarray, depth_db: float, frame: int = SAMPLE_RATE
     loud = np.flatnonzero(rms >= rms.max() * 10 ** (-depth_db / 20))
     first, last = int(loud[0]), int(loud[-1])
     return audio[first * frame : len(audio) if last == n - 1 else (last + 1) * frame]
+
+
+def gate_quiet_frames(audio: np.ndarray, depth_db: float, frame: int = SAMPLE_RATE // 100) -> np.ndarray:
+    """Silence every 10 ms frame whose RMS is more than `depth_db` under the loudest frame's (a noise gate):
+    `trim_quiet_ends` for every word of a string at once, as in FSDD strings joined from trimmed clips, with
+    the timing kept. The tail shorter than a frame follows the last whole frame."""
+    n = len(audio) // frame
+    if n == 0:
+        return audio
+    rms = np.sqrt(np.mean(audio[: n * frame].astype(np.float64).reshape(n, frame) ** 2, axis=1))
+    keep = rms >= rms.max() * 10 ** (-depth_db / 20)
+    keep = np.append(np.repeat(keep, frame), np.full(len(audio) - n * frame, keep[-1]))
+    return np.where(keep, audio, 0).astype(audio.dtype)
 
 
 def perturb(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:

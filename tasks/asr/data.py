@@ -14,7 +14,8 @@ training step (see module.py). `perturb=True` adds a fresh waveform perturbation
 augment.perturb) to each training utterance every time it is read, seeded from `seed`, the utterance and
 the read count, so a run repeats exactly. `trim_ends=P` first trims a read utterance's quiet ends with
 probability P (augment.trim_quiet_ends, 12-30 dB under its loudest 10 ms), as tightly trimmed real clips
-are: FSDD's quiet speakers lose their fricatives to the trimmer.
+are: FSDD's quiet speakers lose their fricatives to the trimmer. `gate_quiet=P` silences, with probability
+P, every 10 ms frame 12-30 dB under the loudest (augment.gate_quiet_frames): every word trimmed, in place.
 """
 
 from __future__ import annotations
@@ -125,10 +126,11 @@ class SpeechDataset(Dataset):
 
     def __init__(
         self, utterances: list[Utterance], labels: list[str], sample_rate: int, perturb: bool = False, seed: int = 0,
-        trim_ends: float = 0.0,
+        trim_ends: float = 0.0, gate_quiet: float = 0.0,
     ):
         self.utterances, self.labels, self.sample_rate = utterances, labels, sample_rate
         self.perturb, self.seed, self.reads, self.trim_ends = perturb, seed, 0, trim_ends
+        self.gate_quiet = gate_quiet
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -136,12 +138,14 @@ class SpeechDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         utt = self.utterances[i]
         audio = read_audio(utt.path, self.sample_rate)
-        if self.perturb or self.trim_ends:
+        if self.perturb or self.trim_ends or self.gate_quiet:
             self.reads += 1
             rng = np.random.default_rng([self.seed, i, self.reads])
             samples = audio.numpy()
             if self.trim_ends and rng.random() < self.trim_ends:
                 samples = augment.trim_quiet_ends(samples, rng.uniform(12.0, 30.0))
+            if self.gate_quiet and rng.random() < self.gate_quiet:
+                samples = augment.gate_quiet_frames(samples, rng.uniform(12.0, 30.0))
             audio = torch.from_numpy(augment.perturb(samples, rng) if self.perturb else samples.copy())
         return {
             "audio": audio,
@@ -245,6 +249,7 @@ class ASRDataModule(L.LightningDataModule):
         seed: int = 0,
         perturb: bool = False,
         trim_ends: float = 0.0,
+        gate_quiet: float = 0.0,
     ):
         super().__init__()
         in_range("sample_rate", sample_rate, 1, integer=True)
@@ -253,8 +258,9 @@ class ASRDataModule(L.LightningDataModule):
         in_range("max_duration", max_duration, 0.0, above=True, none_ok=True)
         in_range("num_workers", num_workers, 0, integer=True)
         in_range("trim_ends", trim_ends, 0.0, 1.0)
-        if (perturb or trim_ends) and sample_rate != augment.SAMPLE_RATE:
-            field = "perturb" if perturb else "trim_ends"
+        in_range("gate_quiet", gate_quiet, 0.0, 1.0)
+        if (perturb or trim_ends or gate_quiet) and sample_rate != augment.SAMPLE_RATE:
+            field = "perturb" if perturb else "trim_ends" if trim_ends else "gate_quiet"
             raise SWAStreamError(f"data.{field}: needs {augment.SAMPLE_RATE} Hz audio, the data module reads "
                                  f"{sample_rate} Hz")
         self.root = Path(root) if root else None
@@ -263,7 +269,7 @@ class ASRDataModule(L.LightningDataModule):
         self.sources = {"train": train, "val": val, "test": test}
         self.sample_rate, self.batch_size, self.max_batch_seconds = sample_rate, batch_size, max_batch_seconds
         self.max_duration, self.num_workers, self.seed, self.perturb = max_duration, num_workers, seed, perturb
-        self.trim_ends = trim_ends
+        self.trim_ends, self.gate_quiet = trim_ends, gate_quiet
         self.labels = list(VOCABULARY)
         self._splits: dict[str, list[Utterance]] = {}
 
@@ -300,7 +306,8 @@ class ASRDataModule(L.LightningDataModule):
         )
         return DataLoader(
             SpeechDataset(utts, self.labels, self.sample_rate, perturb=self.perturb and split == "train",
-                          seed=self.seed, trim_ends=self.trim_ends if split == "train" else 0.0),
+                          seed=self.seed, trim_ends=self.trim_ends if split == "train" else 0.0,
+                          gate_quiet=self.gate_quiet if split == "train" else 0.0),
             batch_sampler=sampler,
             collate_fn=collate,
             num_workers=self.num_workers,

@@ -117,3 +117,16 @@ def test_trim_quiet_ends_cuts_what_is_under_the_depth_and_keeps_the_rest():
     np.testing.assert_array_equal(aug.trim_quiet_ends(audio, 60.0), audio)  # a deeper cut keeps everything
     assert len(aug.trim_quiet_ends(np.zeros(5, np.float32), 20.0)) == 5  # shorter than a frame: unchanged
     assert len(aug.trim_quiet_ends(np.zeros(3 * frame, np.float32), 20.0)) == 3 * frame  # all equal: kept
+
+
+def test_gate_quiet_frames_silences_every_quiet_frame_and_keeps_the_timing():
+    frame = RATE // 100
+    rng = np.random.default_rng(1)
+    quiet = lambda k: (0.003 * rng.standard_normal(k * frame)).astype(np.float32)  # noqa: E731
+    word = tone([440.0], 0.2, amp=0.3)
+    audio = np.concatenate([quiet(4), word, quiet(6), word, quiet(3), np.full(7, 0.001, np.float32)])
+    gated = aug.gate_quiet_frames(audio, 15.0)
+    expected = np.concatenate([np.zeros(4 * frame), word, np.zeros(6 * frame), word, np.zeros(3 * frame + 7)])
+    np.testing.assert_array_equal(gated, expected.astype(np.float32))
+    np.testing.assert_array_equal(aug.gate_quiet_frames(audio, 60.0), audio)
+    assert len(aug.gate_quiet_frames(np.zeros(5, np.float32), 20.0)) == 5

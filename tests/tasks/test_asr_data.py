@@ -152,6 +152,7 @@ def test_perturb_gives_training_a_fresh_waveform_each_read_and_leaves_validation
     ("max_batch_seconds", float("nan"), "max_batch_seconds: must be a finite number"),
     ("max_duration", 0.0, "max_duration: must be > 0"), ("sample_rate", -16000, "sample_rate: must be >= 1"),
     ("num_workers", -1, "num_workers: must be >= 0"), ("trim_ends", 1.5, "trim_ends: must be <= 1"),
+    ("gate_quiet", -0.1, "gate_quiet: must be >= 0"),
 ])
 def test_bad_data_numbers_are_refused_naming_the_field(manifest_dir, field, value, message):
     from swa_stream.errors import ConfigError
@@ -190,6 +191,18 @@ def test_trim_ends_cuts_training_reads_only_and_repeats_exactly(manifest_dir):
     assert [len(x) for x in reads(make(), "train")[0]] == [len(a), len(b), len(c)]  # seeded
     (v,), clean_v = reads(make(), "val", 1)
     assert torch.equal(v, clean_v)
+
+
+def test_gate_quiet_keeps_the_length_and_only_silences_training_reads(manifest_dir):
+    dm = ASRDataModule(train="train.jsonl", val="val.jsonl", root=str(manifest_dir), batch_size=2, gate_quiet=1.0)
+    ds = dm.train_dataloader().dataset
+    clean = read_audio(ds.utterances[0].path, 16000)
+    gated = ds[0]["audio"]
+    assert len(gated) == len(clean)
+    changed = gated != clean
+    assert (gated[changed] == 0).all()  # a gate only silences
+    v = dm.val_dataloader().dataset
+    assert torch.equal(v[0]["audio"], read_audio(v.utterances[0].path, 16000))
 
 
 def test_perturb_needs_16_khz_and_says_so_when_the_module_is_built(manifest_dir):
