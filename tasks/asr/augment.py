@@ -139,29 +139,36 @@ def inside_full_scale(audio: np.ndarray, peak_limit: float = 0.99) -> np.ndarray
     return audio * (peak_limit / peak) if peak > peak_limit else audio
 
 
+def _loud_frames(audio: np.ndarray, depth_db: float, frame: int) -> np.ndarray | None:
+    """(n,) bool: which whole frames have an RMS within `depth_db` of the loudest frame's; None if there is
+    no whole frame."""
+    n = len(audio) // frame
+    if n == 0:
+        return None
+    rms = np.sqrt(np.mean(audio[: n * frame].astype(np.float64).reshape(n, frame) ** 2, axis=1))
+    return rms >= rms.max() * 10 ** (-depth_db / 20)
+
+
 def trim_quiet_ends(audio: np.ndarray, depth_db: float, frame: int = SAMPLE_RATE // 100) -> np.ndarray:
     """Cut the leading and trailing 10 ms frames whose RMS is more than `depth_db` under the loudest
     frame's: what an energy-based trimmer does to a recording, taking a quiet /s/ or /f/ with the
     silence. The loudest frame always stays."""
-    n = len(audio) // frame
-    if n == 0:
+    loud = _loud_frames(audio, depth_db, frame)
+    if loud is None:
         return audio
-    rms = np.sqrt(np.mean(audio[: n * frame].astype(np.float64).reshape(n, frame) ** 2, axis=1))
-    loud = np.flatnonzero(rms >= rms.max() * 10 ** (-depth_db / 20))
-    first, last = int(loud[0]), int(loud[-1])
-    return audio[first * frame : len(audio) if last == n - 1 else (last + 1) * frame]
+    kept = np.flatnonzero(loud)
+    first, last = int(kept[0]), int(kept[-1])
+    return audio[first * frame : len(audio) if last == len(loud) - 1 else (last + 1) * frame]
 
 
 def gate_quiet_frames(audio: np.ndarray, depth_db: float, frame: int = SAMPLE_RATE // 100) -> np.ndarray:
     """Silence every 10 ms frame whose RMS is more than `depth_db` under the loudest frame's (a noise gate):
     `trim_quiet_ends` for every word of a string at once, as in FSDD strings joined from trimmed clips, with
     the timing kept. The tail shorter than a frame follows the last whole frame."""
-    n = len(audio) // frame
-    if n == 0:
+    loud = _loud_frames(audio, depth_db, frame)
+    if loud is None:
         return audio
-    rms = np.sqrt(np.mean(audio[: n * frame].astype(np.float64).reshape(n, frame) ** 2, axis=1))
-    keep = rms >= rms.max() * 10 ** (-depth_db / 20)
-    keep = np.append(np.repeat(keep, frame), np.full(len(audio) - n * frame, keep[-1]))
+    keep = np.append(np.repeat(loud, frame), np.full(len(audio) - len(loud) * frame, loud[-1]))
     return np.where(keep, audio, 0).astype(audio.dtype)
 
 

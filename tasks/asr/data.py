@@ -304,10 +304,10 @@ class ASRDataModule(L.LightningDataModule):
         sampler = BucketBatchSampler(
             [u.duration for u in utts], self.batch_size, self.max_batch_seconds, shuffle, self.seed, replicas, rank
         )
+        train = split == "train"  # read-time augmentation is for training only
         return DataLoader(
-            SpeechDataset(utts, self.labels, self.sample_rate, perturb=self.perturb and split == "train",
-                          seed=self.seed, trim_ends=self.trim_ends if split == "train" else 0.0,
-                          gate_quiet=self.gate_quiet if split == "train" else 0.0),
+            SpeechDataset(utts, self.labels, self.sample_rate, perturb=self.perturb and train, seed=self.seed,
+                          trim_ends=self.trim_ends if train else 0.0, gate_quiet=self.gate_quiet if train else 0.0),
             batch_sampler=sampler,
             collate_fn=collate,
             num_workers=self.num_workers,
