@@ -180,6 +180,12 @@ def positions(values, batch: int) -> torch.Tensor:
     return t.expand(batch).clone() if t.dim() == 0 else t.clone()
 
 
+def same_or_new(counts: torch.Tensor, before: list[int], after: list[int]) -> torch.Tensor:
+    """Per-row counts after a step: the same tensor when no row's count changed (a steady stream's buffers
+    hold the same amount every step; states never change their tensors in place), else a new one."""
+    return counts if after == before else positions(after, len(after))
+
+
 class RowsMixin:
     """`select(rows)` and `cat(states)` for a dataclass state whose tensors all lead with the batch."""
 

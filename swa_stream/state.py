@@ -76,6 +76,15 @@ class StreamState:
         if self.start.shape != (batch,) or self.received.shape != (batch,):
             raise SWAStreamError(f"state: start and received must have one entry per row ({batch})")
 
+    @classmethod
+    def stepped(cls, state: StreamState, taken: int, layers: list[LayerState]) -> StreamState:
+        """The state of a plain stack after every row of `state` took `taken` positions: built without
+        `__post_init__`'s conversions and copies (a streaming step's hot path; `start` is shared, as
+        positions are never changed in place)."""
+        new = cls.__new__(cls)
+        new.__dict__.update(start=state.start, received=state.received + taken, layers=layers, bypass=None)
+        return new
+
     @property
     def batch_size(self) -> int:
         return self.layers[0].k.shape[0]

@@ -236,11 +236,11 @@ def test_hooks_and_quantised_linears_take_the_general_path(stream):
 
 
 def test_a_stock_plain_block_takes_the_lean_path_without_autograd(monkeypatch, stream):
-    from swa_stream.encoder import SWABlock
+    from swa_stream.encoder import SWAEncoder
 
     calls = []
-    lean = SWABlock._step_inference
-    monkeypatch.setattr(SWABlock, "_step_inference", lambda self, *args: calls.append(1) or lean(self, *args))
+    lean = SWAEncoder._step_inference
+    monkeypatch.setattr(SWAEncoder, "_step_inference", lambda self, *args: calls.append(1) or lean(self, *args))
     enc = make_encoder((5, 1), 2)
     x = torch.randn(1, 12, D_MODEL)
     stream(enc, x, [4] * 3)
