@@ -16,6 +16,12 @@ the read count, so a run repeats exactly. `trim_ends=P` first trims a read utter
 probability P (augment.trim_quiet_ends, 12-30 dB under its loudest 10 ms), as tightly trimmed real clips
 are: FSDD's quiet speakers lose their fricatives to the trimmer. `gate_quiet=P` silences, with probability
 P, every 10 ms frame 12-30 dB under the loudest (augment.gate_quiet_frames): every word trimmed, in place.
+`remake_strings=P` makes a manifest entry that lists its `clips` (the FSDD strings of `swa-stream demo-data
+asr`) again at read time with probability P: each clip cut as an energy trimmer cuts it (trim_quiet_ends,
+12-30 dB) with probability 1/2, the clips joined by fresh 0-0.6 s gaps, then augmented afresh as real voices
+are (augment.REAL). So a word inside a string loses its quiet /s/ as the held-out speakers' clips did,
+which `trim_ends` (the utterance's ends only) cannot do. The clips are read from `clips_root` (default: the
+FSDD folder that demo-data used, fsdd.default_root()).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class Utterance:
     path: Path
     duration: float  # seconds
     text: str
+    clips: tuple[str, ...] = ()  # the clip files a string was joined from, when its manifest says
 
 
 def read_manifest(path: str | Path) -> list[Utterance]:
@@ -65,7 +72,11 @@ def read_manifest(path: str | Path) -> list[Utterance]:
                 f"{path}: line {number}: expected a JSON object with audio_filepath, duration and text"
             ) from None
         audio_path = Path(audio)
-        out.append(Utterance(audio_path if audio_path.is_absolute() else path.parent / audio_path, duration, text))
+        clips = entry.get("clips", [])
+        if not isinstance(clips, list) or not all(isinstance(c, str) for c in clips):
+            raise SWAStreamError(f"{path}: line {number}: clips must be a list of file names")
+        out.append(Utterance(audio_path if audio_path.is_absolute() else path.parent / audio_path, duration, text,
+                             tuple(clips)))
     return out
 
 
@@ -126,32 +137,53 @@ class SpeechDataset(Dataset):
 
     def __init__(
         self, utterances: list[Utterance], labels: list[str], sample_rate: int, perturb: bool = False, seed: int = 0,
-        trim_ends: float = 0.0, gate_quiet: float = 0.0,
+        trim_ends: float = 0.0, gate_quiet: float = 0.0, remake_strings: float = 0.0,
+        clips: dict[str, Path] | None = None,
     ):
         self.utterances, self.labels, self.sample_rate = utterances, labels, sample_rate
         self.perturb, self.seed, self.reads, self.trim_ends = perturb, seed, 0, trim_ends
-        self.gate_quiet = gate_quiet
+        self.gate_quiet, self.remake_strings, self.clips = gate_quiet, remake_strings, clips or {}
 
     def __len__(self) -> int:
         return len(self.utterances)
 
     def __getitem__(self, i: int) -> dict:
         utt = self.utterances[i]
-        audio = read_audio(utt.path, self.sample_rate)
-        if self.perturb or self.trim_ends or self.gate_quiet:
+        if self.perturb or self.trim_ends or self.gate_quiet or self.remake_strings:
             self.reads += 1
             rng = np.random.default_rng([self.seed, i, self.reads])
-            samples = audio.numpy()
+            if utt.clips and self.remake_strings and rng.random() < self.remake_strings:
+                samples = self._remake(utt, rng)
+            else:
+                samples = read_audio(utt.path, self.sample_rate).numpy()
             if self.trim_ends and rng.random() < self.trim_ends:
                 samples = augment.trim_quiet_ends(samples, rng.uniform(12.0, 30.0))
             if self.gate_quiet and rng.random() < self.gate_quiet:
                 samples = augment.gate_quiet_frames(samples, rng.uniform(12.0, 30.0))
             audio = torch.from_numpy(augment.perturb(samples, rng) if self.perturb else samples.copy())
+        else:
+            audio = read_audio(utt.path, self.sample_rate)
         return {
             "audio": audio,
             "targets": torch.tensor(encode(utt.text, self.labels), dtype=torch.long),
             "text": normalize(utt.text),
         }
+
+
+    def _remake(self, utt: Utterance, rng: np.random.Generator) -> np.ndarray:
+        """The string `utt` joined again from its clips: each trimmed with probability 1/2, fresh gaps, the
+        real-voice augmentation (see the module docstring)."""
+        parts = []
+        for name in utt.clips:
+            path = self.clips.get(name)
+            if path is None:
+                raise SWAStreamError(f"{utt.path}: its clip {name} is not in the clips folder (data.clips_root)")
+            clip = read_audio(path, self.sample_rate).numpy()
+            parts.append(augment.trim_quiet_ends(clip, rng.uniform(12.0, 30.0)) if rng.random() < 0.5 else clip)
+        from swa_stream.tasks.asr.fsdd import join
+
+        gaps = [int(rng.uniform(0.0, 0.6) * self.sample_rate) for _ in parts[1:]]
+        return augment.augment(join(parts, gaps), rng, augment.REAL)[0]
 
 
 def collate(items: list[dict]) -> dict:
@@ -250,6 +282,8 @@ class ASRDataModule(L.LightningDataModule):
         perturb: bool = False,
         trim_ends: float = 0.0,
         gate_quiet: float = 0.0,
+        remake_strings: float = 0.0,
+        clips_root: str | None = None,
     ):
         super().__init__()
         in_range("sample_rate", sample_rate, 1, integer=True)
@@ -259,8 +293,10 @@ class ASRDataModule(L.LightningDataModule):
         in_range("num_workers", num_workers, 0, integer=True)
         in_range("trim_ends", trim_ends, 0.0, 1.0)
         in_range("gate_quiet", gate_quiet, 0.0, 1.0)
-        if (perturb or trim_ends or gate_quiet) and sample_rate != augment.SAMPLE_RATE:
-            field = "perturb" if perturb else "trim_ends" if trim_ends else "gate_quiet"
+        in_range("remake_strings", remake_strings, 0.0, 1.0)
+        if (perturb or trim_ends or gate_quiet or remake_strings) and sample_rate != augment.SAMPLE_RATE:
+            field = next(n for n, v in (("perturb", perturb), ("trim_ends", trim_ends), ("gate_quiet", gate_quiet),
+                                        ("remake_strings", remake_strings)) if v)
             raise SWAStreamError(f"data.{field}: needs {augment.SAMPLE_RATE} Hz audio, the data module reads "
                                  f"{sample_rate} Hz")
         self.root = Path(root) if root else None
@@ -269,7 +305,8 @@ class ASRDataModule(L.LightningDataModule):
         self.sources = {"train": train, "val": val, "test": test}
         self.sample_rate, self.batch_size, self.max_batch_seconds = sample_rate, batch_size, max_batch_seconds
         self.max_duration, self.num_workers, self.seed, self.perturb = max_duration, num_workers, seed, perturb
-        self.trim_ends, self.gate_quiet = trim_ends, gate_quiet
+        self.trim_ends, self.gate_quiet, self.remake_strings = trim_ends, gate_quiet, remake_strings
+        self.clips_root = Path(clips_root) if clips_root else None
         self.labels = list(VOCABULARY)
         self._splits: dict[str, list[Utterance]] = {}
 
@@ -305,14 +342,26 @@ class ASRDataModule(L.LightningDataModule):
             [u.duration for u in utts], self.batch_size, self.max_batch_seconds, shuffle, self.seed, replicas, rank
         )
         train = split == "train"  # read-time augmentation is for training only
+        remake = self.remake_strings if train and any(u.clips for u in utts) else 0.0
         return DataLoader(
             SpeechDataset(utts, self.labels, self.sample_rate, perturb=self.perturb and train, seed=self.seed,
-                          trim_ends=self.trim_ends if train else 0.0, gate_quiet=self.gate_quiet if train else 0.0),
+                          trim_ends=self.trim_ends if train else 0.0, gate_quiet=self.gate_quiet if train else 0.0,
+                          remake_strings=remake, clips=self._clips() if remake else None),
             batch_sampler=sampler,
             collate_fn=collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0 and shuffle,
         )
+
+    def _clips(self) -> dict[str, Path]:
+        """Clip file name -> path in the clips folder, for `remake_strings`."""
+        from swa_stream.tasks.asr.fsdd import default_root, read_clips
+
+        root = self.clips_root or default_root()
+        if root is None or not Path(root).is_dir():
+            raise SWAStreamError(f"data.remake_strings: no clips folder ({root or 'FSDD not found'}); set "
+                                 "data.clips_root")
+        return {clip.path.name: clip.path for clip in read_clips(root)}
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

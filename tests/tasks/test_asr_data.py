@@ -152,7 +152,7 @@ def test_perturb_gives_training_a_fresh_waveform_each_read_and_leaves_validation
     ("max_batch_seconds", float("nan"), "max_batch_seconds: must be a finite number"),
     ("max_duration", 0.0, "max_duration: must be > 0"), ("sample_rate", -16000, "sample_rate: must be >= 1"),
     ("num_workers", -1, "num_workers: must be >= 0"), ("trim_ends", 1.5, "trim_ends: must be <= 1"),
-    ("gate_quiet", -0.1, "gate_quiet: must be >= 0"),
+    ("gate_quiet", -0.1, "gate_quiet: must be >= 0"), ("remake_strings", 2.0, "remake_strings: must be <= 1"),
 ])
 def test_bad_data_numbers_are_refused_naming_the_field(manifest_dir, field, value, message):
     from swa_stream.errors import ConfigError
@@ -203,6 +203,57 @@ def test_gate_quiet_keeps_the_length_and_only_silences_training_reads(manifest_d
     assert (gated[changed] == 0).all()  # a gate only silences
     v = dm.val_dataloader().dataset
     assert torch.equal(v[0]["audio"], read_audio(v.utterances[0].path, 16000))
+
+
+@pytest.fixture
+def strings_dir(tmp_path):
+    """Three clips named as FSDD names them (8 kHz tones with quiet ends), one string joined from them (its
+    baked audio is silence, so a remade read is easy to tell), and one utterance without clips."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    names = []
+    for digit, freq in ((1, 500.0), (2, 1000.0), (3, 1500.0)):
+        x = tone(0.4, 8000, freq)
+        x[:400] *= 0.01  # a quiet 50 ms at each end, as a fricative next to a vowel
+        x[-400:] *= 0.01
+        names.append(f"{digit}_amy_0.wav")
+        sf.write(clips / names[-1], x, 8000)
+    (tmp_path / "audio").mkdir()
+    sf.write(tmp_path / "audio" / "s.wav", np.zeros(16000, np.float32), 16000)
+    sf.write(tmp_path / "audio" / "t.wav", tone(0.5, 16000), 16000)
+    lines = [{"audio_filepath": "audio/s.wav", "duration": 1.0, "text": "one two three", "clips": names},
+             {"audio_filepath": "audio/t.wav", "duration": 0.5, "text": "four"}]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return tmp_path
+
+
+def test_remake_strings_joins_a_listed_string_again_from_its_clips_for_training_reads(strings_dir):
+    make = lambda: ASRDataModule(train="train.jsonl", val="train.jsonl", root=str(strings_dir),  # noqa: E731
+                                 batch_size=2, remake_strings=1.0, clips_root=str(strings_dir / "clips"))
+    ds = make().train_dataloader().dataset
+    reads = [ds[0]["audio"] for _ in range(4)]
+    assert all(x.abs().max() > 1e-3 for x in reads)  # the baked file is silence: these were made from the clips
+    assert len({len(x) for x in reads}) > 1  # fresh gaps, trims and speed each read
+    for x in reads:  # every clip's tone is in it (speed perturbation moves a tone by at most 10%)
+        spectrum = np.abs(np.fft.rfft(x.numpy()))
+        freqs = np.fft.rfftfreq(len(x), 1 / 16000)
+        for f in (500.0, 1000.0, 1500.0):
+            near = (freqs > 0.88 * f) & (freqs < 1.12 * f)
+            assert spectrum[near].max() > 10 * np.median(spectrum)
+    assert ds[0]["text"] == "one two three"
+    again = make().train_dataloader().dataset
+    assert [len(again[0]["audio"]) for _ in range(4)] == [len(x) for x in reads]  # seeded
+    assert torch.equal(ds[1]["audio"], read_audio(strings_dir / "audio" / "t.wav", 16000))  # no clips: as it is
+    val = make().val_dataloader().dataset
+    assert torch.equal(val[0]["audio"], read_audio(strings_dir / "audio" / "s.wav", 16000))  # training reads only
+
+
+def test_remake_strings_names_a_missing_clip(strings_dir):
+    (strings_dir / "clips" / "2_amy_0.wav").unlink()
+    dm = ASRDataModule(train="train.jsonl", root=str(strings_dir), batch_size=2, remake_strings=1.0,
+                       clips_root=str(strings_dir / "clips"))
+    with pytest.raises(SWAStreamError, match=r"s.wav: its clip 2_amy_0.wav is not in the clips folder"):
+        dm.train_dataloader().dataset[0]
 
 
 def test_perturb_needs_16_khz_and_says_so_when_the_module_is_built(manifest_dir):
