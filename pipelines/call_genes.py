@@ -54,6 +54,11 @@ def run(args) -> dict:
         raise SWAStreamError(f"--threads: must be at least 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     model = load_dna_model(args.model or DEFAULT_MODEL)  # its first track is read as P(coding)
+    if model.classes or not model.tracks:  # a record classifier's track was never trained on genes
+        raise SWAStreamError(
+            f"--model {args.model}: a record classifier (classes: {', '.join(model.classes) or 'none'}), not a "
+            "gene-track model; call-genes reads a per-position coding track from a model without classes, such "
+            "as bacteria-genes")
     summary = {"records": 0, "bp": 0, "genes": 0, "seconds": 0.0}
     seen: set[str] = set()
     with atomic_text(gff) as out, (atomic_text(bedgraph) if bedgraph else contextlib.nullcontext()) as bg:

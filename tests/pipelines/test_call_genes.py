@@ -49,6 +49,11 @@ def test_outputs_never_replace_an_input_and_bad_input_is_one_line(tmp_path, caps
     out = tmp_path / "same.gff3"
     assert main(["call-genes", str(FASTA), "--gff", str(out), "--bedgraph", str(out)]) == 2
     assert "another output" in capsys.readouterr().err and not out.exists()
+    if "ecoli-promoters" in bundled_models():  # a record classifier's untrained track is not a gene track
+        assert main(["call-genes", str(FASTA), "--gff", str(out), "--model", "ecoli-promoters"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "ecoli-promoters: a record classifier (classes: non_promoter, " in err
+        assert not out.exists()
 
 
 def test_short_empty_and_n_records_give_no_calls_and_valid_gff3(tmp_path, capsys):
