@@ -52,7 +52,7 @@ def column_major(linear: nn.Linear) -> nn.Linear:
 def aten_gelu(x: torch.Tensor) -> torch.Tensor:
     """F.gelu(x), exact (erf), by ATen's own kernel. On a contiguous float32 CPU tensor torch hands GELU to
     oneDNN, whose per-call set-up costs about four times the arithmetic at a streaming step's size (9 against
-    2.4 microseconds at 4 x 576); on a transposed view ATen computes it itself. Values agree to an ulp."""
+    2.4 microseconds at 4 x 576); on a transposed view ATen computes it itself. Values agree to a few ulps."""
     return F.gelu(x.transpose(-1, -2)).transpose(-1, -2)
 
 
