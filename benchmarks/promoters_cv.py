@@ -7,6 +7,10 @@ Sp 0.96). Prints a table and writes JSON.
 
     python -m swa_stream.tasks.dna.promoters --shared ../shared/data --out data/ecoli_promoters
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/promoters_cv.py --json docs/promoters_cv.json
+
+`--only 0 1 2` runs some folds (two processes can share the work; each fold is seeded by its number, so the
+results are the same), and `--predictions DIR` keeps each fold's validation and test P(promoter) for
+benchmarks/promoters_stack.py.
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ def summarise(p: np.ndarray, y: np.ndarray) -> dict:
     }
 
 
-def run_fold(config: dict, root: Path, seed: int) -> dict:
+def run_fold(config: dict, root: Path, seed: int, predictions: Path | None = None) -> dict:
     L.seed_everything(seed, verbose=False)
     init = copy.deepcopy(config["model"]["init_args"])
     encoder = SWAConfig(**init.pop("encoder"))
@@ -83,7 +87,11 @@ def run_fold(config: dict, root: Path, seed: int) -> dict:
     start = time.perf_counter()
     trainer.fit(task, dm)
     task.load_state_dict(keep.state)
-    result = summarise(*scores(task, dm, "test"))
+    test = scores(task, dm, "test")
+    result = summarise(*test)
+    if predictions is not None:  # each split's P(promoter) and label, in the split's order, for stacking
+        val = scores(task, dm, "val")
+        np.savez(predictions, val_p=val[0], val_y=val[1], test_p=test[0], test_y=test[1])
     result.update(best_epoch=keep.epoch, seconds=round(time.perf_counter() - start, 1))
     return result
 
@@ -93,13 +101,18 @@ def main() -> None:
     parser.add_argument("--config", default="configs/ecoli_promoters.yaml")
     parser.add_argument("--data", type=Path, default=Path("data/ecoli_promoters"))
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--only", type=int, nargs="*", help="run just these folds (e.g. to split the work)")
+    parser.add_argument("--predictions", type=Path, help="a folder for each fold's val/test P(promoter) (.npz)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = yaml.safe_load(Path(args.config).read_text())
     rows = []
-    for k in range(args.folds):
-        rows.append(run_fold(config, args.data / f"fold{k}", seed=k))
+    if args.predictions:
+        args.predictions.mkdir(parents=True, exist_ok=True)
+    for k in range(args.folds) if args.only is None else args.only:
+        where = args.predictions / f"fold{k}.npz" if args.predictions else None
+        rows.append(run_fold(config, args.data / f"fold{k}", seed=k, predictions=where))
         r = rows[-1]
         print(f"fold {k}: Sn {r['sn']:.3f}  Sp {r['sp']:.3f}  acc {r['acc']:.3f}  MCC {r['mcc']:.3f}  "
               f"AUROC {r['auroc']:.3f}  (best epoch {r['best_epoch']}, {r['seconds']} s)", flush=True)
