@@ -384,19 +384,28 @@ def test_cli_errors_are_one_line_before_any_model_loads(server, capsys):
     assert "not a websocket URL" in capsys.readouterr().err
 
 
-def start_cli_server(*args, listening=1):
+def start_cli_server(*args, listening=1, timeout=120.0):
     """`swa-stream serve --port 0 ARGS` in a process of its own; returns it and its port once `listening`
-    workers have said they listen."""
+    workers have said they listen. Its stderr is read to the end by a thread (so the pipe never fills), and a
+    server that has not said so within `timeout` seconds is killed and the test fails with what it said."""
     proc = subprocess.Popen([sys.executable, "-m", "swa_stream.pipelines.cli", "serve", "--port", "0", *args],
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    lines, port = [], None
-    while sum("listening on" in line for line in lines) < listening:
-        line = proc.stderr.readline()
-        assert line, "server exited: " + "".join(lines)
-        lines.append(line)
-        if port is None and "http://127.0.0.1:" in line:
-            port = int(line.split("http://127.0.0.1:")[1].split()[0].rstrip("/"))
-    return proc, port
+    lines, ready = [], threading.Event()
+
+    def read():
+        for line in proc.stderr:
+            lines.append(line)
+            if sum(seen.count("listening on") for seen in lines) >= listening:
+                ready.set()
+        ready.set()  # the server closed its stderr: it exited
+
+    threading.Thread(target=read, daemon=True).start()
+    if not ready.wait(timeout) or proc.poll() is not None:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"the server did not say it listens within {timeout:g} s: " + "".join(lines))
+    said = "".join(lines)
+    return proc, int(said.split("http://127.0.0.1:")[1].split()[0].rstrip("/"))
 
 
 def test_cli_workers_stream_to_and_sigterm_finals(wav, reference):
