@@ -139,6 +139,10 @@ def inside_full_scale(audio: np.ndarray, peak_limit: float = 0.99) -> np.ndarray
     return audio * (peak_limit / peak) if peak > peak_limit else audio
 
 
+# How far under an utterance's loudest 10 ms an energy trimmer's threshold sits, drawn per read: 12-30 dB.
+TRIM_DEPTH_DB = (12.0, 30.0)
+
+
 def _loud_frames(audio: np.ndarray, depth_db: float, frame: int) -> np.ndarray | None:
     """(n,) bool: which whole frames have an RMS within `depth_db` of the loudest frame's; None if there is
     no whole frame."""

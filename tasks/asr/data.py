@@ -42,6 +42,7 @@ from swa_stream.config import in_range
 from swa_stream.errors import SWAStreamError
 from swa_stream.tasks.asr import augment
 from swa_stream.tasks.asr.audio import read_audio
+from swa_stream.tasks.asr.fsdd import default_root, join, read_clips
 from swa_stream.tasks.asr.text import VOCABULARY, encode, normalize
 
 MANIFEST_SUFFIXES = (".json", ".jsonl")
@@ -108,8 +109,6 @@ def read_digit_folder(folder: str | Path) -> list[Utterance]:
     """Every `{digit}_{speaker}_{index}.wav` under `folder` as an utterance whose text is the digit's word."""
     import soundfile as sf
 
-    from swa_stream.tasks.asr.fsdd import read_clips
-
     out = []
     for clip in read_clips(folder):
         try:
@@ -157,9 +156,9 @@ class SpeechDataset(Dataset):
             else:
                 samples = read_audio(utt.path, self.sample_rate).numpy()
             if self.trim_ends and rng.random() < self.trim_ends:
-                samples = augment.trim_quiet_ends(samples, rng.uniform(12.0, 30.0))
+                samples = augment.trim_quiet_ends(samples, rng.uniform(*augment.TRIM_DEPTH_DB))
             if self.gate_quiet and rng.random() < self.gate_quiet:
-                samples = augment.gate_quiet_frames(samples, rng.uniform(12.0, 30.0))
+                samples = augment.gate_quiet_frames(samples, rng.uniform(*augment.TRIM_DEPTH_DB))
             audio = torch.from_numpy(augment.perturb(samples, rng) if self.perturb else samples.copy())
         else:
             audio = read_audio(utt.path, self.sample_rate)
@@ -179,9 +178,9 @@ class SpeechDataset(Dataset):
             if path is None:
                 raise SWAStreamError(f"{utt.path}: its clip {name} is not in the clips folder (data.clips_root)")
             clip = read_audio(path, self.sample_rate).numpy()
-            parts.append(augment.trim_quiet_ends(clip, rng.uniform(12.0, 30.0)) if rng.random() < 0.5 else clip)
-        from swa_stream.tasks.asr.fsdd import join
-
+            if rng.random() < 0.5:  # this draw, then the depth: the order phase 6 trained with
+                clip = augment.trim_quiet_ends(clip, rng.uniform(*augment.TRIM_DEPTH_DB))
+            parts.append(clip)
         gaps = [int(rng.uniform(0.0, 0.6) * self.sample_rate) for _ in parts[1:]]
         return augment.augment(join(parts, gaps), rng, augment.REAL)[0]
 
@@ -355,8 +354,6 @@ class ASRDataModule(L.LightningDataModule):
 
     def _clips(self) -> dict[str, Path]:
         """Clip file name -> path in the clips folder, for `remake_strings`."""
-        from swa_stream.tasks.asr.fsdd import default_root, read_clips
-
         root = self.clips_root or default_root()
         if root is None or not Path(root).is_dir():
             raise SWAStreamError(f"data.remake_strings: no clips folder ({root or 'FSDD not found'}); set "

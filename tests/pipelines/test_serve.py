@@ -393,9 +393,11 @@ def start_cli_server(*args, listening=1, timeout=120.0):
     lines, ready = [], threading.Event()
 
     def read():
+        heard = 0
         for line in proc.stderr:
             lines.append(line)
-            if sum(seen.count("listening on") for seen in lines) >= listening:
+            heard += line.count("listening on")
+            if heard >= listening:
                 ready.set()
         ready.set()  # the server closed its stderr: it exited
 
