@@ -235,6 +235,12 @@ def _difference(before, now) -> str:
     return f" ({', '.join(changed)} changed since)"
 
 
+def track_means(entry: dict, n_tracks: int) -> list[float | None]:
+    """A logged record's track means (None: every base N); all None for an entry logged by a swa-stream
+    that kept none."""
+    return entry.get("m") or [None] * n_tracks
+
+
 def finished_records(partial: Path) -> dict[int, str]:
     """number -> content hash of every record a previous run logged."""
     return {e["n"]: e["h"] for e in all_entries(partial)}
@@ -250,16 +256,16 @@ READ_RECORDS = 4096  # log entries parsed at a time (each is a dict of about 1 K
 
 
 def build_store(run: RunFolder, total: int, classes: list[str], tracks: list[str], attrs: dict,
-                on_block: Callable[[list[dict]], None] | None = None) -> int:
+                on_block: Callable[[list[dict]], None] | None = None, mean_tracks: list[str] = ()) -> int:
     """Build store.zarr from the logs, records in input order, a block of BLOCK_RECORDS at a time, read
     READ_RECORDS entries at a time; each read's entries also go to `on_block` (the TSV). Returns the
     number of records. zarr encodes in one worker thread: each of its default pool's threads would get a
     malloc arena of its own (about 120 MB more resident memory, measured), for chunks too small to gain."""
     with zarr.config.set({"threading.max_workers": 1}):
-        return _build_store(run, total, classes, tracks, attrs, on_block)
+        return _build_store(run, total, classes, tracks, attrs, on_block, list(mean_tracks))
 
 
-def _build_store(run, total, classes, tracks, attrs, on_block) -> int:
+def _build_store(run, total, classes, tracks, attrs, on_block, mean_tracks) -> int:
     index = LogIndex(run.partial)
     if not np.array_equal(index.n, np.arange(total)):
         raise SWAStreamError(f"{run.partial}: some records are not finished; rerun the same command")
@@ -271,11 +277,15 @@ def _build_store(run, total, classes, tracks, attrs, on_block) -> int:
               for name, _, dtype in COLUMNS + (("empty", None, "bool"),)}
     probs = group.create_array("records/probs", shape=(n, len(classes)), chunks=(chunk, len(classes)),
                                dtype="float32")
+    means = None
+    if mean_tracks:  # a track model's per-record means (NaN: every base N)
+        means = group.create_array("records/track_mean", shape=(n, len(mean_tracks)),
+                                   chunks=(chunk, len(mean_tracks)), dtype="float32")
     files: dict[str, str] = {}  # one string object per input file name, not one per record
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
         columns: dict[str, list] = {name: [] for name, _, _ in COLUMNS}
-        p_rows = []
+        p_rows, m_rows = [], []
         for sub in range(lo, hi, READ_RECORDS):  # parsed entries are large: a few thousand at a time
             entries = index.entries(sub, min(hi, sub + READ_RECORDS))
             for e in entries:
@@ -283,6 +293,9 @@ def _build_store(run, total, classes, tracks, attrs, on_block) -> int:
             for name, key, _ in COLUMNS:
                 columns[name].extend(e[key] for e in entries)
             p_rows.append(np.asarray([e["p"] for e in entries], dtype=np.float32).reshape(len(entries), len(classes)))
+            if means is not None:
+                m_rows.append(np.asarray([[np.nan if m is None else m for m in track_means(e, len(mean_tracks))]
+                                          for e in entries], dtype=np.float32).reshape(len(entries), len(mean_tracks)))
             if on_block is not None:
                 on_block(entries)
             del entries
@@ -290,6 +303,8 @@ def _build_store(run, total, classes, tracks, attrs, on_block) -> int:
             arrays[name][lo:hi] = np.asarray(columns[name], dtype=None if dtype is str else dtype)
         arrays["empty"][lo:hi] = np.asarray(columns["length"], dtype=np.int64) == 0
         probs[lo:hi] = np.concatenate(p_rows)
+        if means is not None:
+            means[lo:hi] = np.concatenate(m_rows)
     if tracks:
         _copy_tracks(run, group, index, len(tracks))
     group.attrs.update({**attrs, "layout": LAYOUT, "classes": classes, "tracks": tracks})

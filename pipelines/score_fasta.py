@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import os
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -31,10 +32,12 @@ from swa_stream.pipelines.fasta_store import (
     RankLog,
     RunFolder,
     Store,
+    all_entries,
     build_store,
     finish,
     finished_records,
     mark_complete,
+    track_means,
 )
 from swa_stream.pipelines.safe_output import atomic_text, check_output_file, first_line, os_problem, probe_folder
 from swa_stream.tasks.dna.formats import read_sequences
@@ -94,28 +97,62 @@ def check_paths(inputs: list[Path], out: str, tsv: str | None) -> tuple[Path, Pa
     return out_path, tsv_path
 
 
-def _entry(rec: FastaRecord, number: int, probs: np.ndarray, track_row: int) -> dict:
-    return {"n": number, "file": rec.file, "index": rec.index, "id": rec.id, "desc": rec.description,
-            "len": rec.length, "nf": rec.n_fraction, "iupac": rec.had_iupac,
-            "p": [round(float(p), 8) for p in probs], "h": rec.content_hash(), "t": track_row}
+def _entry(rec: FastaRecord, number: int, probs: np.ndarray, track_row: int, means=None) -> dict:
+    entry = {"n": number, "file": rec.file, "index": rec.index, "id": rec.id, "desc": rec.description,
+             "len": rec.length, "nf": rec.n_fraction, "iupac": rec.had_iupac,
+             "p": [round(float(p), 8) for p in probs], "h": rec.content_hash(), "t": track_row}
+    if means is not None:  # a track model's per-record summary; None where every base is N
+        entry["m"] = [None if np.isnan(m) else round(float(m), 8) for m in means]
+    return entry
+
+
+def wants_means(model: DNAModel) -> bool:
+    """A model without record classes answers with its tracks: each record's mean of each track (over its
+    bases that are not N) goes to the TSV and to records/track_mean, with or without --per-position."""
+    return not model.classes
+
+
+class _TrackSums:
+    """Sums of a record's track probabilities over its non-N bases, strand by strand: the mean of the
+    track as `--per-position` writes it (both strands averaged with --rc-average), without keeping it."""
+
+    def __init__(self, n_tracks: int, strands: int):
+        self.sums, self.bases, self.strands = np.zeros(n_tracks), 0, strands
+
+    def add(self, masked: np.ndarray, strand: int = 1) -> None:
+        self.sums += np.nansum(masked, axis=0, dtype=np.float64)
+        if strand == 1:
+            self.bases += int(np.count_nonzero(~np.isnan(masked[:, 0]))) if masked.size else 0
+
+    def means(self) -> np.ndarray:
+        return self.sums / (self.strands * self.bases) if self.bases else np.full(len(self.sums), np.nan)
 
 
 def _score_long(model: DNAModel, number: int, rec: FastaRecord, options: ScoreOptions, log: RankLog) -> None:
-    """A record longer than one chunk streams through step/flush; its track rows are written as they become final."""
+    """A record longer than one chunk streams through step/flush; its track rows are written as they become
+    final, and a track model's means are summed as they pass."""
     writer, row = None, -1
+    sums = _TrackSums(len(model.tracks), 2 if options.rc_average else 1) if wants_means(model) else None
     if options.per_position:
         row = log.reserve(rec.length)
+    if options.per_position or sums is not None:
 
         def writer(start: int, probs: np.ndarray, strand: int = 1) -> None:
             if strand == 1:
-                log.write_rows(row + start, mask_n(probs, rec.tokens[start : start + len(probs)]))
+                masked = mask_n(probs, rec.tokens[start : start + len(probs)])
+                if options.per_position:
+                    log.write_rows(row + start, masked)
             else:  # reverse-strand position j is forward position length-1-j; NaN stays NaN
                 stop = rec.length - start
                 lo = stop - len(probs)
-                log.write_rows(row + lo, (log.read_rows(row + lo, len(probs)) + probs[::-1]) / 2)
+                masked = mask_n(probs[::-1], rec.tokens[lo:stop])
+                if options.per_position:
+                    log.write_rows(row + lo, (log.read_rows(row + lo, len(probs)) + masked) / 2)
+            if sums is not None:
+                sums.add(masked, strand)
 
     probs = score_record(model, rec.tokens, options.chunk_size, options.rc_average, writer)
-    log.add(_entry(rec, number, probs, row))
+    log.add(_entry(rec, number, probs, row, None if sums is None else sums.means()))
     log.commit()  # a long record is worth a commit of its own
 
 
@@ -124,6 +161,7 @@ def _score_batch(model: DNAModel, batch: list[tuple[int, FastaRecord]], options:
     """Short records (together at most one chunk) run offline as one padded batch, which equals streaming
     them (padding is exact). Only the records in `wanted` are written: the others were logged by an
     earlier run, and are in the batch so that it has the same shape, and so the same bits, as then."""
+    means = wants_means(model)
     strands = [[rec.tokens for _, rec in batch]]
     if options.rc_average:
         strands.append([reverse_complement(rec.tokens) for _, rec in batch])
@@ -135,11 +173,11 @@ def _score_batch(model: DNAModel, batch: list[tuple[int, FastaRecord]], options:
             tokens[i, : len(t)] = torch.from_numpy(t.astype(np.int64))
         class_logits, track_logits = model(tokens.to(model.class_head.weight.device), lengths)
         probs.append(class_logits.float().softmax(-1).cpu().numpy())
-        if options.per_position:
+        if options.per_position or means:
             tracks.append(torch.sigmoid(track_logits.float()).cpu().numpy())
     keep = [i for i, (number, _) in enumerate(batch) if number in wanted]
     rows = []
-    if options.per_position:
+    if options.per_position or means:
         for i in keep:
             rec = batch[i][1]
             track = tracks[0][i, : rec.length]
@@ -147,13 +185,18 @@ def _score_batch(model: DNAModel, batch: list[tuple[int, FastaRecord]], options:
                 track = (track + tracks[1][i, : rec.length][::-1]) / 2
             rows.append(mask_n(track, rec.tokens))
     row = -1
-    if rows:
+    if rows and options.per_position:
         row = log.reserve(sum(len(r) for r in rows))
         log.write_rows(row, np.concatenate(rows))
-    for i in keep:
+    for j, i in enumerate(keep):
         number, rec = batch[i]
-        log.add(_entry(rec, number, sum(p[i] for p in probs) / len(probs), row))
-        if rows:
+        summary = None
+        if means:
+            sums = _TrackSums(len(model.tracks), 1)
+            sums.add(rows[j])
+            summary = sums.means()
+        log.add(_entry(rec, number, sum(p[i] for p in probs) / len(probs), row, summary))
+        if options.per_position:
             row += rec.length
 
 
@@ -200,6 +243,7 @@ def score(
                 "model": str(model_dir), "model_sha256": weights_hash(model_dir), "options": asdict(options)}
     run = RunFolder(out_path, manifest)
     status = "score"
+    fresh = world_size == 1 and not run.partial.exists()  # this run makes the folder: see _score_or_clean
     if rank == 0:
         try:
             status = _prepare(run)
@@ -221,7 +265,7 @@ def score(
     try:
         if rank:
             run.lock(rank)
-        summary.update(_score_all(run, paths, model, options, rank, world_size))
+        summary.update(_score_or_clean(run, paths, model, options, rank, world_size, fresh))
         barrier()
         if rank == 0:
             summary["records"] = finalise(run, model, options, tsv_path, command, summary.pop("total"))
@@ -292,6 +336,18 @@ class _Scorer:
             self.flush()
 
 
+def _score_or_clean(run: RunFolder, paths, model, options, rank: int, world_size: int, fresh: bool) -> dict:
+    """`_score_all`; a single-process run that made the partial folder itself and stops (a bad record, Ctrl-C)
+    before it logged any record removes the folder again: there is no work in it to keep, and left behind it
+    would refuse the next command on other inputs."""
+    try:
+        return _score_all(run, paths, model, options, rank, world_size)
+    except BaseException:
+        if fresh and next(all_entries(run.partial), None) is None:
+            shutil.rmtree(run.partial, ignore_errors=True)
+        raise
+
+
 def _score_all(run: RunFolder, paths, model, options, rank: int, world_size: int) -> dict:
     scorer = _Scorer(run, model, options, rank, world_size)
     try:
@@ -314,19 +370,26 @@ def finalise(run: RunFolder, model: DNAModel, options: ScoreOptions, tsv: Path |
     attrs = {"swa_stream_version": __version__, "model": run.manifest["model"],
              "model_sha256": run.manifest["model_sha256"], "options": asdict(options), "command": command}
     tracks = model.tracks if options.per_position else []
+    means = model.tracks if wants_means(model) else []
     with atomic_text(tsv) if tsv is not None else contextlib.nullcontext() as f:
         if f is not None:
-            f.write("\t".join(TSV_HEAD + [f"p_{c}" for c in model.classes] + ["n_fraction"]) + "\n")
-        records = build_store(run, total, model.classes, tracks, attrs,
-                              on_block=None if f is None else lambda entries: write_tsv_rows(f, entries))
+            f.write("\t".join(TSV_HEAD + [f"p_{c}" for c in model.classes] + [f"mean_{t}" for t in means]
+                              + ["n_fraction"]) + "\n")
+        records = build_store(run, total, model.classes, tracks, attrs, mean_tracks=means,
+                              on_block=None if f is None else lambda entries: write_tsv_rows(f, entries, len(means)))
     mark_complete(run)
     finish(run)
     return records
 
 
-def write_tsv_rows(f, entries: list[dict]) -> None:
-    f.writelines("\t".join([e["file"], str(e["index"]), e["id"], str(e["len"])]
-                           + [f"{p:.6f}" for p in e["p"]] + [f"{e['nf']:.4f}"]) + "\n" for e in entries)
+def write_tsv_rows(f, entries: list[dict], n_means: int = 0) -> None:
+    """One row per record; a track model's means are "nan" where every base is N (or the entry was logged
+    by a swa-stream that kept none)."""
+    def mean_cells(e):
+        return ["nan" if m is None else f"{m:.6f}" for m in track_means(e, n_means)]
+
+    f.writelines("\t".join([e["file"], str(e["index"]), e["id"], str(e["len"])] + [f"{p:.6f}" for p in e["p"]]
+                           + mean_cells(e) + [f"{e['nf']:.4f}"]) + "\n" for e in entries)
 
 
 def run(args) -> None:

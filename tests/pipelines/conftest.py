@@ -10,10 +10,10 @@ from swa_stream.bundle import save_bundle
 from swa_stream.tasks.dna.model import DNAModel
 
 
-def save_tiny_dna_model(path, seed: int = 0) -> str:
+def save_tiny_dna_model(path, seed: int = 0, classes=("far", "near"), tracks=None) -> str:
     """A tiny random DNA bundle: scores carry no meaning, but every code path runs in milliseconds."""
     torch.manual_seed(seed)
-    model = DNAModel(SWAConfig(d_model=16, n_heads=2, n_layers=2, window=(8, 8)), ["far", "near"])
+    model = DNAModel(SWAConfig(d_model=16, n_heads=2, n_layers=2, window=(8, 8)), list(classes), tracks)
     save_bundle(path, model, "dna", {"encoder": model.cfg.to_dict(), "classes": model.classes, "tracks": model.tracks})
     return str(path)
 
@@ -21,6 +21,12 @@ def save_tiny_dna_model(path, seed: int = 0) -> str:
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory):
     return save_tiny_dna_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="session")
+def track_model_dir(tmp_path_factory):
+    """A tiny track-only bundle (no classes, one track named "coding"), shaped like bacteria-genes."""
+    return save_tiny_dna_model(tmp_path_factory.mktemp("track_model"), classes=(), tracks=["coding"])
 
 
 @pytest.fixture(scope="session")

@@ -99,6 +99,8 @@ def test_bad_fasta_is_one_line_exit_2(tmp_path, model_dir, content, message):
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"swa-stream: error: {path}" in result.stderr and message in result.stderr
+    # nothing was finished, so the run folder it made is gone: the next command, on other inputs, is not refused
+    assert not (tmp_path / "o.zarr.partial").exists()
 
 
 def many_records(tmp_path, n=300, length=3000):
@@ -282,6 +284,33 @@ def test_n_positions_are_nan_in_the_track_and_counted_in_the_tsv(tmp_path, model
         assert np.array_equal(np.isnan(track), is_n), n
         assert float(rows[n]["n_fraction"]) == pytest.approx(is_n.mean(), abs=1e-4)
     assert any(float(r["n_fraction"]) > 0 for r in rows)
+
+
+def test_a_track_model_reports_each_records_mean_track(tmp_path, track_model_dir, model_dir):
+    """A model without classes answers with its track: each record's mean over its non-N bases, in the TSV
+    (mean_<track>) and in records/track_mean, the same with or without --per-position, for records that
+    batch and records that stream, both strands averaged; "nan" where no base is A, C, G or T."""
+    fasta = tmp_path / "mixed.fa"
+    fasta.write_text((REAL / "sequence.fa").read_text() + ">all_n\nNNNNNNNNNN\n>empty\n\n")
+    chunked = ("--rc-average", "--chunk-size", "100")  # records longer than a chunk stream; shorter ones batch
+    out, rows = score(tmp_path, track_model_dir, [str(fasta)], "t", "--per-position", *chunked)
+    _, bare = score(tmp_path, track_model_dir, [str(fasta)], "bare", *chunked)
+    store, group = Store(out), zarr.open_group(out, mode="r")
+    assert "mean_coding" in rows[0] and not any(k.startswith("p_") for k in rows[0])
+    stored = group["records/track_mean"][:, 0]
+    lengths = [len(seq) for _, seq in SimpleFastaParser(open(fasta))]
+    assert max(lengths) > 100 and min(n for n in lengths if n) < 100
+    for n, row in enumerate(rows):
+        track = store.track(n)[:, 0]
+        if np.isnan(track).all():
+            assert row["mean_coding"] == bare[n]["mean_coding"] == "nan" and np.isnan(stored[n])
+            continue
+        assert float(row["mean_coding"]) == pytest.approx(float(np.nanmean(track)), abs=2e-6), n
+        assert float(bare[n]["mean_coding"]) == pytest.approx(float(row["mean_coding"]), abs=2e-6), n
+        assert stored[n] == pytest.approx(float(np.nanmean(track)), abs=2e-6), n
+    assert [r["id"] for r in rows][-2:] == ["all_n", "empty"]
+    _, classified = score(tmp_path, model_dir, [str(fasta)], "c")  # a classifier reports its classes only
+    assert not any(k.startswith("mean_") for k in classified[0])
 
 
 # ---- streams: read once, in order ------------------------------------------------------------------------------
