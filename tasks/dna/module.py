@@ -34,7 +34,8 @@ class GenomicsTask(L.LightningModule):
     the second phase of a curriculum. Its architecture and classes must match this task's, except that a
     plain model may start a variant (the variant's own parameters keep their initial values).
     `training_data` (a list of {name, licence, source}) says what the model learned from; `export` copies
-    it into the bundle."""
+    it into the bundle. `track_name` names the per-position track in the bundle, the store and the TSV
+    (bacteria-genes: "coding")."""
 
     def __init__(
         self,
@@ -47,6 +48,7 @@ class GenomicsTask(L.LightningModule):
         stem_kernel: int = DEFAULT_STEM_KERNEL,
         init_from: str | None = None,
         training_data: list[dict] | None = None,
+        track_name: str = "signal",
     ):
         super().__init__()
         if labels is None:
@@ -54,8 +56,10 @@ class GenomicsTask(L.LightningModule):
         check_training_numbers(lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps)
         in_range("track_weight", track_weight, 0.0)
         in_range("stem_kernel", stem_kernel, 0, integer=True)
+        if not isinstance(track_name, str) or not track_name.strip() or "\t" in track_name:
+            raise ValueError(f"track_name: a non-empty name without tabs, got {track_name!r}")
         self.save_hyperparameters()
-        self.model = DNAModel(encoder, labels, stem_kernel=stem_kernel)
+        self.model = DNAModel(encoder, labels, tracks=[track_name], stem_kernel=stem_kernel)
         if init_from:
             self._load_initial_weights(init_from)
         n = len(labels)

@@ -32,6 +32,8 @@ class DNASchema(TaskSchema):
         for name, key in (("labels", "classes"), ("tracks", "tracks")):
             if args.get(name) is not None:
                 config[key] = args[name]
+        if args.get("track_name") is not None:
+            config["tracks"] = [args["track_name"]]
         return config
 
     def parse(self, config: dict) -> dict:
@@ -58,11 +60,17 @@ class DNASchema(TaskSchema):
 
     def describe(self, config: dict, chunk_ms: float) -> list[str]:
         cfg, kernel = self.encoder(config), self.stem_kernel(config)
+        lines = []
+        if "classes" in config:  # a bundle (a training config gets its classes from the data)
+            classes, tracks = config["classes"] or [], config.get("tracks") or ["signal"]
+            what = f"record classes {', '.join(classes)}" if classes else "no record classes (a track model)"
+            lines.append(f"outputs           {what}; per-position track{'s' if len(tracks) > 1 else ''} "
+                         f"{', '.join(tracks)}")
         if not kernel:
-            return []
+            return lines
         half = kernel // 2
         left, right = cfg.receptive_field()
-        return [
+        return lines + [
             f"stem              width-{kernel} convolution: {half} positions each way before the encoder",
             f"model field       {span_text(left + half, cfg)} back, {span_text(right + half, cfg)} ahead "
             f"({left + right + 2 * half + 1} positions in all)",
