@@ -17,7 +17,15 @@ import torch
 
 from swa_stream.kernels.cpu import blocked_attention
 from swa_stream.kernels.reference import attention_reference
-from swa_stream.kernels.ring import _one, ring_attention_small, ring_attention_torch, ring_read, ring_write
+from swa_stream.kernels.ring import (
+    _one,
+    _slot_bias,
+    ring_attention_small,
+    ring_attention_torch,
+    ring_read,
+    ring_slots,
+    ring_write,
+)
 from swa_stream.kernels.variants import NEG, dilated_attention, extended_attention, merge_extras, prefix_summary
 
 BACKENDS = ("auto", "triton", "torch", "reference")
@@ -128,8 +136,34 @@ def ring_window_attention(
                                 new_counts=new_counts, scale=scale, dense=backend == "reference")
 
 
-# What the core uses: the two entry points, the ring's read/write, and the variants' pieces (each one
-# call into kernels/variants.py, so the core reaches no kernels.* module itself).
-__all__ = ["BACKENDS", "use_triton", "sliding_window_attention", "ring_window_attention", "ring_read", "ring_write",
-           "attention_reference", "blocked_attention", "NEG", "dilated_attention", "extended_attention",
-           "merge_extras", "prefix_summary", "triton_attention_lse"]
+def fused_ring_step(qkv, cos, signed_sin, k_ring, v_ring, pending_q, window, *, end: int, stream_start: int,
+                    backend: str = "auto"):
+    """One layer's aligned streaming step around its attention, fused on the CPU (kernels/cpu_step.c):
+    rotate the new queries and keys, write the new keys and values into the ring, and attend as
+    `ring_window_attention` does. qkv (B, T, 3 * H * D) is the input projection of the T new positions
+    (positions end .., every row at one position), cos and signed_sin (T, D) the rotary tables of
+    `RotaryPositions.full_tables`, pending_q (B, H, R, D) the held-back rotated queries (R = window[1]).
+    Returns (outputs (B, T, H * D) of the queries at positions end - R .., the ring's new keys and values,
+    the new held-back queries), or None where the fused step does not apply (not float32 on the CPU, an
+    odd head size, a long step, backend "reference", no C compiler): the caller then runs the PyTorch
+    path, which gives the same numbers to rounding."""
+    from swa_stream.kernels import cpu_step
+
+    t = qkv.shape[1]
+    if not cpu_step.fits(qkv, k_ring, t, backend):
+        return None
+    capacity = k_ring.shape[2]
+    keep = min(capacity, t)
+    slots = ring_slots(end + t - keep, keep, capacity, qkv.device) if keep else qkv.new_zeros(0, dtype=torch.int64)
+    k_start = max(0, stream_start - (end - capacity))
+    bias = _slot_bias(t, capacity, t, int(window[0]), int(window[1]), end % capacity if capacity else 0, k_start,
+                      qkv.device, qkv.dtype, torch.is_inference_mode_enabled())
+    return cpu_step.fused_ring_step(qkv, cos, signed_sin, k_ring, v_ring, pending_q, slots, bias)
+
+
+# What the core uses: the two entry points (and the streaming one's fused CPU form), the ring's read/write,
+# and the variants' pieces (each one call into kernels/variants.py, so the core reaches no kernels.* module
+# itself).
+__all__ = ["BACKENDS", "use_triton", "sliding_window_attention", "ring_window_attention", "fused_ring_step",
+           "ring_read", "ring_write", "attention_reference", "blocked_attention", "NEG", "dilated_attention",
+           "extended_attention", "merge_extras", "prefix_summary", "triton_attention_lse"]

@@ -1,0 +1,110 @@
+/* One layer's streaming step around the attention, fused for the CPU: rotate the new queries and keys,
+   write the new keys and values into a copy of the ring, and attend the held-back and new queries to the
+   ring (as it lies, in slot order) and the new keys, for rows that all sit at one position.
+
+   The same arithmetic as the PyTorch path (swa_stream/encoder.py `_step_inference`): the rotation is
+   `x * cos + roll(x, D/2) * signed_sin` with each product and the sum rounded as torch rounds them (built
+   with -ffp-contract=off), so the ring's keys are bitwise the PyTorch path's; the attention is the
+   softmax of the scaled scores plus the additive mask, computed in float32 as SDPA's math is. A query row
+   that sees no key returns zeros.
+
+   Why it exists: inside a streaming step every small torch call costs 2-5 times what it costs alone,
+   because the layer's 1 MB of weights has pushed the calls' code and data out of the core's L2 cache
+   (benchmarks/step_floor.py). These loops replace about fifteen such calls per layer.
+
+   Layouts (float32, contiguous; b row, t new position, h head, c ring slot):
+     qkv   [B][T][3][H][D]  the input projection's output (q, k, v)
+     cos_t, ssin [T][D]     rotate_full's tables for the new positions
+     kr, vr [B][H][C][D]    the ring before the step; slots [keep]: the ring slots of the newest keep positions
+     pq    [B][H][R][D]     the R held-back rotated queries (lookahead)
+     bias  [T][C + T]       additive mask (0 or -inf) over (ring slots, new keys) for the T queries answered
+   Outputs: nk, nv [B][H][C][D] the ring after the step; npq [B][H][R][D] the new held-back queries;
+            o [B][T][H][D] the attention outputs of queries end - R .. end - R + T - 1.
+   Returns 0, or -1 if scratch memory could not be had. */
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int swa_cpu_step(const float *qkv, const float *cos_t, const float *ssin, const float *kr, const float *vr,
+                 const long long *slots, int keep, const float *pq, float *npq, const float *bias,
+                 float *nk, float *nv, float *o, int B, int T, int H, int D, int C, int R, float scale)
+{
+    const int half = D / 2, K = C + T;
+    const size_t hd = (size_t)H * D, ring = (size_t)H * C * D;
+    float *scratch = malloc(sizeof(float) * ((size_t)2 * H * T * D + K));
+    if (!scratch)
+        return -1;
+    float *qrot = scratch, *krot = scratch + (size_t)H * T * D, *p = scratch + (size_t)2 * H * T * D;
+    for (int b = 0; b < B; b++) {
+        const float *row = qkv + (size_t)b * T * 3 * hd;
+        for (int t = 0; t < T; t++) {
+            const float *c = cos_t + (size_t)t * D, *s = ssin + (size_t)t * D;
+            for (int h = 0; h < H; h++) {
+                const float *xq = row + (size_t)t * 3 * hd + (size_t)h * D, *xk = xq + hd;
+                float *oq = qrot + ((size_t)h * T + t) * D, *ok = krot + ((size_t)h * T + t) * D;
+                for (int i = 0; i < D; i++) {
+                    const int j = i < half ? i + half : i - half;
+                    float a = xq[i] * c[i], r = xq[j] * s[i];
+                    oq[i] = a + r;
+                    a = xk[i] * c[i];
+                    r = xk[j] * s[i];
+                    ok[i] = a + r;
+                }
+            }
+        }
+        memcpy(nk + b * ring, kr + b * ring, ring * sizeof(float));
+        memcpy(nv + b * ring, vr + b * ring, ring * sizeof(float));
+        for (int h = 0; h < H; h++)
+            for (int j = 0; j < keep; j++) {
+                const int t = T - keep + j;
+                memcpy(nk + b * ring + ((size_t)h * C + slots[j]) * D, krot + ((size_t)h * T + t) * D,
+                       D * sizeof(float));
+                memcpy(nv + b * ring + ((size_t)h * C + slots[j]) * D, row + (size_t)t * 3 * hd + 2 * hd + h * D,
+                       D * sizeof(float));
+            }
+        for (int h = 0; h < H; h++) {
+            const float *pqh = pq + ((size_t)b * H + h) * R * D;
+            const float *krh = kr + b * ring + (size_t)h * C * D, *vrh = vr + b * ring + (size_t)h * C * D;
+            /* queries in order: the R held back, then the T new; the last R of them wait for the next step */
+            for (int r = 0; r < R; r++) {
+                const int q = T + r;
+                const float *src = q < R ? pqh + (size_t)q * D : qrot + ((size_t)h * T + (q - R)) * D;
+                memcpy(npq + (((size_t)b * H + h) * R + r) * D, src, D * sizeof(float));
+            }
+            for (int i = 0; i < T; i++) {
+                const float *q = i < R ? pqh + (size_t)i * D : qrot + ((size_t)h * T + (i - R)) * D;
+                const float *bi = bias + (size_t)i * K;
+                float m = -INFINITY;
+                for (int k = 0; k < K; k++) {
+                    const float *key = k < C ? krh + (size_t)k * D : krot + ((size_t)h * T + (k - C)) * D;
+                    float acc = 0.f;
+                    for (int e = 0; e < D; e++)
+                        acc += q[e] * key[e];
+                    p[k] = acc * scale + bi[k];
+                    if (p[k] > m)
+                        m = p[k];
+                }
+                float *out = o + (((size_t)b * T + i) * H + h) * D;
+                for (int e = 0; e < D; e++)
+                    out[e] = 0.f;
+                if (m == -INFINITY)
+                    continue;
+                float sum = 0.f;
+                for (int k = 0; k < K; k++) {
+                    p[k] = expf(p[k] - m);
+                    sum += p[k];
+                }
+                const float inv = 1.f / sum;
+                for (int k = 0; k < K; k++) {
+                    const float *value = k < C ? vrh + (size_t)k * D : row + (size_t)(k - C) * 3 * hd + 2 * hd + h * D;
+                    const float w = p[k] * inv;
+                    for (int e = 0; e < D; e++)
+                        out[e] += w * value[e];
+                }
+            }
+        }
+    }
+    free(scratch);
+    return 0;
+}

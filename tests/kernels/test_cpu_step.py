@@ -1,0 +1,116 @@
+"""The fused CPU step (kernels/cpu_step.c) against the PyTorch calls it replaces, and its fallbacks."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from swa_stream import SWAConfig, SWAEncoder
+from swa_stream.kernels import cpu_step, fused_ring_step, ring_window_attention, ring_write
+from swa_stream.positions import RotaryPositions
+
+pytestmark = pytest.mark.skipif(cpu_step.library() is None, reason=f"fused CPU step: {cpu_step.status()}")
+
+
+def pytorch_step(qkv, cos, signed_sin, k_ring, v_ring, pending_q, window, end, stream_start):
+    """What `SWAEncoder._step_inference` does without the fused step, call by call."""
+    batch, t = qkv.shape[:2]
+    heads, dim = k_ring.shape[1], k_ring.shape[3]
+    qkv = qkv.view(batch, t, 3, heads, dim).permute(2, 0, 3, 1, 4)
+    q, k = RotaryPositions.rotate_full(qkv[:2], cos, signed_sin).unbind(0)
+    v = qkv[2]
+    queries = torch.cat([pending_q, q], dim=2)
+    right = pending_q.shape[2]
+    held, queries = queries[:, :, t:], queries[:, :, :t]
+    out = ring_window_attention(queries, k_ring, v_ring, k, v, window, end=end, stream_start=stream_start,
+                                backend="reference")
+    assert held.shape[2] == right
+    return (out.transpose(1, 2).reshape(batch, t, heads * dim), ring_write(k_ring, k, end + t),
+            ring_write(v_ring, v, end + t), held)
+
+
+@settings(max_examples=150, deadline=None)
+@given(batch=st.integers(1, 3), heads=st.integers(1, 3), half=st.integers(1, 8), left=st.integers(0, 12),
+       right=st.integers(0, 3), t=st.integers(1, 10), start=st.integers(0, 10**9), received=st.integers(0, 40),
+       seed=st.integers(0, 2**31 - 1))
+def test_the_fused_step_equals_the_pytorch_calls(batch, heads, half, left, right, t, start, received, seed):
+    """Any window, lookahead, step length and stream position (keys before the stream's start masked, rows
+    that see no key zero): outputs to float32 rounding, the ring's keys and values and the held-back
+    queries bitwise."""
+    dim, capacity = 2 * half, left + right
+    gen = torch.Generator().manual_seed(seed)
+    qkv = torch.randn(batch, t, 3 * heads * dim, generator=gen)
+    k_ring, v_ring = (torch.randn(batch, heads, capacity, dim, generator=gen) for _ in range(2))
+    pending_q = torch.randn(batch, heads, right, dim, generator=gen)
+    end = start + received  # the first new position; the stream began at `start`
+    cos, signed_sin = RotaryPositions(dim).full_tables(end, t, torch.float32)
+    with torch.inference_mode():
+        fused = fused_ring_step(qkv, cos, signed_sin, k_ring, v_ring, pending_q, (left, right), end=end,
+                                stream_start=start)
+        expected = pytorch_step(qkv, cos, signed_sin, k_ring, v_ring, pending_q, (left, right), end, start)
+    assert fused is not None
+    torch.testing.assert_close(fused[0], expected[0], rtol=1e-5, atol=1e-5)
+    for got, want in zip(fused[1:], expected[1:], strict=True):
+        assert torch.equal(got, want)
+
+
+def test_it_declines_what_it_does_not_cover():
+    qkv, ring, held = torch.zeros(1, 4, 3 * 2 * 4), torch.zeros(1, 2, 8, 4), torch.zeros(1, 2, 0, 4)
+    cos, sin = RotaryPositions(4).full_tables(0, 4, torch.float32)
+    args = (cos, sin, ring, ring, held, (8, 0))
+    assert fused_ring_step(qkv, *args, end=0, stream_start=0) is not None
+    assert fused_ring_step(qkv, *args, end=0, stream_start=0, backend="reference") is None
+    assert fused_ring_step(qkv.double(), cos, sin, ring.double(), ring.double(), held.double(), (8, 0), end=0,
+                           stream_start=0) is None
+    long = torch.zeros(1, 200, 3 * 2 * 4)
+    cos, sin = RotaryPositions(4).full_tables(0, 200, torch.float32)
+    assert fused_ring_step(long, cos, sin, ring, ring, held, (8, 0), end=0, stream_start=0) is None  # blocked path
+
+
+def test_the_encoder_streams_exactly_with_and_without_it(monkeypatch):
+    cfg = SWAConfig(d_model=32, n_heads=4, n_layers=3, window=[(6, 0), (5, 2), (9, 1)])
+    torch.manual_seed(0)
+    enc = SWAEncoder(cfg).eval()
+    x = torch.randn(2, 57, 32)
+
+    def streamed():
+        with torch.inference_mode():
+            state, outs = enc.init_state(2), []
+            for i in range(0, x.shape[1], 4):
+                y, state = enc.step(x[:, i : i + 4], state)
+                outs.append(y)
+            outs.append(enc.flush(state))
+            return torch.cat(outs, 1)
+
+    with torch.no_grad():
+        offline = enc(x)
+    fused = streamed()
+    monkeypatch.setattr(cpu_step, "library", lambda: None)
+    plain = streamed()
+    torch.testing.assert_close(fused, offline, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(plain, offline, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(fused, plain)  # the two paths really ran: they round differently
+
+
+@pytest.mark.parametrize("env, said", [({"SWA_STREAM_CPU_STEP": "0"}, "off (SWA_STREAM_CPU_STEP=0)"),
+                                       ({"CC": "/nonexistent/cc"}, "unavailable")])
+def test_without_it_the_pytorch_path_runs(tmp_path, env, said):
+    """Turned off, or with no compiler (a fresh cache, so nothing built before is found), streaming still
+    works and gives the same numbers to rounding."""
+    code = ("import torch; from swa_stream import SWAConfig, SWAEncoder; from swa_stream.kernels import cpu_step\n"
+            "torch.manual_seed(0)\n"
+            "enc = SWAEncoder(SWAConfig(d_model=16, n_heads=2, n_layers=2, window=(5, 1))).eval()\n"
+            "x = torch.randn(1, 20, 16)\n"
+            "with torch.inference_mode():\n"
+            "    s = enc.init_state(1); y, s = enc.step(x, s); y = torch.cat([y, enc.flush(s)], 1)\n"
+            "    ref = enc(x)\n"
+            "print(cpu_step.status()); print(float((y - ref).abs().max()))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "SWA_STREAM_CACHE": str(tmp_path / "cache"), **env})
+    assert done.returncode == 0, done.stderr
+    status, diff = done.stdout.splitlines()[-2:]
+    assert status.startswith(said) and float(diff) < 1e-5
