@@ -17,15 +17,7 @@ import torch
 
 from swa_stream.kernels.cpu import blocked_attention
 from swa_stream.kernels.reference import attention_reference
-from swa_stream.kernels.ring import (
-    _one,
-    _slot_bias,
-    ring_attention_small,
-    ring_attention_torch,
-    ring_read,
-    ring_slots,
-    ring_write,
-)
+from swa_stream.kernels.ring import _one, ring_attention_small, ring_attention_torch, ring_read, ring_write
 from swa_stream.kernels.variants import NEG, dilated_attention, extended_attention, merge_extras, prefix_summary
 
 BACKENDS = ("auto", "triton", "torch", "reference")
@@ -147,18 +139,11 @@ def fused_ring_step(qkv, cos, signed_sin, k_ring, v_ring, pending_q, window, *, 
     the new held-back queries), or None where the fused step does not apply (not float32 on the CPU, an
     odd head size, a long step, backend "reference", no C compiler): the caller then runs the PyTorch
     path, which gives the same numbers to rounding."""
+    if backend not in ("auto", "torch") or window[1] != pending_q.shape[2] or sum(window) != k_ring.shape[2]:
+        return None
     from swa_stream.kernels import cpu_step
 
-    t = qkv.shape[1]
-    if not cpu_step.fits(qkv, k_ring, t, backend):
-        return None
-    capacity = k_ring.shape[2]
-    keep = min(capacity, t)
-    slots = ring_slots(end + t - keep, keep, capacity, qkv.device) if keep else qkv.new_zeros(0, dtype=torch.int64)
-    k_start = max(0, stream_start - (end - capacity))
-    bias = _slot_bias(t, capacity, t, int(window[0]), int(window[1]), end % capacity if capacity else 0, k_start,
-                      qkv.device, qkv.dtype, torch.is_inference_mode_enabled())
-    return cpu_step.fused_ring_step(qkv, cos, signed_sin, k_ring, v_ring, pending_q, slots, bias)
+    return cpu_step.fused_ring_step(qkv, cos, signed_sin, k_ring, v_ring, pending_q, end, stream_start)
 
 
 # What the core uses: the two entry points (and the streaming one's fused CPU form), the ring's read/write,

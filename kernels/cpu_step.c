@@ -15,9 +15,10 @@
    Layouts (float32, contiguous; b row, t new position, h head, c ring slot):
      qkv   [B][T][3][H][D]  the input projection's output (q, k, v)
      cos_t, ssin [T][D]     rotate_full's tables for the new positions
-     kr, vr [B][H][C][D]    the ring before the step; slots [keep]: the ring slots of the newest keep positions
+     kr, vr [B][H][C][D]    the ring before the step (position p in slot p mod C)
      pq    [B][H][R][D]     the R held-back rotated queries (lookahead)
-     bias  [T][C + T]       additive mask (0 or -inf) over (ring slots, new keys) for the T queries answered
+   end_slot is end mod C (end: the first new position) and k_start the first index, in position order from
+   end - C, that the stream wrote (keys before the stream's start are masked); the window is (C - R, R).
    Outputs: nk, nv [B][H][C][D] the ring after the step; npq [B][H][R][D] the new held-back queries;
             o [B][T][H][D] the attention outputs of queries end - R .. end - R + T - 1.
    Returns 0, or -1 if scratch memory could not be had. */
@@ -27,10 +28,10 @@
 #include <string.h>
 
 int swa_cpu_step(const float *qkv, const float *cos_t, const float *ssin, const float *kr, const float *vr,
-                 const long long *slots, int keep, const float *pq, float *npq, const float *bias,
-                 float *nk, float *nv, float *o, int B, int T, int H, int D, int C, int R, float scale)
+                 const float *pq, float *npq, float *nk, float *nv, float *o, int B, int T, int H, int D, int C,
+                 int R, int end_slot, int k_start, float scale)
 {
-    const int half = D / 2, K = C + T;
+    const int half = D / 2, K = C + T, keep = C < T ? C : T;
     const size_t hd = (size_t)H * D, ring = (size_t)H * C * D;
     float *scratch = malloc(sizeof(float) * ((size_t)2 * H * T * D + K));
     if (!scratch)
@@ -43,24 +44,23 @@ int swa_cpu_step(const float *qkv, const float *cos_t, const float *ssin, const 
             for (int h = 0; h < H; h++) {
                 const float *xq = row + (size_t)t * 3 * hd + (size_t)h * D, *xk = xq + hd;
                 float *oq = qrot + ((size_t)h * T + t) * D, *ok = krot + ((size_t)h * T + t) * D;
-                for (int i = 0; i < D; i++) {
-                    const int j = i < half ? i + half : i - half;
-                    float a = xq[i] * c[i], r = xq[j] * s[i];
-                    oq[i] = a + r;
-                    a = xk[i] * c[i];
-                    r = xk[j] * s[i];
-                    ok[i] = a + r;
+                for (int i = 0; i < half; i++) {  /* the partner of i is i + D/2, and of i + D/2 is i */
+                    oq[i] = xq[i] * c[i] + xq[i + half] * s[i];
+                    ok[i] = xk[i] * c[i] + xk[i + half] * s[i];
+                }
+                for (int i = half; i < D; i++) {
+                    oq[i] = xq[i] * c[i] + xq[i - half] * s[i];
+                    ok[i] = xk[i] * c[i] + xk[i - half] * s[i];
                 }
             }
         }
         memcpy(nk + b * ring, kr + b * ring, ring * sizeof(float));
         memcpy(nv + b * ring, vr + b * ring, ring * sizeof(float));
         for (int h = 0; h < H; h++)
-            for (int j = 0; j < keep; j++) {
-                const int t = T - keep + j;
-                memcpy(nk + b * ring + ((size_t)h * C + slots[j]) * D, krot + ((size_t)h * T + t) * D,
-                       D * sizeof(float));
-                memcpy(nv + b * ring + ((size_t)h * C + slots[j]) * D, row + (size_t)t * 3 * hd + 2 * hd + h * D,
+            for (int t = T - keep; t < T; t++) {  /* new position end + t lives in slot (end + t) mod C */
+                const int slot = (end_slot + t) % C;
+                memcpy(nk + b * ring + ((size_t)h * C + slot) * D, krot + ((size_t)h * T + t) * D, D * sizeof(float));
+                memcpy(nv + b * ring + ((size_t)h * C + slot) * D, row + (size_t)t * 3 * hd + 2 * hd + h * D,
                        D * sizeof(float));
             }
         for (int h = 0; h < H; h++) {
@@ -74,14 +74,21 @@ int swa_cpu_step(const float *qkv, const float *cos_t, const float *ssin, const 
             }
             for (int i = 0; i < T; i++) {
                 const float *q = i < R ? pqh + (size_t)i * D : qrot + ((size_t)h * T + (i - R)) * D;
-                const float *bi = bias + (size_t)i * K;
                 float m = -INFINITY;
                 for (int k = 0; k < K; k++) {
+                    /* key k's index in position order (positions end - C ..): a ring slot's is (k - end) mod C,
+                       a new key's C + its index; query i (position end - R + i) sees indices i .. i + C from
+                       the stream's first (k_start) on */
+                    const int at = k < C ? (k - end_slot + C) % C : k;
+                    if (at < i || at > i + C || at < k_start) {
+                        p[k] = -INFINITY;
+                        continue;
+                    }
                     const float *key = k < C ? krh + (size_t)k * D : krot + ((size_t)h * T + (k - C)) * D;
                     float acc = 0.f;
                     for (int e = 0; e < D; e++)
                         acc += q[e] * key[e];
-                    p[k] = acc * scale + bi[k];
+                    p[k] = acc * scale;
                     if (p[k] > m)
                         m = p[k];
                 }

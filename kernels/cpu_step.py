@@ -4,8 +4,9 @@ with ctypes; without a C compiler the PyTorch path runs instead, with the same r
 The library is built once per source, compiler and flags into the user's cache folder
 (`$SWA_STREAM_CACHE`, else `$XDG_CACHE_HOME/swa-stream`, else `~/.cache/swa-stream`), written under a
 temporary name and renamed, so processes that start together never load a half-written file. Nothing
-but the C source next to this file is ever compiled or loaded. `SWA_STREAM_CPU_STEP=0` turns it off;
-`CC` names the compiler (default `cc`).
+but the C source next to this file is ever compiled, and a library is loaded only if this user owns it and
+its folder and neither is writable by everyone. `SWA_STREAM_CPU_STEP=0` turns it off; `CC` names the
+compiler (default `cc`); `swa_stream.kernels.cpu_step.status()` says which path runs.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _build() -> Path:
     target = cache_dir() / f"cpu_step-{digest}.so"
     if target.is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(prefix=".cpu_step-", suffix=".so", dir=target.parent)
     os.close(fd)
     try:
@@ -56,6 +57,15 @@ def _build() -> Path:
     return target
 
 
+def _check_owner(path: Path) -> None:
+    """Load only a library this user built: the file and its folder owned by them and not writable by
+    everyone (a planted library in a shared cache is refused, and the PyTorch path runs)."""
+    for p in (path, path.parent):
+        info = p.stat()
+        if info.st_uid != os.getuid() or info.st_mode & 0o002:
+            raise OSError(f"{p}: not owned by this user, or writable by everyone; not loaded")
+
+
 def library():
     """The loaded library, or None (then `status()` says why)."""
     global _LIB, _STATUS
@@ -66,13 +76,14 @@ def library():
         return None
     try:
         path = _build()
+        _check_owner(path)
         lib = ctypes.CDLL(str(path))
     except (OSError, subprocess.SubprocessError) as err:
         _STATUS = f"unavailable ({err}); the PyTorch path runs"
         return None
     fn = lib.swa_cpu_step
     ptr, i32 = ctypes.c_void_p, ctypes.c_int
-    fn.argtypes = [ptr] * 6 + [i32] + [ptr] * 6 + [i32] * 6 + [ctypes.c_float]
+    fn.argtypes = [ptr] * 10 + [i32] * 8 + [ctypes.c_float]
     fn.restype = i32
     _LIB, _STATUS = fn, f"loaded from {path}"
     return _LIB
@@ -83,30 +94,24 @@ def status() -> str:
     return _STATUS
 
 
-def fits(qkv: torch.Tensor, k_ring: torch.Tensor, t: int, backend: str) -> bool:
-    """Can the fused step take this layer's step: float32 CPU tensors, an even head size, a short step."""
-    return (backend in ("auto", "torch") and qkv.device.type == "cpu" and qkv.dtype == torch.float32
-            and k_ring.dtype == torch.float32 and k_ring.shape[-1] % 2 == 0
-            and t * (k_ring.shape[2] + t) <= SMALL_STEP and library() is not None)
-
-
-def fused_ring_step(qkv, cos, signed_sin, k_ring, v_ring, pending_q, slots, bias):
-    """qkv (B, T, 3 * H * D) the layer's projection of T new positions (rows at one position), the rotary
-    tables (T, D), the ring (B, H, C, D) before the step, the held-back rotated queries (B, H, R, D), the
-    ring slots of the newest min(C, T) positions and the additive mask (T, C + T) over (ring slots, new
-    keys) -> (attention outputs (B, T, H * D) of the T queries answered, the new ring's keys and values,
-    the new held-back queries)."""
+def fused_ring_step(qkv, cos, signed_sin, k_ring, v_ring, pending_q, end: int, stream_start: int):
+    """`swa_stream.kernels.fused_ring_step` once it applies: float32 CPU tensors, an even head size, a short
+    step and the library loaded (else None)."""
+    fn = library()
     batch, t = qkv.shape[:2]
     _, heads, capacity, dim = k_ring.shape
+    if (fn is None or qkv.dtype != torch.float32 or not qkv.is_cpu or k_ring.dtype != torch.float32 or dim % 2
+            or t * (capacity + t) > SMALL_STEP):
+        return None
     right = pending_q.shape[2]
-    qkv, cos, signed_sin, k_ring, v_ring, pending_q, bias = (
-        x.contiguous() for x in (qkv, cos, signed_sin, k_ring, v_ring, pending_q, bias))
-    slots = slots.to(torch.int64).contiguous()
+    qkv, cos, signed_sin = qkv.contiguous(), cos.contiguous(), signed_sin.contiguous()
+    k_ring, v_ring, pending_q = k_ring.contiguous(), v_ring.contiguous(), pending_q.contiguous()
     new_k, new_v, new_q = torch.empty_like(k_ring), torch.empty_like(v_ring), torch.empty_like(pending_q)
-    out = qkv.new_empty(batch, t, heads * dim)
-    if _LIB(qkv.data_ptr(), cos.data_ptr(), signed_sin.data_ptr(), k_ring.data_ptr(), v_ring.data_ptr(),
-            slots.data_ptr(), slots.numel(), pending_q.data_ptr(), new_q.data_ptr(), bias.data_ptr(),
-            new_k.data_ptr(), new_v.data_ptr(), out.data_ptr(), batch, t, heads, dim, capacity, right,
-            dim**-0.5):
+    out = torch.empty(batch, t, heads * dim)
+    end_slot = end % capacity if capacity else 0
+    k_start = max(0, stream_start - (end - capacity))  # the first index (from end - C) the stream wrote
+    if fn(qkv.data_ptr(), cos.data_ptr(), signed_sin.data_ptr(), k_ring.data_ptr(), v_ring.data_ptr(),
+          pending_q.data_ptr(), new_q.data_ptr(), new_k.data_ptr(), new_v.data_ptr(), out.data_ptr(), batch, t,
+          heads, dim, capacity, right, end_slot, min(k_start, capacity + t), dim**-0.5):
         raise MemoryError("swa_cpu_step: no scratch memory")
     return out, new_k, new_v, new_q

@@ -96,11 +96,16 @@ def test_the_encoder_streams_exactly_with_and_without_it(monkeypatch):
     assert not torch.equal(fused, plain)  # the two paths really ran: they round differently
 
 
-@pytest.mark.parametrize("env, said", [({"SWA_STREAM_CPU_STEP": "0"}, "off (SWA_STREAM_CPU_STEP=0)"),
-                                       ({"CC": "/nonexistent/cc"}, "unavailable")])
-def test_without_it_the_pytorch_path_runs(tmp_path, env, said):
-    """Turned off, or with no compiler (a fresh cache, so nothing built before is found), streaming still
-    works and gives the same numbers to rounding."""
+@pytest.mark.parametrize("env, said, shared", [({"SWA_STREAM_CPU_STEP": "0"}, "off (SWA_STREAM_CPU_STEP=0)", False),
+                                               ({"CC": "/nonexistent/cc"}, "unavailable", False),
+                                               ({}, "unavailable", True)])
+def test_without_it_the_pytorch_path_runs(tmp_path, env, said, shared):
+    """Turned off, with no compiler (a fresh cache, so nothing built before is found), or with a cache folder
+    that everyone may write to (where anyone could have planted the library), streaming still works and
+    gives the same numbers to rounding."""
+    if shared:
+        (tmp_path / "cache").mkdir()
+        (tmp_path / "cache").chmod(0o777)
     code = ("import torch; from swa_stream import SWAConfig, SWAEncoder; from swa_stream.kernels import cpu_step\n"
             "torch.manual_seed(0)\n"
             "enc = SWAEncoder(SWAConfig(d_model=16, n_heads=2, n_layers=2, window=(5, 1))).eval()\n"
@@ -114,3 +119,4 @@ def test_without_it_the_pytorch_path_runs(tmp_path, env, said):
     assert done.returncode == 0, done.stderr
     status, diff = done.stdout.splitlines()[-2:]
     assert status.startswith(said) and float(diff) < 1e-5
+    assert not shared or "writable by everyone" in status
