@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torchaudio.models import Emformer
 
+from swa_stream.kernels import cpu_step
 from swa_stream.pipelines.bundles import default_model_dir, load_asr_model
 from swa_stream.tasks.asr.audio import read_audio
 from swa_stream.tasks.asr.model import ASRModel
@@ -215,8 +216,10 @@ def main() -> None:
                      "right_context": emformer.right_context_length, "step_s": theirs[0], "rtf": theirs[0] / duration,
                      "cpu_s": theirs[1], "cpu_rtf": theirs[1] / duration},
         "ragged": ragged,
+        "fused_cpu_step": cpu_step.status(),
     }
-    print(f"audio {duration:.1f} s in {args.chunk_ms:g} ms chunks, {args.threads} thread(s)")
+    print(f"audio {duration:.1f} s in {args.chunk_ms:g} ms chunks, {args.threads} thread(s); fused CPU step: "
+          f"{result['fused_cpu_step']}")
     if cli:
         print(f"  swa-stream transcribe, process start to exit: {cli['wall_s']:.2f} s  RTF {cli['rtf']:.4f}")
     for name in ("swa_stream", "emformer"):

@@ -13,10 +13,14 @@ alternating A and B (the order flipped each round) so that both see the same mac
 the per-chunk CPU time and of the per-round ratio B / A. This machine's speed drifts by up to 15% between
 runs, so only the paired ratio means much. The variants:
 
+- `pytorch-step`: the fused C step (kernels/cpu_step.c) turned off, so the PyTorch calls it replaces run;
 - `frontend-gelu`: the convolution stages' GELU as `F.gelu` (B is the old code, so B / A > 1 is the gain);
-- `fused-rope-kv`: the rotation's partner halves from five-block projection weights (no roll), and keys and
-  values in one (2, B, H, C, D) ring (one `index_copy` and one concatenation instead of two each);
+- `fused-rope-kv`: the rotation's partner halves from five-block projection weights (no roll), and keys
+  and values in one (2, B, H, C, D) ring (one `index_copy` and one concatenation instead of two each);
 - `torchscript-layer`: each layer's calls in one `torch.jit.script` function (bitwise the same outputs).
+
+The last two are pure PyTorch: since the fused C step, they are slower than the shipped step (their
+figures in docs/benchmarks.md were taken against the PyTorch step before it).
 
 Each variant's largest difference from the shipped step's log-probabilities is printed too.
 """
@@ -38,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from asr_rtf import chunks_of  # noqa: E402
 
 import swa_stream.encoder as enc  # noqa: E402
+import swa_stream.kernels.cpu_step as cpu_step  # noqa: E402
 import swa_stream.kernels.ring as ring  # noqa: E402
 import swa_stream.tasks.asr.frontend as fe  # noqa: E402
 from swa_stream.pipelines.bundles import default_model_dir, load_asr_model  # noqa: E402
@@ -208,6 +213,7 @@ def _old_valid(self, x):
 
 
 VARIANTS = {
+    "pytorch-step": (cpu_step, "library", lambda: None),  # the fused C step off: the PyTorch calls run
     "frontend-gelu": (fe._CausalStage, "_valid", _old_valid),
     "fused-rope-kv": (enc.SWAEncoder, "_step_inference", fused_rope_kv),
     "torchscript-layer": (enc.SWAEncoder, "_step_inference", torchscript_layer),
