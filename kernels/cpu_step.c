@@ -17,7 +17,8 @@
      cos_t, ssin [T][D]     rotate_full's tables for the new positions
      kr, vr [B][H][C][D]    the ring before the step (position p in slot p mod C)
      pq    [B][H][R][D]     the R held-back rotated queries (lookahead)
-   end_slot is end mod C (end: the first new position) and k_start the first index, in position order from
+   ring_first and k_start are kernels/ring.py's `ring_placement` (the project's one home of the ring's slot
+   arithmetic): the slot of the oldest ring position end - C, and the first index, in position order from
    end - C, that the stream wrote (keys before the stream's start are masked); the window is (C - R, R).
    Outputs: nk, nv [B][H][C][D] the ring after the step; npq [B][H][R][D] the new held-back queries;
             o [B][T][H][D] the attention outputs of queries end - R .. end - R + T - 1.
@@ -29,7 +30,7 @@
 
 int swa_cpu_step(const float *qkv, const float *cos_t, const float *ssin, const float *kr, const float *vr,
                  const float *pq, float *npq, float *nk, float *nv, float *o, int B, int T, int H, int D, int C,
-                 int R, int end_slot, int k_start, float scale)
+                 int R, int ring_first, int k_start, float scale)
 {
     const int half = D / 2, K = C + T, keep = C < T ? C : T;
     const size_t hd = (size_t)H * D, ring = (size_t)H * C * D;
@@ -57,8 +58,8 @@ int swa_cpu_step(const float *qkv, const float *cos_t, const float *ssin, const 
         memcpy(nk + b * ring, kr + b * ring, ring * sizeof(float));
         memcpy(nv + b * ring, vr + b * ring, ring * sizeof(float));
         for (int h = 0; h < H; h++)
-            for (int t = T - keep; t < T; t++) {  /* new position end + t lives in slot (end + t) mod C */
-                const int slot = (end_slot + t) % C;
+            for (int t = T - keep; t < T; t++) {  /* position end + t: index C + t from end - C */
+                const int slot = (ring_first + t) % C;
                 memcpy(nk + b * ring + ((size_t)h * C + slot) * D, krot + ((size_t)h * T + t) * D, D * sizeof(float));
                 memcpy(nv + b * ring + ((size_t)h * C + slot) * D, row + (size_t)t * 3 * hd + 2 * hd + h * D,
                        D * sizeof(float));
@@ -76,10 +77,10 @@ int swa_cpu_step(const float *qkv, const float *cos_t, const float *ssin, const 
                 const float *q = i < R ? pqh + (size_t)i * D : qrot + ((size_t)h * T + (i - R)) * D;
                 float m = -INFINITY;
                 for (int k = 0; k < K; k++) {
-                    /* key k's index in position order (positions end - C ..): a ring slot's is (k - end) mod C,
-                       a new key's C + its index; query i (position end - R + i) sees indices i .. i + C from
-                       the stream's first (k_start) on */
-                    const int at = k < C ? (k - end_slot + C) % C : k;
+                    /* key k's index in position order (positions end - C ..): a ring slot's is
+                       (k - ring_first) mod C, a new key's C + its index; query i (position end - R + i)
+                       sees indices i .. i + C from the stream's first (k_start) on */
+                    const int at = k < C ? (k - ring_first + C) % C : k;
                     if (at < i || at > i + C || at < k_start) {
                         p[k] = -INFINITY;
                         continue;

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from swa_stream.kernels.ring import ring_placement
+
 SOURCE = Path(__file__).with_name("cpu_step.c")
 FLAGS = ("-O3", "-ffp-contract=off", "-fPIC", "-shared")  # no -march=native: the cache may be shared
 SMALL_STEP = 8192  # (query, key) pairs per row and head above which the step takes the blocked PyTorch path
@@ -108,10 +110,9 @@ def fused_ring_step(qkv, cos, signed_sin, k_ring, v_ring, pending_q, end: int, s
     k_ring, v_ring, pending_q = k_ring.contiguous(), v_ring.contiguous(), pending_q.contiguous()
     new_k, new_v, new_q = torch.empty_like(k_ring), torch.empty_like(v_ring), torch.empty_like(pending_q)
     out = torch.empty(batch, t, heads * dim)
-    end_slot = end % capacity if capacity else 0
-    k_start = max(0, stream_start - (end - capacity))  # the first index (from end - C) the stream wrote
+    ring_first, k_start = ring_placement((capacity - right, right), end, stream_start, t)
     if fn(qkv.data_ptr(), cos.data_ptr(), signed_sin.data_ptr(), k_ring.data_ptr(), v_ring.data_ptr(),
           pending_q.data_ptr(), new_q.data_ptr(), new_k.data_ptr(), new_v.data_ptr(), out.data_ptr(), batch, t,
-          heads, dim, capacity, right, end_slot, min(k_start, capacity + t), dim**-0.5):
+          heads, dim, capacity, right, ring_first, k_start, dim**-0.5):
         raise MemoryError("swa_cpu_step: no scratch memory")
     return out, new_k, new_v, new_q
