@@ -109,7 +109,7 @@ def fused_ring_step(qkv, cos, signed_sin, k_ring, v_ring, pending_q, end: int, s
     qkv, cos, signed_sin = qkv.contiguous(), cos.contiguous(), signed_sin.contiguous()
     k_ring, v_ring, pending_q = k_ring.contiguous(), v_ring.contiguous(), pending_q.contiguous()
     new_k, new_v, new_q = torch.empty_like(k_ring), torch.empty_like(v_ring), torch.empty_like(pending_q)
-    out = torch.empty(batch, t, heads * dim)
+    out = qkv.new_empty(batch, t, heads * dim)
     ring_first, k_start = ring_placement((capacity - right, right), end, stream_start, t)
     if fn(qkv.data_ptr(), cos.data_ptr(), signed_sin.data_ptr(), k_ring.data_ptr(), v_ring.data_ptr(),
           pending_q.data_ptr(), new_q.data_ptr(), new_k.data_ptr(), new_v.data_ptr(), out.data_ptr(), batch, t,
