@@ -55,18 +55,21 @@ int swa_cpu_step(const float *qkv, const float *cos_t, const float *ssin, const 
                 }
             }
         }
-        memcpy(nk + b * ring, kr + b * ring, ring * sizeof(float));
-        memcpy(nv + b * ring, vr + b * ring, ring * sizeof(float));
+        if (ring) {  /* an empty ring has no storage (torch's data pointer is NULL then) */
+            memcpy(nk + b * ring, kr + b * ring, ring * sizeof(float));
+            memcpy(nv + b * ring, vr + b * ring, ring * sizeof(float));
+        }
         for (int h = 0; h < H; h++)
             for (int t = T - keep; t < T; t++) {  /* position end + t: index C + t from end - C */
                 const int slot = (ring_first + t) % C;
-                memcpy(nk + b * ring + ((size_t)h * C + slot) * D, krot + ((size_t)h * T + t) * D, D * sizeof(float));
-                memcpy(nv + b * ring + ((size_t)h * C + slot) * D, row + (size_t)t * 3 * hd + 2 * hd + h * D,
-                       D * sizeof(float));
+                const size_t at = b * ring + ((size_t)h * C + slot) * D;
+                memcpy(nk + at, krot + ((size_t)h * T + t) * D, D * sizeof(float));
+                memcpy(nv + at, row + (size_t)t * 3 * hd + 2 * hd + (size_t)h * D, D * sizeof(float));
             }
         for (int h = 0; h < H; h++) {
-            const float *pqh = pq + ((size_t)b * H + h) * R * D;
-            const float *krh = kr + b * ring + (size_t)h * C * D, *vrh = vr + b * ring + (size_t)h * C * D;
+            const float *pqh = R ? pq + ((size_t)b * H + h) * R * D : NULL;
+            const float *krh = C ? kr + b * ring + (size_t)h * C * D : NULL;
+            const float *vrh = C ? vr + b * ring + (size_t)h * C * D : NULL;
             /* queries in order: the R held back, then the T new; the last R of them wait for the next step */
             for (int r = 0; r < R; r++) {
                 const int q = T + r;
@@ -76,6 +79,7 @@ int swa_cpu_step(const float *qkv, const float *cos_t, const float *ssin, const 
             for (int i = 0; i < T; i++) {
                 const float *q = i < R ? pqh + (size_t)i * D : qrot + ((size_t)h * T + (i - R)) * D;
                 float m = -INFINITY;
+                int seen = 0;
                 for (int k = 0; k < K; k++) {
                     /* key k's index in position order (positions end - C ..): a ring slot's is
                        (k - ring_first) mod C, a new key's C + its index; query i (position end - R + i)
@@ -90,13 +94,14 @@ int swa_cpu_step(const float *qkv, const float *cos_t, const float *ssin, const 
                     for (int e = 0; e < D; e++)
                         acc += q[e] * key[e];
                     p[k] = acc * scale;
+                    seen++;
                     if (p[k] > m)
                         m = p[k];
                 }
                 float *out = o + (((size_t)b * T + i) * H + h) * D;
                 for (int e = 0; e < D; e++)
                     out[e] = 0.f;
-                if (m == -INFINITY)
+                if (!seen)  /* no visible key (a NaN score still propagates, as in torch) */
                     continue;
                 float sum = 0.f;
                 for (int k = 0; k < K; k++) {
@@ -105,7 +110,8 @@ int swa_cpu_step(const float *qkv, const float *cos_t, const float *ssin, const 
                 }
                 const float inv = 1.f / sum;
                 for (int k = 0; k < K; k++) {
-                    const float *value = k < C ? vrh + (size_t)k * D : row + (size_t)(k - C) * 3 * hd + 2 * hd + h * D;
+                    const float *value = k < C ? vrh + (size_t)k * D
+                                                : row + (size_t)(k - C) * 3 * hd + 2 * hd + (size_t)h * D;
                     const float w = p[k] * inv;
                     for (int e = 0; e < D; e++)
                         out[e] += w * value[e];

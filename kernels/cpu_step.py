@@ -3,10 +3,13 @@ with ctypes; without a C compiler the PyTorch path runs instead, with the same r
 
 The library is built once per source, compiler and flags into the user's cache folder
 (`$SWA_STREAM_CACHE`, else `$XDG_CACHE_HOME/swa-stream`, else `~/.cache/swa-stream`), written under a
-temporary name and renamed, so processes that start together never load a half-written file. Nothing
-but the C source next to this file is ever compiled, and a library is loaded only if this user owns it and
-its folder and neither is writable by everyone. `SWA_STREAM_CPU_STEP=0` turns it off; `CC` names the
-compiler (default `cc`); `swa_stream.kernels.cpu_step.status()` says which path runs.
+temporary name and renamed, so processes that start together never load a half-written file; the
+cache key holds the source, the flags, the compiler's version and target and the machine, so a cache
+shared between machines keeps one build for each. Nothing but the C source next to this file is ever
+compiled, and a library is loaded only if this user owns it and its folder and neither is writable by group
+or others. `SWA_STREAM_CPU_STEP=0` (or off, false, no; read once per process) turns it off; `CC` names the
+compiler, with its arguments (default `cc`); `swa_stream.kernels.cpu_step.status()` says which path runs.
+Any failure to build or load means the PyTorch path, never an error.
 """
 
 from __future__ import annotations
@@ -14,20 +17,24 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
+import shlex
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
 
-from swa_stream.kernels.ring import ring_placement
+from swa_stream.kernels.ring import SMALL_STEP, ring_placement
 
 SOURCE = Path(__file__).with_name("cpu_step.c")
 FLAGS = ("-O3", "-ffp-contract=off", "-fPIC", "-shared")  # no -march=native: the cache may be shared
-SMALL_STEP = 8192  # (query, key) pairs per row and head above which the step takes the blocked PyTorch path
+MOST_ROWS = 64  # batch x heads above which the one-threaded C loop loses to torch's calls (measured)
 
 _LIB = None
 _STATUS = "not built yet"
+_LOCK = threading.Lock()
 
 
 def cache_dir() -> Path:
@@ -37,58 +44,81 @@ def cache_dir() -> Path:
     return Path(base) / "swa-stream"
 
 
-def _build() -> Path:
-    compiler = os.environ.get("CC", "cc")
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + version.encode()).hexdigest()[:16]
-    target = cache_dir() / f"cpu_step-{digest}.so"
-    if target.is_file():
+def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(command, capture_output=True, text=True, errors="replace", timeout=timeout)
+
+
+def _build(rebuild: bool = False) -> Path:
+    """The library's path, compiled first unless this source, compiler, target and flags built it before."""
+    compiler = shlex.split(os.environ.get("CC") or "cc")
+    identity = [_run([*compiler, flag], 30).stdout for flag in ("--version", "-dumpmachine")]
+    key = "\0".join([SOURCE.read_text(), *FLAGS, *identity, platform.machine(), platform.system()])
+    target = cache_dir() / f"cpu_step-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
+    if target.is_file() and not rebuild:
         return target
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(prefix=".cpu_step-", suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        done = subprocess.run([compiler, *FLAGS, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True,
-                              timeout=120)
-        if done.returncode:
-            raise OSError(f"{compiler} failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
+        done = _run([*compiler, *FLAGS, "-o", tmp, str(SOURCE), "-lm"], 120)
+        if done.returncode or not os.path.getsize(tmp):
+            said = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}, no output"])[-1]
+            raise OSError(f"{' '.join(compiler)} failed: {said}")
+        os.chmod(tmp, 0o700)
         os.replace(tmp, target)
+        for old in target.parent.glob("cpu_step-*.so"):  # builds of older sources (a loaded one stays mapped)
+            if old != target:
+                old.unlink(missing_ok=True)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
 
 
-def _check_owner(path: Path) -> None:
-    """Load only a library this user built: the file and its folder owned by them and not writable by
-    everyone (a planted library in a shared cache is refused, and the PyTorch path runs)."""
-    for p in (path, path.parent):
-        info = p.stat()
-        if info.st_uid != os.getuid() or info.st_mode & 0o002:
-            raise OSError(f"{p}: not owned by this user, or writable by everyone; not loaded")
+def _load(path: Path):
+    """dlopen the file only if this user owns it and its folder and neither is writable by group or others;
+    the checked file itself (an open descriptor, no symlink followed) is what is loaded."""
+    folder = path.parent.stat()
+    if folder.st_uid != os.getuid() or folder.st_mode & 0o022:
+        raise OSError(f"{path.parent}: not owned by this user, or writable by others; not loaded")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != os.getuid() or info.st_mode & 0o022:
+            raise OSError(f"{path}: not owned by this user, or writable by others; not loaded")
+        by_fd = f"/proc/self/fd/{fd}"
+        return ctypes.CDLL(by_fd if os.path.exists(by_fd) else str(path))
+    finally:
+        os.close(fd)
 
 
 def library():
-    """The loaded library, or None (then `status()` says why)."""
+    """The loaded function, or None (then `status()` says why). Built and loaded once per process."""
     global _LIB, _STATUS
     if _LIB is not None or _STATUS != "not built yet":
         return _LIB
-    if os.environ.get("SWA_STREAM_CPU_STEP", "1") == "0":
-        _STATUS = "off (SWA_STREAM_CPU_STEP=0)"
-        return None
-    try:
-        path = _build()
-        _check_owner(path)
-        lib = ctypes.CDLL(str(path))
-    except (OSError, subprocess.SubprocessError) as err:
-        _STATUS = f"unavailable ({err}); the PyTorch path runs"
-        return None
-    fn = lib.swa_cpu_step
-    ptr, i32 = ctypes.c_void_p, ctypes.c_int
-    fn.argtypes = [ptr] * 10 + [i32] * 8 + [ctypes.c_float]
-    fn.restype = i32
-    _LIB, _STATUS = fn, f"loaded from {path}"
-    return _LIB
+    with _LOCK:
+        if _LIB is not None or _STATUS != "not built yet":
+            return _LIB
+        if os.environ.get("SWA_STREAM_CPU_STEP", "1").strip().lower() in ("0", "off", "false", "no"):
+            _STATUS = f"off (SWA_STREAM_CPU_STEP={os.environ['SWA_STREAM_CPU_STEP']})"
+            return None
+        try:
+            path = _build()
+            try:
+                lib = _load(path)
+            except OSError:  # a cached file that does not load here (truncated, another machine's): once more
+                path = _build(rebuild=True)
+                lib = _load(path)
+        except Exception as err:  # noqa: BLE001 - any failure means the PyTorch path, said by status()
+            _STATUS = f"unavailable ({type(err).__name__}: {err}); the PyTorch path runs"
+            return None
+        fn = lib.swa_cpu_step
+        ptr, i32 = ctypes.c_void_p, ctypes.c_int
+        fn.argtypes = [ptr] * 10 + [i32] * 8 + [ctypes.c_float]
+        fn.restype = i32
+        _LIB, _STATUS = fn, f"loaded from {path}"
+        return _LIB
 
 
 def status() -> str:
@@ -96,15 +126,31 @@ def status() -> str:
     return _STATUS
 
 
+def _fits(qkv, cos, signed_sin, k_ring, v_ring, pending_q) -> bool:
+    """Every tensor float32 on the CPU and shaped as the C code reads it, no autograd, a short step, and few
+    enough rows (batch x heads) for one thread: else the PyTorch path runs (and raises its own errors)."""
+    if qkv.dim() != 3 or k_ring.dim() != 4 or pending_q.dim() != 4 or cos.dim() != 2:
+        return False
+    batch, t, width = qkv.shape
+    _, heads, capacity, dim = k_ring.shape
+    tensors = (qkv, cos, signed_sin, k_ring, v_ring, pending_q)
+    return (dim > 0 and dim % 2 == 0 and width == 3 * heads * dim and k_ring.shape[0] == batch
+            and v_ring.shape == k_ring.shape and pending_q.shape[:2] == (batch, heads) and pending_q.shape[3] == dim
+            and cos.shape == signed_sin.shape == (t, dim) and batch * heads <= MOST_ROWS
+            and t * (capacity + t) <= SMALL_STEP
+            and all(x.dtype is torch.float32 and x.is_cpu for x in tensors)
+            and not (torch.is_grad_enabled() and any(x.requires_grad for x in tensors)))
+
+
 def fused_ring_step(qkv, cos, signed_sin, k_ring, v_ring, pending_q, end: int, stream_start: int):
-    """`swa_stream.kernels.fused_ring_step` once it applies: float32 CPU tensors, an even head size, a short
-    step and the library loaded (else None)."""
+    """`swa_stream.kernels.fused_ring_step` where it applies (`_fits`) and the library loads, else None."""
+    if not _fits(qkv, cos, signed_sin, k_ring, v_ring, pending_q):
+        return None
     fn = library()
+    if fn is None:
+        return None
     batch, t = qkv.shape[:2]
     _, heads, capacity, dim = k_ring.shape
-    if (fn is None or qkv.dtype != torch.float32 or not qkv.is_cpu or k_ring.dtype != torch.float32 or dim % 2
-            or t * (capacity + t) > SMALL_STEP):
-        return None
     right = pending_q.shape[2]
     qkv, cos, signed_sin = qkv.contiguous(), cos.contiguous(), signed_sin.contiguous()
     k_ring, v_ring, pending_q = k_ring.contiguous(), v_ring.contiguous(), pending_q.contiguous()
