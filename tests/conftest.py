@@ -1,7 +1,16 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 # Triton kernels run under its interpreter on CPU; the flag must be set before anything imports triton.
 os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# The fused CPU step (kernels/cpu_step.py) compiles into this test session's own cache, which the
+# subprocesses the tests start inherit, not into the user's (unless SWA_STREAM_CACHE names one).
+if "SWA_STREAM_CACHE" not in os.environ:
+    os.environ["SWA_STREAM_CACHE"] = tempfile.mkdtemp(prefix="swa-stream-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["SWA_STREAM_CACHE"], True)
 
 import torch  # noqa: E402
 
