@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from swa_stream.kernels import cpu_step
 from swa_stream.kernels.cpu import blocked_attention
 from swa_stream.kernels.reference import attention_reference
 from swa_stream.kernels.ring import _one, ring_attention_small, ring_attention_torch, ring_read, ring_write
@@ -141,8 +142,6 @@ def fused_ring_step(qkv, cos, signed_sin, k_ring, v_ring, pending_q, window, *, 
     path, which gives the same numbers to rounding."""
     if backend not in ("auto", "torch") or window[1] != pending_q.shape[2] or sum(window) != k_ring.shape[2]:
         return None
-    from swa_stream.kernels import cpu_step
-
     return cpu_step.fused_ring_step(qkv, cos, signed_sin, k_ring, v_ring, pending_q, end, stream_start)
 
 

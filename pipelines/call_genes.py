@@ -54,7 +54,7 @@ def run(args) -> dict:
         raise SWAStreamError(f"--threads: must be at least 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     model = load_dna_model(args.model or DEFAULT_MODEL)  # its first track is read as P(coding)
-    if model.classes or not model.tracks:  # a record classifier's track was never trained on genes
+    if not model.track_only:  # a record classifier's track was never trained on genes
         raise SWAStreamError(
             f"--model {args.model}: a record classifier (classes: {', '.join(model.classes) or 'none'}), not a "
             "gene-track model; call-genes reads a per-position coding track from a model without classes, such "

@@ -106,15 +106,10 @@ def _entry(rec: FastaRecord, number: int, probs: np.ndarray, track_row: int, mea
     return entry
 
 
-def wants_means(model: DNAModel) -> bool:
-    """A model without record classes answers with its tracks: each record's mean of each track (over its
-    bases that are not N) goes to the TSV and to records/track_mean, with or without --per-position."""
-    return not model.classes
-
-
 class _TrackSums:
     """Sums of a record's track probabilities over its non-N bases, strand by strand: the mean of the
-    track as `--per-position` writes it (both strands averaged with --rc-average), without keeping it."""
+    track as `--per-position` writes it (both strands averaged with --rc-average), without keeping it. A
+    track model (no record classes) reports these means per record, in the TSV and records/track_mean."""
 
     def __init__(self, n_tracks: int, strands: int):
         self.sums, self.bases, self.strands = np.zeros(n_tracks), 0, strands
@@ -127,12 +122,19 @@ class _TrackSums:
     def means(self) -> np.ndarray:
         return self.sums / (self.strands * self.bases) if self.bases else np.full(len(self.sums), np.nan)
 
+    @classmethod
+    def of(cls, masked: np.ndarray) -> np.ndarray:
+        """The means of one finished (strand-averaged) track."""
+        sums = cls(masked.shape[1], 1)
+        sums.add(masked)
+        return sums.means()
+
 
 def _score_long(model: DNAModel, number: int, rec: FastaRecord, options: ScoreOptions, log: RankLog) -> None:
     """A record longer than one chunk streams through step/flush; its track rows are written as they become
     final, and a track model's means are summed as they pass."""
     writer, row = None, -1
-    sums = _TrackSums(len(model.tracks), 2 if options.rc_average else 1) if wants_means(model) else None
+    sums = _TrackSums(len(model.tracks), 2 if options.rc_average else 1) if model.track_only else None
     if options.per_position:
         row = log.reserve(rec.length)
     if options.per_position or sums is not None:
@@ -161,7 +163,7 @@ def _score_batch(model: DNAModel, batch: list[tuple[int, FastaRecord]], options:
     """Short records (together at most one chunk) run offline as one padded batch, which equals streaming
     them (padding is exact). Only the records in `wanted` are written: the others were logged by an
     earlier run, and are in the batch so that it has the same shape, and so the same bits, as then."""
-    means = wants_means(model)
+    means = model.track_only
     strands = [[rec.tokens for _, rec in batch]]
     if options.rc_average:
         strands.append([reverse_complement(rec.tokens) for _, rec in batch])
@@ -190,11 +192,7 @@ def _score_batch(model: DNAModel, batch: list[tuple[int, FastaRecord]], options:
         log.write_rows(row, np.concatenate(rows))
     for j, i in enumerate(keep):
         number, rec = batch[i]
-        summary = None
-        if means:
-            sums = _TrackSums(len(model.tracks), 1)
-            sums.add(rows[j])
-            summary = sums.means()
+        summary = _TrackSums.of(rows[j]) if means else None
         log.add(_entry(rec, number, sum(p[i] for p in probs) / len(probs), row, summary))
         if options.per_position:
             row += rec.length
@@ -370,7 +368,7 @@ def finalise(run: RunFolder, model: DNAModel, options: ScoreOptions, tsv: Path |
     attrs = {"swa_stream_version": __version__, "model": run.manifest["model"],
              "model_sha256": run.manifest["model_sha256"], "options": asdict(options), "command": command}
     tracks = model.tracks if options.per_position else []
-    means = model.tracks if wants_means(model) else []
+    means = model.tracks if model.track_only else []
     with atomic_text(tsv) if tsv is not None else contextlib.nullcontext() as f:
         if f is not None:
             f.write("\t".join(TSV_HEAD + [f"p_{c}" for c in model.classes] + [f"mean_{t}" for t in means]

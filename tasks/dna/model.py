@@ -24,7 +24,7 @@ from swa_stream.errors import SWAStreamError
 from swa_stream.lengths import length_mask, zero_past
 from swa_stream.ragged import RowsMixin, as_counts, emit, positions, ragged_cat, take, valid_mask
 from swa_stream.state import StreamState
-from swa_stream.tasks.dna.schema import DEFAULT_STEM_KERNEL  # noqa: F401 - the task's default, defined once there
+from swa_stream.tasks.dna.schema import DEFAULT_STEM_KERNEL, DEFAULT_TRACK  # noqa: F401 - the defaults, defined once there
 from swa_stream.tasks.dna.tokenizer import ALPHABET, reverse_complement
 
 
@@ -103,7 +103,7 @@ class DNAModel(nn.Module):
         super().__init__()
         if len(classes) == 1:  # none is a track-only model; one class would be no classification at all
             raise ValueError(f"classes: need two or more class names, or none (track only), got {classes!r}")
-        self.classes, self.tracks = list(classes), list(tracks or ["signal"])
+        self.classes, self.tracks = list(classes), list(tracks or [DEFAULT_TRACK])
         d = encoder.d_model
         self.embed = nn.Embedding(len(ALPHABET), d)
         self.stem = ConvStem(d, stem_kernel) if stem_kernel else None
@@ -113,6 +113,11 @@ class DNAModel(nn.Module):
         with warnings.catch_warnings():  # a track-only model's class head has no rows, which torch warns about
             warnings.simplefilter("ignore", UserWarning)
             self.class_head = nn.Linear(2 * d, len(self.classes))
+
+    @property
+    def track_only(self) -> bool:
+        """No record classes: the model answers with its per-position tracks (bacteria-genes)."""
+        return not self.classes
 
     @property
     def cfg(self) -> SWAConfig:

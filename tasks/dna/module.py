@@ -22,7 +22,7 @@ from torchmetrics.classification import (
 from swa_stream.config import SWAConfig, in_range
 from swa_stream.errors import SWAStreamError
 from swa_stream.lengths import length_mask
-from swa_stream.tasks.dna.model import DEFAULT_STEM_KERNEL, DNAModel
+from swa_stream.tasks.dna.model import DEFAULT_STEM_KERNEL, DEFAULT_TRACK, DNAModel
 from swa_stream.tasks.optim import adamw_warmup_cosine, check_training_numbers
 
 
@@ -48,7 +48,7 @@ class GenomicsTask(L.LightningModule):
         stem_kernel: int = DEFAULT_STEM_KERNEL,
         init_from: str | None = None,
         training_data: list[dict] | None = None,
-        track_name: str = "signal",
+        track_name: str = DEFAULT_TRACK,
     ):
         super().__init__()
         if labels is None:

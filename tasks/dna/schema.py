@@ -3,7 +3,7 @@ checkpoint or config becomes one (with the task's defaults), how the model is bu
 `swa-stream info` says about it. No torch at import: `info --config` must start fast.
 
 A bundle config: {"encoder": SWAConfig fields, "classes": the record classes, "tracks": the per-position
-tracks (default one, "signal"), "stem_kernel": the width of the convolutional stem (0: none)}.
+tracks (default one, DEFAULT_TRACK "signal"), "stem_kernel": the width of the convolutional stem (0: none)}.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from swa_stream.tasks.registry import TaskSchema, field, span_text, string_list
 
 DEFAULT_STEM_KERNEL = 9  # what GenomicsTask builds unless told otherwise
 BUNDLE_STEM_KERNEL = 0  # bundles that predate the field had no stem
+DEFAULT_TRACK = "signal"  # the one per-position track's name unless a task names it
 
 
 def _stem_kernel(value) -> int:
@@ -62,7 +63,7 @@ class DNASchema(TaskSchema):
         cfg, kernel = self.encoder(config), self.stem_kernel(config)
         lines = []
         if "classes" in config:  # a bundle (a training config gets its classes from the data)
-            classes, tracks = config["classes"] or [], config.get("tracks") or ["signal"]
+            classes, tracks = config["classes"] or [], config.get("tracks") or [DEFAULT_TRACK]
             what = f"record classes {', '.join(classes)}" if classes else "no record classes (a track model)"
             lines.append(f"outputs           {what}; per-position track{'s' if len(tracks) > 1 else ''} "
                          f"{', '.join(tracks)}")
