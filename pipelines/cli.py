@@ -11,6 +11,8 @@ import os
 import sys
 
 from swa_stream.errors import SWAStreamError
+from swa_stream.tasks.asr.schema import ASRSchema
+from swa_stream.tasks.dna.schema import DNASchema
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
@@ -58,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     fasta.add_argument("--chunk-size", type=int, default=1 << 14, help="positions per streaming step")
     fasta.add_argument("--batch-size", type=int, default=256, help="most short records scored together "
                        "(default 256; a batch also stays within --chunk-size positions)")
-    fasta.add_argument("--model", metavar="DIR", help="model bundle folder or bundled model name (default: dna-demo)")
+    fasta.add_argument("--model", metavar="DIR", help="model bundle folder or bundled model name "
+                       f"(default: {DNASchema.default_model})")
     fasta.add_argument("--devices", type=int, default=1, help="processes (or GPUs) to spread records over")
     fasta.add_argument("--num-nodes", type=int, default=1, help="machines, each running --devices processes "
                        "(launched by torchrun or SLURM; see docs/dna.md)")
@@ -71,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     genes.add_argument("inputs", nargs="+", metavar="IN.fa", help="FASTA/FASTQ files (gzip, bzip2, xz), or /dev/stdin")
     genes.add_argument("--gff", required=True, metavar="OUT.gff3", help="GFF3 file of the calls to write")
     genes.add_argument("--bedgraph", metavar="FILE", help="also write the called track as bedGraph")
-    genes.add_argument("--model", metavar="DIR", help="gene-track bundle (default: the bundled bacteria-genes)")
+    genes.add_argument("--model", metavar="DIR", help="gene-track bundle (default: the bundled "
+                       f"{DNASchema.default_model})")
     genes.add_argument("--rna", action="store_true", help="read U as T")
     genes.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     track = commands.add_parser("export-track", help="write a per-position track as bedGraph and/or bigWig")
@@ -83,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
 
     tr = commands.add_parser("transcribe", help="speech to text from a file, stdin or the microphone, streamed")
     tr.add_argument("input", nargs="?", metavar="PATH|-", help="wav/flac/ogg at any rate; - reads stdin")
-    tr.add_argument("--model", metavar="DIR", help="ASR bundle folder or bundled model name (default: asr-demo)")
+    tr.add_argument("--model", metavar="DIR", help="ASR bundle folder or bundled model name "
+                    f"(default: {ASRSchema.default_model})")
     tr.add_argument("--mic", action="store_true", help="record from the default input device (Ctrl-C stops)")
     tr.add_argument("--raw", action="store_true", help="input is headerless s16le PCM; needs --sample-rate")
     tr.add_argument("--sample-rate", type=int, help="sample rate of --raw input in Hz")
@@ -187,5 +192,35 @@ def main(argv: list[str] | None = None) -> int:
     return _guarded(lambda: _dispatch(args), args.debug)
 
 
+# One-process commands whose work is all written and closed when they return. They end with os._exit, which
+# skips the C++ static destructors of torch's CUDA libraries: those fault 128 MB of pages in and take about
+# 0.3 s on a CPU-only machine, at the very end, after the work (docs/dna.md, "Memory and threads").
+FAST_EXIT = ("info", "score-fasta", "call-genes", "export-track", "transcribe", "export")
+
+
+def _fast_exit(argv: list[str]) -> bool:
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in FAST_EXIT or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return False
+    if command == "score-fasta":  # more than one process: Fabric's processes end the usual way
+        args = _parser().parse_args(argv)
+        return args.devices == 1 and args.num_nodes == 1
+    return True
+
+
+def entry() -> None:
+    """The `swa-stream` console script: main(), then the exit (tests call main() itself)."""
+    argv = sys.argv[1:]
+    code = main(argv)
+    if _fast_exit(argv):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (BrokenPipeError, ValueError):  # the reader left, or the stream is closed: nothing to keep
+                code = code or 141
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -1,5 +1,6 @@
 """`swa-stream info` and `swa-stream demo`, and how the CLI reports user errors."""
 
+import json
 import os
 import subprocess
 import sys
@@ -178,3 +179,35 @@ def test_info_refuses_a_chunk_that_is_not_a_positive_duration(chunk_ms, capsys):
     assert main(["info", "--config", str(CONFIGS / "asr_demo.yaml"), "--chunk-ms", chunk_ms]) == 2
     err = capsys.readouterr().err
     assert err.startswith("swa-stream: error: --chunk-ms: must be a positive number") and err.count("\n") == 1
+
+
+def test_one_process_commands_end_with_os_exit_and_the_others_do_not(monkeypatch):
+    from swa_stream.pipelines.cli import _fast_exit
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert _fast_exit(["transcribe", "a.wav"]) and _fast_exit(["--debug", "score-fasta", "a.fa", "--out", "o.zarr"])
+    assert not _fast_exit(["score-fasta", "a.fa", "--out", "o.zarr", "--devices", "2"])
+    assert not any(_fast_exit(argv) for argv in (["fit", "--config", "c.yaml"], ["serve"], ["demo"], []))
+    monkeypatch.setenv("WORLD_SIZE", "2")  # one of torchrun's processes
+    assert not _fast_exit(["score-fasta", "a.fa", "--out", "o.zarr", "--num-nodes", "2"])
+
+
+def test_the_console_script_flushes_everything_before_its_fast_exit(tmp_path):
+    """Through a pipe, stdout is block-buffered: os._exit would drop what was not flushed. The transcript (many
+    jsonl lines) and score-fasta's files must arrive whole, and the exit status must be kept."""
+    exe = str(Path(sys.executable).with_name("swa-stream"))
+    wav = REPO / "pipelines" / "examples" / "asr_demo.wav"
+    done = subprocess.run([exe, "transcribe", str(wav), "--format", "jsonl"], capture_output=True, text=True,
+                          timeout=300)
+    finals = [line for line in done.stdout.splitlines() if '"type": "final"' in line]
+    assert done.returncode == 0 and done.stdout.endswith("}\n")
+    assert [json.loads(f)["text"] for f in finals] == ["four one five nine", "two zero six"]
+    fasta = tmp_path / "a.fa"
+    fasta.write_text(">a\n" + "ACGT" * 300 + "\n>b\n" + "GATTACA" * 100 + "\n")
+    done = subprocess.run([exe, "score-fasta", str(fasta), "--out", str(tmp_path / "o.zarr"), "--tsv",
+                           str(tmp_path / "o.tsv"), "--model", "dna-demo"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert [row.split("\t")[2] for row in (tmp_path / "o.tsv").read_text().splitlines()[1:]] == ["a", "b"]
+    missing = subprocess.run([exe, "transcribe", str(tmp_path / "none.wav")], capture_output=True, text=True,
+                             timeout=300)
+    assert missing.returncode == 2 and missing.stderr == f"swa-stream: error: {tmp_path / 'none.wav'}: no such file\n"
