@@ -145,9 +145,17 @@ def fused_ring_step(qkv, cos, signed_sin, k_ring, v_ring, pending_q, window, *, 
     return cpu_step.fused_ring_step(qkv, cos, signed_sin, k_ring, v_ring, pending_q, end, stream_start)
 
 
-# What the core uses: the two entry points (and the streaming one's fused CPU form), the ring's read/write,
-# and the variants' pieces (each one call into kernels/variants.py, so the core reaches no kernels.* module
-# itself).
+def rotate_qk(qkv, cos, signed_sin, heads: int):
+    """The rotary rotation of a projection's queries and keys in one pass on the CPU (kernels/cpu_step.c):
+    qkv (B, T, 3 * heads * D), cos and signed_sin (T, D) as `RotaryPositions.full_tables` gives them ->
+    (q, k), each (B, heads, T, D) contiguous, bitwise `RotaryPositions.rotate_full`'s; or None where it does
+    not apply (another device or dtype, autograd, no C compiler): the caller then rotates with torch."""
+    return cpu_step.rotate_qk(qkv, cos, signed_sin, heads)
+
+
+# What the core uses: the two entry points (with the streaming one's fused CPU form and the CPU rotation),
+# the ring's read/write, and the variants' pieces (each one call into kernels/variants.py, so the core
+# reaches no kernels.* module itself).
 __all__ = ["BACKENDS", "use_triton", "sliding_window_attention", "ring_window_attention", "fused_ring_step",
-           "ring_read", "ring_write", "attention_reference", "blocked_attention", "NEG", "dilated_attention",
-           "extended_attention", "merge_extras", "prefix_summary", "triton_attention_lse"]
+           "rotate_qk", "ring_read", "ring_write", "attention_reference", "blocked_attention", "NEG",
+           "dilated_attention", "extended_attention", "merge_extras", "prefix_summary", "triton_attention_lse"]

@@ -22,17 +22,52 @@
    end - C, that the stream wrote (keys before the stream's start are masked); the window is (C - R, R).
    Outputs: nk, nv [B][H][C][D] the ring after the step; npq [B][H][R][D] the new held-back queries;
             o [B][T][H][D] the attention outputs of queries end - R .. end - R + T - 1.
-   Returns 0, or -1 if scratch memory could not be had. */
+   Returns 0, or -1 if scratch memory could not be had.
+
+   `swa_cpu_rotate` is the rotation alone, for a projection of any length (SWAAttention.project): qkv as
+   above, q and k out as [B][H][T][D]. On a long run torch's elementwise calls walk the strided view of q
+   and k 16 floats at a time and take a pass each; this is one pass, with the same roundings. */
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* Row b's queries and keys, rotated, into oq, ok [H][T][D]: x * cos + (x's other half) * signed_sin. */
+static void rotate_row(const float *row, const float *cos_t, const float *ssin, float *oq_all, float *ok_all,
+                       int T, int H, int D)
+{
+    const int half = D / 2;
+    const size_t hd = (size_t)H * D;
+    for (int t = 0; t < T; t++) {
+        const float *c = cos_t + (size_t)t * D, *s = ssin + (size_t)t * D;
+        for (int h = 0; h < H; h++) {
+            const float *xq = row + (size_t)t * 3 * hd + (size_t)h * D, *xk = xq + hd;
+            float *oq = oq_all + ((size_t)h * T + t) * D, *ok = ok_all + ((size_t)h * T + t) * D;
+            for (int i = 0; i < half; i++) {  /* the partner of i is i + D/2, and of i + D/2 is i */
+                oq[i] = xq[i] * c[i] + xq[i + half] * s[i];
+                ok[i] = xk[i] * c[i] + xk[i + half] * s[i];
+            }
+            for (int i = half; i < D; i++) {
+                oq[i] = xq[i] * c[i] + xq[i - half] * s[i];
+                ok[i] = xk[i] * c[i] + xk[i - half] * s[i];
+            }
+        }
+    }
+}
+
+void swa_cpu_rotate(const float *qkv, const float *cos_t, const float *ssin, float *q, float *k, int B, int T,
+                    int H, int D)
+{
+    const size_t per_row = (size_t)H * T * D;
+    for (int b = 0; b < B; b++)
+        rotate_row(qkv + (size_t)b * T * 3 * H * D, cos_t, ssin, q + b * per_row, k + b * per_row, T, H, D);
+}
+
 int swa_cpu_step(const float *qkv, const float *cos_t, const float *ssin, const float *kr, const float *vr,
                  const float *pq, float *npq, float *nk, float *nv, float *o, int B, int T, int H, int D, int C,
                  int R, int ring_first, int k_start, float scale)
 {
-    const int half = D / 2, K = C + T, keep = C < T ? C : T;
+    const int K = C + T, keep = C < T ? C : T;
     const size_t hd = (size_t)H * D, ring = (size_t)H * C * D;
     float *scratch = malloc(sizeof(float) * ((size_t)2 * H * T * D + K));
     if (!scratch)
@@ -40,21 +75,7 @@ int swa_cpu_step(const float *qkv, const float *cos_t, const float *ssin, const 
     float *qrot = scratch, *krot = scratch + (size_t)H * T * D, *p = scratch + (size_t)2 * H * T * D;
     for (int b = 0; b < B; b++) {
         const float *row = qkv + (size_t)b * T * 3 * hd;
-        for (int t = 0; t < T; t++) {
-            const float *c = cos_t + (size_t)t * D, *s = ssin + (size_t)t * D;
-            for (int h = 0; h < H; h++) {
-                const float *xq = row + (size_t)t * 3 * hd + (size_t)h * D, *xk = xq + hd;
-                float *oq = qrot + ((size_t)h * T + t) * D, *ok = krot + ((size_t)h * T + t) * D;
-                for (int i = 0; i < half; i++) {  /* the partner of i is i + D/2, and of i + D/2 is i */
-                    oq[i] = xq[i] * c[i] + xq[i + half] * s[i];
-                    ok[i] = xk[i] * c[i] + xk[i + half] * s[i];
-                }
-                for (int i = half; i < D; i++) {
-                    oq[i] = xq[i] * c[i] + xq[i - half] * s[i];
-                    ok[i] = xk[i] * c[i] + xk[i - half] * s[i];
-                }
-            }
-        }
+        rotate_row(row, cos_t, ssin, qrot, krot, T, H, D);
         if (ring) {  /* an empty ring has no storage (torch's data pointer is NULL then) */
             memcpy(nk + b * ring, kr + b * ring, ring * sizeof(float));
             memcpy(nv + b * ring, vr + b * ring, ring * sizeof(float));

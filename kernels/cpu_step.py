@@ -93,7 +93,8 @@ def _load(path: Path):
 
 
 def library():
-    """The loaded function, or None (then `status()` says why). Built and loaded once per process."""
+    """The loaded library (`swa_cpu_step`, `swa_cpu_rotate`), or None (then `status()` says why). Built and
+    loaded once per process."""
     global _LIB, _STATUS
     if _LIB is not None or _STATUS != "not built yet":
         return _LIB
@@ -113,11 +114,12 @@ def library():
         except Exception as err:  # noqa: BLE001 - any failure means the PyTorch path, said by status()
             _STATUS = f"unavailable ({type(err).__name__}: {err}); the PyTorch path runs"
             return None
-        fn = lib.swa_cpu_step
         ptr, i32 = ctypes.c_void_p, ctypes.c_int
-        fn.argtypes = [ptr] * 10 + [i32] * 8 + [ctypes.c_float]
-        fn.restype = i32
-        _LIB, _STATUS = fn, f"loaded from {path}"
+        lib.swa_cpu_step.argtypes = [ptr] * 10 + [i32] * 8 + [ctypes.c_float]
+        lib.swa_cpu_step.restype = i32
+        lib.swa_cpu_rotate.argtypes = [ptr] * 5 + [i32] * 4
+        lib.swa_cpu_rotate.restype = None
+        _LIB, _STATUS = lib, f"loaded from {path}"
         return _LIB
 
 
@@ -146,8 +148,8 @@ def fused_ring_step(qkv, cos, signed_sin, k_ring, v_ring, pending_q, end: int, s
     """`swa_stream.kernels.fused_ring_step` where it applies (`_fits`) and the library loads, else None."""
     if not _fits(qkv, cos, signed_sin, k_ring, v_ring, pending_q):
         return None
-    fn = library()
-    if fn is None:
+    lib = library()
+    if lib is None:
         return None
     batch, t = qkv.shape[:2]
     _, heads, capacity, dim = k_ring.shape
@@ -157,8 +159,32 @@ def fused_ring_step(qkv, cos, signed_sin, k_ring, v_ring, pending_q, end: int, s
     new_k, new_v, new_q = torch.empty_like(k_ring), torch.empty_like(v_ring), torch.empty_like(pending_q)
     out = qkv.new_empty(batch, t, heads * dim)
     ring_first, k_start = ring_placement((capacity - right, right), end, stream_start, t)
-    if fn(qkv.data_ptr(), cos.data_ptr(), signed_sin.data_ptr(), k_ring.data_ptr(), v_ring.data_ptr(),
+    if lib.swa_cpu_step(qkv.data_ptr(), cos.data_ptr(), signed_sin.data_ptr(), k_ring.data_ptr(), v_ring.data_ptr(),
           pending_q.data_ptr(), new_q.data_ptr(), new_k.data_ptr(), new_v.data_ptr(), out.data_ptr(), batch, t,
           heads, dim, capacity, right, ring_first, k_start, dim**-0.5):
         raise MemoryError("swa_cpu_step: no scratch memory")
     return out, new_k, new_v, new_q
+
+
+def rotate_qk(qkv: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, heads: int):
+    """`RotaryPositions.rotate_full` of the queries and keys of qkv (B, T, 3 * heads * D), the input
+    projection of positions whose tables cos, signed_sin are (T, D), in one pass of C: (q, k), each
+    (B, heads, T, D) contiguous, bitwise rotate_full's. None where it does not apply (not float32 on the CPU,
+    autograd, other shapes) or the library does not load: the caller then rotates with torch."""
+    if qkv.dim() != 3 or cos.dim() != 2 or heads < 1:
+        return None
+    batch, t, width = qkv.shape
+    dim = width // (3 * heads)
+    tensors = (qkv, cos, signed_sin)
+    if not (dim > 0 and dim % 2 == 0 and width == 3 * heads * dim and cos.shape == signed_sin.shape == (t, dim)
+            and all(x.dtype is torch.float32 and x.is_cpu for x in tensors)
+            and not (torch.is_grad_enabled() and any(x.requires_grad for x in tensors))):
+        return None
+    lib = library()
+    if lib is None:
+        return None
+    qkv, cos, signed_sin = qkv.contiguous(), cos.contiguous(), signed_sin.contiguous()
+    q, k = (qkv.new_empty(batch, heads, t, dim) for _ in "qk")
+    lib.swa_cpu_rotate(qkv.data_ptr(), cos.data_ptr(), signed_sin.data_ptr(), q.data_ptr(), k.data_ptr(), batch, t,
+                       heads, dim)
+    return q, k

@@ -24,6 +24,7 @@ from swa_stream.kernels import (
     prefix_summary,
     ring_read,
     ring_window_attention,
+    rotate_qk,
     sliding_window_attention,
     triton_attention_lse,
     use_triton,
@@ -112,12 +113,17 @@ class SWAAttention(nn.Module):
     def project(self, x: torch.Tensor, start: int | list[int]) -> Projection:
         """x (B, T, d_model) at absolute positions start.. (one start, or one per row) -> a Projection."""
         batch, length, _ = x.shape
-        qkv = self.qkv(x).view(batch, length, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        flat = self.qkv(x)
+        qkv = flat.view(batch, length, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        rotated = None
         if isinstance(start, int):
             cos, signed_sin = self.rope.full_tables(start, length, x.dtype)
+            rotated = rotate_qk(flat, cos, signed_sin, self.n_heads)  # one pass of C on the CPU, else None
         else:
             cos, signed_sin = self.rope.full(*self.rope.tables(start, length, x.dtype))
-        q, k = self.rope.rotate_full(qkv[:2], cos, signed_sin).unbind(0)  # q and k in one pass: fewer small ops
+        if rotated is None:
+            rotated = self.rope.rotate_full(qkv[:2], cos, signed_sin).unbind(0)  # q and k in one pass
+        q, k = rotated
         p = Projection(q, k, qkv[2])
         if self.n_global:
             scale = self.head_dim**-0.5

@@ -35,6 +35,7 @@ def rope_harmonics(head_dim: int, base: float) -> torch.Tensor:
 _TABLES: OrderedDict = OrderedDict()
 _TABLES_KEPT = 64
 _RUN = 256
+_CONTIGUOUS_ROTATION = 1 << 15  # elements from which `rotate_full` copies its input contiguous first
 
 
 class RotaryPositions(nn.Module):
@@ -89,8 +90,20 @@ class RotaryPositions(nn.Module):
     @staticmethod
     def rotate_full(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
         """`rotate` with the full tables: x * [cos, cos] + [x2, x1] * [-sin, sin], the same numbers in four
-        ops instead of seven (a - b and a + (-b) round alike)."""
-        return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
+        ops instead of seven (a - b and a + (-b) round alike).
+
+        x is usually a strided view of the qkv projection. On a long run, elementwise ops on that view, and
+        `roll`, walk it 16 floats at a time (a 2 x 16,384 x 4-head run took 46 ms on one CPU thread), so it
+        is copied contiguous once and the halves are swapped by two slice copies: the same products and
+        sums, bit for bit, in 18 ms, and the result is contiguous, as the attention kernels want it."""
+        if x.numel() < _CONTIGUOUS_ROTATION:
+            return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
+        x, half = x.contiguous(), x.shape[-1] // 2
+        swapped = torch.empty_like(x)
+        swapped[..., :half], swapped[..., half:] = x[..., half:], x[..., :half]
+        out = x * cos
+        out += swapped.mul_(signed_sin)
+        return out
 
     def _tables(self, starts: list[int], length: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.harmonics.device

@@ -40,3 +40,30 @@ def test_scores_depend_only_on_relative_distance(offset, i, j):
         return (qr * kr).sum()
 
     assert torch.allclose(score(offset), score(0), atol=1e-5)
+
+
+@settings(deadline=None, max_examples=12)
+@given(batch=st.integers(1, 3), heads=st.integers(1, 4), length=st.integers(1, 3000),
+       head_dim=st.sampled_from([8, 16, 36]), start=st.sampled_from([0, 7, 10**9]))
+def test_long_rotations_take_a_contiguous_copy_with_the_same_bits_and_gradients(batch, heads, length, head_dim, start):
+    """rotate_full copies a long strided input contiguous before rotating: the same products and sums as the
+    short path's on the view, bit for bit (values and gradients), and the same numbers as `rotate`."""
+    import swa_stream.positions as positions
+
+    rope = RotaryPositions(head_dim)
+    qkv = torch.randn(batch * length, 3 * heads * head_dim, dtype=torch.float64).float().requires_grad_()
+    x = qkv.view(batch, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4)[:2]  # as SWAAttention.project does
+    cos, signed_sin = rope.full_tables(start, length, torch.float32)
+    kept = positions._CONTIGUOUS_ROTATION
+    try:
+        positions._CONTIGUOUS_ROTATION = 0  # every size: the contiguous path
+        fast = RotaryPositions.rotate_full(x, cos, signed_sin)
+        positions._CONTIGUOUS_ROTATION = 1 << 62  # every size: the view path
+        plain = RotaryPositions.rotate_full(x, cos, signed_sin)
+    finally:
+        positions._CONTIGUOUS_ROTATION = kept
+    assert fast.is_contiguous() and torch.equal(fast, plain)
+    weight = torch.randn_like(plain)
+    (g_fast,), (g_plain,) = (torch.autograd.grad((y * weight).sum(), qkv) for y in (fast, plain))
+    assert torch.equal(g_fast, g_plain)
+    torch.testing.assert_close(fast, rope.rotate(x, *rope.tables(start, length, torch.float32)), rtol=0, atol=1e-6)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swa_stream import SWAConfig, SWAEncoder
-from swa_stream.kernels import cpu_step, fused_ring_step, ring_window_attention, ring_write
+from swa_stream.kernels import cpu_step, fused_ring_step, ring_window_attention, ring_write, rotate_qk
 from swa_stream.positions import RotaryPositions
 
 pytestmark = pytest.mark.skipif(cpu_step.library() is None, reason=f"fused CPU step: {cpu_step.status()}")
@@ -135,15 +135,16 @@ def test_the_encoder_streams_exactly_with_and_without_it(monkeypatch):
 
     with torch.no_grad():
         offline = enc(x)
-    calls, real = [], cpu_step.library
+    calls, real = [], cpu_step.fused_ring_step
 
-    def counted():
-        calls.append(1)
-        return real()
+    def counted(*args):
+        out = real(*args)
+        calls.append(out is not None)
+        return out
 
-    monkeypatch.setattr(cpu_step, "library", counted)
+    monkeypatch.setattr(cpu_step, "fused_ring_step", counted)
     fused = streamed()
-    assert len(calls) == 3 * 15  # every layer of every step took the fused step
+    assert calls == [True] * (3 * 15)  # every layer of every step took the fused step
     monkeypatch.setattr(cpu_step, "library", lambda: None)
     plain = streamed()
     torch.testing.assert_close(fused, offline, rtol=1e-5, atol=1e-5)
@@ -176,3 +177,27 @@ def test_without_it_the_pytorch_path_runs(tmp_path, env, said, shared):
     status, diff = done.stdout.splitlines()[-2:]
     assert status.startswith(said) and float(diff) < 1e-5
     assert not shared or "writable by others" in status
+
+
+@settings(max_examples=40, deadline=None)
+@given(batch=st.integers(1, 3), heads=st.integers(1, 4), half=st.sampled_from([1, 4, 8, 18]), t=st.integers(0, 700),
+       start=st.sampled_from([0, 5, 10**9, 10**12]), seed=st.integers(0, 2**31 - 1))
+def test_the_c_rotation_is_rotate_full_bit_for_bit(batch, heads, half, t, start, seed):
+    dim = 2 * half
+    rope = RotaryPositions(dim)
+    qkv = torch.randn(batch, t, 3 * heads * dim, generator=torch.Generator().manual_seed(seed))
+    cos, signed_sin = rope.full_tables(start, t, torch.float32)
+    q, k = rotate_qk(qkv, cos, signed_sin, heads)
+    want_q, want_k = RotaryPositions.rotate_full(qkv.view(batch, t, 3, heads, dim).permute(2, 0, 3, 1, 4)[:2], cos,
+                                                 signed_sin).unbind(0)
+    assert q.is_contiguous() and k.is_contiguous() and torch.equal(q, want_q) and torch.equal(k, want_k)
+
+
+def test_the_c_rotation_declines_what_it_does_not_read():
+    qkv, cos = torch.randn(2, 5, 3 * 2 * 8), torch.randn(5, 8)
+    assert rotate_qk(qkv, cos, cos, 2) is not None
+    assert rotate_qk(qkv.double(), cos.double(), cos.double(), 2) is None  # float32 only
+    assert rotate_qk(qkv.requires_grad_(), cos, cos, 2) is None  # autograd: torch's ops record the graph
+    assert rotate_qk(torch.randn(2, 5, 3 * 2 * 7), torch.randn(5, 7), torch.randn(5, 7), 2) is None  # odd head size
+    assert rotate_qk(torch.randn(2, 5, 48), torch.randn(4, 8), torch.randn(4, 8), 2) is None  # tables of 4 positions
+    assert rotate_qk(torch.randn(2, 5, 50), torch.randn(5, 8), torch.randn(5, 8), 2) is None  # not 3 x heads x D wide
