@@ -41,8 +41,9 @@ def stream_both_strands(model, tokens: np.ndarray, chunk: int = 65536, track: in
 
 
 def per_position_scores(prob: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None) -> dict:
-    """Accuracy at 0.5, F1, recall, precision and (for graded scores) AUROC of `prob` against 0/1 `truth`,
-    over the `valid` positions (all when None)."""
+    """Accuracy at 0.5, F1, recall, precision and AUROC of `prob` against 0/1 `truth`, over the `valid`
+    positions (all when None). A 0/1 score (a gene finder's calls) gets an AUROC too: its ties count half, so it
+    is the mean of its sensitivity and specificity, what its calls give as a ranking."""
     from torchmetrics.functional.classification import binary_auroc
 
     if valid is not None:
@@ -52,7 +53,7 @@ def per_position_scores(prob: np.ndarray, truth: np.ndarray, valid: np.ndarray |
     tp, fp, fn = int((pred & y).sum()), int((pred & ~y).sum()), int((~pred & y).sum())
     out = {"accuracy": float((pred == y).mean()) if len(y) else float("nan"),
            "f1": 2 * tp / max(1, 2 * tp + fp + fn), "recall": tp / max(1, tp + fn), "precision": tp / max(1, tp + fp)}
-    if len(np.unique(prob)) > 2:
+    if len(np.unique(prob)) > 1:
         out["auroc"] = float(binary_auroc(torch.from_numpy(prob.astype(np.float32)), torch.from_numpy(y).long()))
     return out
 

@@ -135,6 +135,9 @@ def test_per_position_scores_and_runs():
     assert s["auroc"] == pytest.approx(8 / 9)
     assert per_position_scores(prob, truth, valid=truth == 1)["accuracy"] == pytest.approx(2 / 3)
     assert runs(prob) == [(1, 4)]
+    calls = np.array([0, 1, 1, 1, 0, 0], dtype=np.float32)  # 0/1 calls: sensitivity 2/3, specificity 2/3
+    assert per_position_scores(calls, truth)["auroc"] == pytest.approx((2 / 3 + 2 / 3) / 2)
+    assert "auroc" not in per_position_scores(np.ones(6), truth)  # a constant ranks nothing
 
 
 @pytest.mark.skipif(not (SHARED / "promoters").is_dir(), reason="../shared/data/promoters is not beside the checkout")
