@@ -213,7 +213,7 @@ def _old_valid(self, x):
 
 
 VARIANTS = {
-    "pytorch-step": (cpu_step, "library", lambda: None),  # the fused C step off: the PyTorch calls run
+    "pytorch-step": (cpu_step, "library", lambda: None),  # the C library off (fused step, rotation): torch runs
     "frontend-gelu": (fe._CausalStage, "_valid", _old_valid),
     "fused-rope-kv": (enc.SWAEncoder, "_step_inference", fused_rope_kv),
     "torchscript-layer": (enc.SWAEncoder, "_step_inference", torchscript_layer),

@@ -59,6 +59,8 @@ void swa_cpu_rotate(const float *qkv, const float *cos_t, const float *ssin, flo
                     int H, int D)
 {
     const size_t per_row = (size_t)H * T * D;
+    if (!per_row)  /* nothing to rotate (and torch's data pointers may be NULL) */
+        return;
     for (int b = 0; b < B; b++)
         rotate_row(qkv + (size_t)b * T * 3 * H * D, cos_t, ssin, q + b * per_row, k + b * per_row, T, H, D);
 }

@@ -25,6 +25,7 @@ import threading
 from pathlib import Path
 
 import torch
+from torch.autograd import forward_ad
 
 from swa_stream.kernels.ring import SMALL_STEP, ring_placement
 
@@ -178,13 +179,16 @@ def rotate_qk(qkv: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, he
     tensors = (qkv, cos, signed_sin)
     if not (dim > 0 and dim % 2 == 0 and width == 3 * heads * dim and cos.shape == signed_sin.shape == (t, dim)
             and all(x.dtype is torch.float32 and x.is_cpu for x in tensors)
-            and not (torch.is_grad_enabled() and any(x.requires_grad for x in tensors))):
+            and not (torch.is_grad_enabled() and any(x.requires_grad for x in tensors))
+            and getattr(forward_ad, "_current_level", -1) < 0):  # no dual tensors: C would drop their tangents
         return None
     lib = library()
     if lib is None:
         return None
-    qkv, cos, signed_sin = qkv.contiguous(), cos.contiguous(), signed_sin.contiguous()
     q, k = (qkv.new_empty(batch, heads, t, dim) for _ in "qk")
+    if not q.numel():
+        return q, k
+    qkv, cos, signed_sin = qkv.contiguous(), cos.contiguous(), signed_sin.contiguous()
     lib.swa_cpu_rotate(qkv.data_ptr(), cos.data_ptr(), signed_sin.data_ptr(), q.data_ptr(), k.data_ptr(), batch, t,
                        heads, dim)
     return q, k

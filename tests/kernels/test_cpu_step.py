@@ -201,3 +201,14 @@ def test_the_c_rotation_declines_what_it_does_not_read():
     assert rotate_qk(torch.randn(2, 5, 3 * 2 * 7), torch.randn(5, 7), torch.randn(5, 7), 2) is None  # odd head size
     assert rotate_qk(torch.randn(2, 5, 48), torch.randn(4, 8), torch.randn(4, 8), 2) is None  # tables of 4 positions
     assert rotate_qk(torch.randn(2, 5, 50), torch.randn(5, 8), torch.randn(5, 8), 2) is None  # not 3 x heads x D wide
+
+
+def test_the_c_rotation_leaves_dual_tensors_and_empty_runs_alone():
+    from torch.autograd import forward_ad
+
+    qkv, cos = torch.randn(1, 3, 3 * 8), torch.randn(3, 8)
+    with forward_ad.dual_level():  # forward-mode autograd: C would drop the tangent
+        dual = forward_ad.make_dual(qkv, torch.ones_like(qkv))
+        assert rotate_qk(dual, cos, cos, 1) is None
+    q, k = rotate_qk(torch.randn(2, 0, 3 * 8), torch.randn(0, 8), torch.randn(0, 8), 1)
+    assert q.shape == k.shape == (2, 1, 0, 8)

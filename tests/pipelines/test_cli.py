@@ -211,3 +211,27 @@ def test_the_console_script_flushes_everything_before_its_fast_exit(tmp_path):
     missing = subprocess.run([exe, "transcribe", str(tmp_path / "none.wav")], capture_output=True, text=True,
                              timeout=300)
     assert missing.returncode == 2 and missing.stderr == f"swa-stream: error: {tmp_path / 'none.wav'}: no such file\n"
+
+
+def test_a_file_named_like_a_training_command_is_not_taken_for_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["transcribe", "test"]) == 2  # a file called "test", which is missing: not LightningCLI's test
+    assert capsys.readouterr().err == "swa-stream: error: test: no such file\n"
+
+
+def test_the_fast_exit_flush_survives_closed_and_failing_streams(monkeypatch, capsys):
+    from swa_stream.pipelines.cli import _fast_exit, _flushed
+
+    class Full:
+        def flush(self):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sys, "stdout", None)  # started with stdout closed
+    assert _flushed(0) == 0
+    monkeypatch.setattr(sys, "stdout", Full())
+    assert _flushed(0) == 1 and _flushed(2) == 2  # a failed write is an error; an earlier error code stays
+    assert "swa-stream: error: stdout: cannot write ([Errno 28] No space left on device)" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "")
+    assert _fast_exit(["info", "--model", "asr-demo"])
+    monkeypatch.setenv("WORLD_SIZE", "two")  # not ours to read: the usual exit
+    assert not _fast_exit(["info", "--model", "asr-demo"])
