@@ -7,6 +7,7 @@ subcommands are thin argparse front-ends over pipelines/*.py, imported only when
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -134,7 +135,23 @@ def _guarded(action, debug: bool) -> int:
     except BrokenPipeError:  # the reader left (`swa-stream info ... | head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
         return 141
+    except OSError as err:  # a full disk or an I/O error while writing: one line, not a traceback
+        if debug or err.errno not in CANNOT_WRITE:
+            raise
+        where = err.filename
+        if where is None:  # a failed write names no file: stdout, or a file being written
+            where = "stdout or an output file"
+            try:
+                sys.stdout.flush()
+            except OSError:
+                where = "stdout"
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush would fail too
+        print(f"swa-stream: error: {where}: cannot write ({err.strerror})", file=sys.stderr)
+        return 1
     return 0
+
+
+CANNOT_WRITE = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG)  # OSErrors that mean "could not write"
 
 
 def _dispatch(args: argparse.Namespace) -> None:
@@ -230,8 +247,9 @@ def _flushed(code: int) -> int:
             code = code or 141
         except (OSError, ValueError) as err:  # a full disk, an I/O error, a stream closed under us
             if name == "stdout":
+                why = getattr(err, "strerror", None) or err
                 try:
-                    print(f"swa-stream: error: stdout: cannot write ({err})", file=sys.stderr, flush=True)
+                    print(f"swa-stream: error: stdout: cannot write ({why})", file=sys.stderr, flush=True)
                 except (OSError, ValueError, AttributeError):
                     pass
             code = code or 1

@@ -230,8 +230,18 @@ def test_the_fast_exit_flush_survives_closed_and_failing_streams(monkeypatch, ca
     assert _flushed(0) == 0
     monkeypatch.setattr(sys, "stdout", Full())
     assert _flushed(0) == 1 and _flushed(2) == 2  # a failed write is an error; an earlier error code stays
-    assert "swa-stream: error: stdout: cannot write ([Errno 28] No space left on device)" in capsys.readouterr().err
+    assert "swa-stream: error: stdout: cannot write (No space left on device)" in capsys.readouterr().err
     monkeypatch.setenv("WORLD_SIZE", "")
     assert _fast_exit(["info", "--model", "asr-demo"])
     monkeypatch.setenv("WORLD_SIZE", "two")  # not ours to read: the usual exit
     assert not _fast_exit(["info", "--model", "asr-demo"])
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
+def test_a_full_disk_on_stdout_is_one_line_and_status_1():
+    exe = str(Path(sys.executable).with_name("swa-stream"))
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([exe, "info", "--config", str(CONFIGS / "asr_demo.yaml")], stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1 and "cannot write (No space left on device)" in done.stderr
