@@ -1,5 +1,6 @@
-"""The CPU streaming step's fused attention part (kernels/cpu_step.c), compiled on first use and loaded
-with ctypes; without a C compiler the PyTorch path runs instead, with the same results to rounding.
+"""The CPU streaming step's fused attention part and the rotary rotation of a projection
+(kernels/cpu_step.c), compiled on first use and loaded with ctypes; without a C compiler the PyTorch path
+runs instead, with the same results to rounding (the rotation: the same bits).
 
 The library is built once per source, compiler and flags into the user's cache folder
 (`$SWA_STREAM_CACHE`, else `$XDG_CACHE_HOME/swa-stream`, else `~/.cache/swa-stream`), written under a
@@ -129,20 +130,27 @@ def status() -> str:
     return _STATUS
 
 
+def _readable(qkv, cos, signed_sin, heads: int, dim: int, *others) -> bool:
+    """What both C functions need: qkv (B, T, 3 * heads * dim) and its tables (T, dim), dim even, every
+    tensor float32 on the CPU, and no autograd of either mode (C would drop gradients and tangents)."""
+    tensors = (qkv, cos, signed_sin, *others)
+    return (dim > 0 and dim % 2 == 0 and qkv.shape[2] == 3 * heads * dim
+            and cos.shape == signed_sin.shape == (qkv.shape[1], dim)
+            and all(x.dtype is torch.float32 and x.is_cpu for x in tensors)
+            and not (torch.is_grad_enabled() and any(x.requires_grad for x in tensors))
+            and getattr(forward_ad, "_current_level", -1) < 0)
+
+
 def _fits(qkv, cos, signed_sin, k_ring, v_ring, pending_q) -> bool:
-    """Every tensor float32 on the CPU and shaped as the C code reads it, no autograd, a short step, and few
+    """`_readable`, the ring and held-back queries shaped as the C step reads them, a short step, and few
     enough rows (batch x heads) for one thread: else the PyTorch path runs (and raises its own errors)."""
     if qkv.dim() != 3 or k_ring.dim() != 4 or pending_q.dim() != 4 or cos.dim() != 2:
         return False
-    batch, t, width = qkv.shape
+    batch, t, _ = qkv.shape
     _, heads, capacity, dim = k_ring.shape
-    tensors = (qkv, cos, signed_sin, k_ring, v_ring, pending_q)
-    return (dim > 0 and dim % 2 == 0 and width == 3 * heads * dim and k_ring.shape[0] == batch
+    return (_readable(qkv, cos, signed_sin, heads, dim, k_ring, v_ring, pending_q) and k_ring.shape[0] == batch
             and v_ring.shape == k_ring.shape and pending_q.shape[:2] == (batch, heads) and pending_q.shape[3] == dim
-            and cos.shape == signed_sin.shape == (t, dim) and batch * heads <= MOST_ROWS
-            and t * (capacity + t) <= SMALL_STEP
-            and all(x.dtype is torch.float32 and x.is_cpu for x in tensors)
-            and not (torch.is_grad_enabled() and any(x.requires_grad for x in tensors)))
+            and batch * heads <= MOST_ROWS and t * (capacity + t) <= SMALL_STEP)
 
 
 def fused_ring_step(qkv, cos, signed_sin, k_ring, v_ring, pending_q, end: int, stream_start: int):
@@ -176,11 +184,7 @@ def rotate_qk(qkv: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, he
         return None
     batch, t, width = qkv.shape
     dim = width // (3 * heads)
-    tensors = (qkv, cos, signed_sin)
-    if not (dim > 0 and dim % 2 == 0 and width == 3 * heads * dim and cos.shape == signed_sin.shape == (t, dim)
-            and all(x.dtype is torch.float32 and x.is_cpu for x in tensors)
-            and not (torch.is_grad_enabled() and any(x.requires_grad for x in tensors))
-            and getattr(forward_ad, "_current_level", -1) < 0):  # no dual tensors: C would drop their tangents
+    if not _readable(qkv, cos, signed_sin, heads, dim):
         return None
     lib = library()
     if lib is None:

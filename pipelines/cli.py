@@ -146,9 +146,18 @@ def _guarded(action, debug: bool) -> int:
             except OSError:
                 where = "stdout"
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush would fail too
-        print(f"swa-stream: error: {where}: cannot write ({err.strerror})", file=sys.stderr)
+        _cannot_write(where, err)
         return 1
     return 0
+
+
+def _cannot_write(where: str, err: Exception) -> None:
+    """The one line for output that could not be written (a full disk, an I/O error)."""
+    try:
+        print(f"swa-stream: error: {where}: cannot write ({getattr(err, 'strerror', None) or err})", file=sys.stderr,
+              flush=True)
+    except (OSError, ValueError, AttributeError):  # stderr is gone too: the exit status says it
+        pass
 
 
 CANNOT_WRITE = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG)  # OSErrors that mean "could not write"
@@ -247,11 +256,7 @@ def _flushed(code: int) -> int:
             code = code or 141
         except (OSError, ValueError) as err:  # a full disk, an I/O error, a stream closed under us
             if name == "stdout":
-                why = getattr(err, "strerror", None) or err
-                try:
-                    print(f"swa-stream: error: stdout: cannot write ({why})", file=sys.stderr, flush=True)
-                except (OSError, ValueError, AttributeError):
-                    pass
+                _cannot_write("stdout", err)
             code = code or 1
     return code
 

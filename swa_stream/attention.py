@@ -115,15 +115,13 @@ class SWAAttention(nn.Module):
         batch, length, _ = x.shape
         flat = self.qkv(x)
         qkv = flat.view(batch, length, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        rotated = None
         if isinstance(start, int):
             cos, signed_sin = self.rope.full_tables(start, length, x.dtype)
             rotated = rotate_qk(flat, cos, signed_sin, self.n_heads)  # one pass of C on the CPU, else None
         else:
             cos, signed_sin = self.rope.full(*self.rope.tables(start, length, x.dtype))
-        if rotated is None:
-            rotated = self.rope.rotate_full(qkv[:2], cos, signed_sin).unbind(0)  # q and k in one pass
-        q, k = rotated
+            rotated = None
+        q, k = rotated or self.rope.rotate_full(qkv[:2], cos, signed_sin).unbind(0)  # q and k in one pass
         p = Projection(q, k, qkv[2])
         if self.n_global:
             scale = self.head_dim**-0.5

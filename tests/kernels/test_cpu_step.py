@@ -203,12 +203,15 @@ def test_the_c_rotation_declines_what_it_does_not_read():
     assert rotate_qk(torch.randn(2, 5, 50), torch.randn(5, 8), torch.randn(5, 8), 2) is None  # not 3 x heads x D wide
 
 
-def test_the_c_rotation_leaves_dual_tensors_and_empty_runs_alone():
+def test_the_c_code_leaves_dual_tensors_and_empty_runs_alone():
     from torch.autograd import forward_ad
 
     qkv, cos = torch.randn(1, 3, 3 * 8), torch.randn(3, 8)
+    ring, held = torch.randn(1, 1, 4, 8), torch.randn(1, 1, 1, 8)
+    assert cpu_step._fits(qkv, cos, cos, ring, ring, held)
     with forward_ad.dual_level():  # forward-mode autograd: C would drop the tangent
         dual = forward_ad.make_dual(qkv, torch.ones_like(qkv))
         assert rotate_qk(dual, cos, cos, 1) is None
+        assert not cpu_step._fits(dual, cos, cos, ring, ring, held)  # the fused step declines it too
     q, k = rotate_qk(torch.randn(2, 0, 3 * 8), torch.randn(0, 8), torch.randn(0, 8), 1)
     assert q.shape == k.shape == (2, 1, 0, 8)
