@@ -5,7 +5,12 @@ The shared set is a seeded 80% of CNNProm's files (671 promoters, 2,400 non-prom
 held out upstream and never seen here. Fold k tests on the k-th fifth of each class, validates (model
 selection) on a seeded tenth of the rest, and trains on what remains.
 
+`--bacillus` adds CNNProm's B. subtilis sets (373 sigma-A promoters, whose -35 and -10 boxes are sigma-70's,
+and 1,000 non-promoters) to every training part, never to a validation or test part; the E. coli splits are
+the same with or without it.
+
     python -m swa_stream.tasks.dna.promoters --shared ../shared/data --out data/ecoli_promoters
+    python -m swa_stream.tasks.dna.promoters --shared ../shared/data --out data/ecoli_bsub_promoters --bacillus
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from swa_stream.errors import SWAStreamError
 
 CLASSES = ("non_promoter", "promoter")
 FILES = {"promoter": "Ecoli_prom.fa", "non_promoter": "Ecoli_non_prom.fa"}
+BACILLUS = {"promoter": "Bacillus_prom.fa", "non_promoter": "Bacillus_non_prom.fa"}
 
 
 def read_sequences(path: Path) -> list[str]:
@@ -46,11 +52,23 @@ def write_split(folder: Path, split: str, items: list[tuple[str, str]]) -> None:
             labels.write(f"{split}{i}_{label}\t{label}\n")
 
 
-def build(shared: Path, out: Path, folds: int = 5, seed: int = 0, val_fraction: float = 0.1) -> None:
+def build(shared: Path, out: Path, folds: int = 5, seed: int = 0, val_fraction: float = 0.1,
+          bacillus: bool = False) -> None:
     data = {label: read_sequences(shared / "promoters" / name) for label, name in FILES.items()}
     rng = random.Random(seed)
     for seqs in data.values():
         rng.shuffle(seqs)
+    # Extra training sequences, mixed in with their own generator so that the E. coli splits stay the same.
+    extra = [(seq, label) for label, name in BACILLUS.items()
+             for seq in read_sequences(shared / "promoters" / name)] if bacillus else []
+    mix = random.Random(seed + 1)
+
+    def with_extra(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        if not extra:
+            return items
+        items = items + extra
+        mix.shuffle(items)
+        return items
     for k in range(folds):
         train, test = [], []
         for label, seqs in data.items():
@@ -58,14 +76,14 @@ def build(shared: Path, out: Path, folds: int = 5, seed: int = 0, val_fraction: 
                 (test if i % folds == k else train).append((seq, label))
         rng.shuffle(train)
         cut = int(len(train) * val_fraction)
-        for split, items in (("train", train[cut:]), ("val", train[:cut]), ("test", test)):
+        for split, items in (("train", with_extra(train[cut:])), ("val", train[:cut]), ("test", test)):
             write_split(out / f"fold{k}", split, items)
         (out / f"fold{k}" / "classes.txt").write_text("\n".join(CLASSES) + "\n")
     everything = [(seq, label) for label, seqs in data.items() for seq in seqs]
     rng.shuffle(everything)
     # The shipped model trains on all of it for the epochs that cross-validation chose; its val/test
     # files hold a tenth of the same data only so that the data module has them (they measure nothing).
-    for split, items in (("train", everything), ("val", everything[: len(everything) // 10]),
+    for split, items in (("train", with_extra(everything)), ("val", everything[: len(everything) // 10]),
                          ("test", everything[: len(everything) // 10])):
         write_split(out / "all", split, items)
     (out / "all" / "classes.txt").write_text("\n".join(CLASSES) + "\n")
@@ -76,8 +94,10 @@ def main(argv=None) -> None:
     parser.add_argument("--shared", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out", type=Path, default=Path("data/ecoli_promoters"))
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--bacillus", action="store_true",
+                        help="add the B. subtilis promoters and non-promoters to every training part")
     args = parser.parse_args(argv)
-    build(args.shared, args.out, args.folds)
+    build(args.shared, args.out, args.folds, bacillus=args.bacillus)
 
 
 if __name__ == "__main__":

@@ -158,6 +158,27 @@ def test_promoter_folds_are_stratified_and_disjoint(tmp_path):
     assert sorted(tests) == everything  # the test fifths partition the data
 
 
+@pytest.mark.skipif(not (SHARED / "promoters").is_dir(), reason="../shared/data/promoters is not beside the checkout")
+def test_bacillus_joins_only_the_training_parts(tmp_path):
+    build_promoters(SHARED, tmp_path / "plain", folds=5)
+    build_promoters(SHARED, tmp_path / "mixed", folds=5, bacillus=True)
+    bacillus = sorted(encode(seq).tobytes() for name in ("Bacillus_prom.fa", "Bacillus_non_prom.fa")
+                      for seq in read_sequences(SHARED / "promoters" / name))
+
+    def tokens(folder, split):
+        return sorted(r.tokens.tobytes() for r in read_fasta(folder / f"{split}.fa"))
+
+    for fold in [f"fold{k}" for k in range(5)] + ["all"]:
+        plain, mixed = tmp_path / "plain" / fold, tmp_path / "mixed" / fold
+        for split in ("val", "test"):  # the E. coli splits that select and score are the same files
+            assert (plain / f"{split}.fa").read_bytes() == (mixed / f"{split}.fa").read_bytes()
+        assert tokens(mixed, "train") == sorted(tokens(plain, "train") + bacillus)
+        labels = dict(line.split("\t") for line in (mixed / "train.labels.tsv").read_text().splitlines()[1:])
+        assert sum(v == "promoter" for v in labels.values()) == sum(
+            v == "promoter" for v in dict(line.split("\t") for line in (plain / "train.labels.tsv").read_text()
+                                          .splitlines()[1:]).values()) + 373
+
+
 def test_export_carries_the_training_data_and_a_track_only_bundle_loads(tmp_path):
     import json
 
