@@ -66,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     fasta.add_argument("--devices", type=int, default=1, help="processes (or GPUs) to spread records over")
     fasta.add_argument("--num-nodes", type=int, default=1, help="machines, each running --devices processes "
                        "(launched by torchrun or SLURM; see docs/dna.md)")
+    fasta.add_argument("--windows", type=int, metavar="W", help="score W bp windows of each record, each "
+                       "as a row of its own, instead of the whole record (a classifier trained on short records, "
+                       "such as ecoli-promoters' 81 bp, scanning a genome)")
+    fasta.add_argument("--stride", type=int, metavar="S", help="--windows: bp between window starts (default 10); "
+                       "a last window ends at the record's end")
+    fasta.add_argument("--strand", choices=["both", "+", "-"], help="--windows: the strands to scan (default both, "
+                       "as rows of their own; the - strand's windows are reverse-complemented)")
     fasta.add_argument("--rna", action="store_true", help="read U as T")
     fasta.add_argument("--column", help="CSV/TSV: the sequence column, a header name or a number from 1")
     fasta.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: more threads "

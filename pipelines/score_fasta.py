@@ -8,6 +8,8 @@ file, so writers never share one.
 A killed run loses at most the last uncommitted batch; rerunning the same command skips what is logged,
 after checking that the weights, the options, the inputs' fingerprints and each skipped record's content
 are what the earlier run scored.
+`--windows W` scores W bp windows of each record (every `--stride` bp, on both strands unless told) as
+records of their own, for a classifier trained on short records (ecoli-promoters: 81 bp) and a genome to scan.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import shlex
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +55,8 @@ from swa_stream.tasks.dna.tokenizer import (
 from swa_stream.tasks.dna.track import mask_n
 
 TSV_HEAD = ["file", "record_index", "id", "length"]
+WINDOW_HEAD = ["seq_id", "start", "end", "strand"]  # --windows: BED's coordinates (0-based start, end exclusive)
+STRANDS = {"both": ("+", "-"), "+": ("+",), "-": ("-",)}
 
 
 @dataclass
@@ -63,6 +67,52 @@ class ScoreOptions:
     batch_size: int = 256
     rna: bool = False
     column: str | None = None
+    windows: int = 0  # > 0: score windows of this many bp instead of whole records
+    stride: int = 10
+    strand: str = "both"  # the windows' strands ("both", "+", "-"); with rc_average, one averaged row
+
+    def record(self) -> dict:
+        """The options as run.json and the store keep them; without --windows, as before windows existed,
+        so that an unfinished run of an earlier version still resumes."""
+        options = asdict(self)
+        if not self.windows:
+            for key in ("windows", "stride", "strand"):
+                del options[key]
+        return options
+
+
+@dataclass
+class WindowRecord(FastaRecord):
+    """One window of a record (`--windows`): its own tokens (reverse-complemented on the - strand), and
+    where it lies on the record it came from."""
+
+    seq_id: str
+    start: int  # 0-based, on the + strand
+    end: int  # exclusive
+    strand: str  # "+", "-", or "." (both strands averaged)
+
+
+def window_starts(length: int, width: int, stride: int) -> range | list[int]:
+    """Where the width-bp windows of a length-bp record start: every `stride` bp, and one more ending at the
+    record's end where the stride does not land there. A record no longer than `width` is one window."""
+    last = length - width
+    if last <= 0:
+        return [0]
+    starts = range(0, last + 1, stride)
+    return starts if starts[-1] == last else [*starts, last]
+
+
+def windows_of(rec: FastaRecord, options: ScoreOptions):
+    strands = (".",) if options.rc_average else STRANDS[options.strand]
+    for start in window_starts(rec.length, options.windows, options.stride):
+        end = min(rec.length, start + options.windows)
+        piece = rec.tokens[start:end]
+        n_fraction = float(np.count_nonzero(piece == N_TOKEN) / len(piece)) if len(piece) else 0.0
+        for strand in strands:
+            tokens = reverse_complement(piece) if strand == "-" else piece
+            where = f"{start + 1}-{end}" + ("" if strand == "." else f"({strand})")
+            yield WindowRecord(rec.file, rec.index, f"{rec.id}:{where}", f"{rec.description} [{where}]", tokens,
+                               n_fraction, rec.had_iupac, rec.id, start, end, strand)
 
 
 def weights_hash(model_dir: str | Path) -> str:
@@ -103,6 +153,8 @@ def _entry(rec: FastaRecord, number: int, probs: np.ndarray, track_row: int, mea
              "p": [round(float(p), 8) for p in probs], "h": rec.content_hash(), "t": track_row}
     if means is not None:  # a track model's per-record summary; None where every base is N
         entry["m"] = [None if np.isnan(m) else round(float(m), 8) for m in means]
+    if isinstance(rec, WindowRecord):
+        entry["w"] = [rec.seq_id, rec.start, rec.end, rec.strand]
     return entry
 
 
@@ -198,11 +250,23 @@ def _score_batch(model: DNAModel, batch: list[tuple[int, FastaRecord]], options:
             row += rec.length
 
 
-def _records(paths: list[Path], options: ScoreOptions, rank: int = 0):
-    number = 0
+def _records(paths: list[Path], options: ScoreOptions, rank: int = 0, trained_on: int | None = None):
+    """(number, record) in input order: the records, or with --windows their windows. A classifier that
+    says what length it was trained on gets a note, once, for the first record over twice that length."""
+    number, noted = 0, False
     quiet = (lambda message: None) if rank else (lambda message: print(message, file=sys.stderr))
     for path in paths:  # notices ("qualities are ignored") are said once, by rank 0
         for rec in read_sequences(path, rna=options.rna, column=options.column, notice=quiet):
+            if options.windows:
+                for window in windows_of(rec, options):
+                    yield number, window
+                    number += 1
+                continue
+            if trained_on and not noted and rec.length > 2 * trained_on:
+                quiet(f"note: the model was trained on {trained_on} bp records, and {rec.file} record "
+                      f"{rec.index + 1} ({rec.id}) is {rec.length:,} bp: it is scored whole; --windows "
+                      f"{trained_on} scans it {trained_on} bp at a time")
+                noted = True
             yield number, rec
             number += 1
 
@@ -238,7 +302,7 @@ def score(
                              "reads every input: save it to a file, or use --devices 1")
     out_path, tsv_path = check_paths(paths, out, tsv)
     manifest = {"inputs": [{"path": str(p.resolve()), "fingerprint": fingerprint(p)} for p in paths],
-                "model": str(model_dir), "model_sha256": weights_hash(model_dir), "options": asdict(options)}
+                "model": str(model_dir), "model_sha256": weights_hash(model_dir), "options": options.record()}
     run = RunFolder(out_path, manifest)
     status = "score"
     fresh = world_size == 1 and not run.partial.exists()  # this run makes the folder: see _score_or_clean
@@ -350,7 +414,7 @@ def _score_all(run: RunFolder, paths, model, options, rank: int, world_size: int
     scorer = _Scorer(run, model, options, rank, world_size)
     try:
         with torch.inference_mode():
-            for number, rec in _records(paths, options, rank):
+            for number, rec in _records(paths, options, rank, None if model.track_only else model.record_length):
                 scorer.total = number + 1
                 scorer.take(number, rec)
             scorer.flush()
@@ -366,13 +430,13 @@ def _score_all(run: RunFolder, paths, model, options, rank: int, world_size: int
 def finalise(run: RunFolder, model: DNAModel, options: ScoreOptions, tsv: Path | None, command: str,
              total: int) -> int:
     attrs = {"swa_stream_version": __version__, "model": run.manifest["model"],
-             "model_sha256": run.manifest["model_sha256"], "options": asdict(options), "command": command}
+             "model_sha256": run.manifest["model_sha256"], "options": options.record(), "command": command}
     tracks = model.tracks if options.per_position else []
     means = model.tracks if model.track_only else []
     with atomic_text(tsv) if tsv is not None else contextlib.nullcontext() as f:
         if f is not None:
             f.write("\t".join(TSV_HEAD + [f"p_{c}" for c in model.classes] + [f"mean_{t}" for t in means]
-                              + ["n_fraction"]) + "\n")
+                              + ["n_fraction"] + (WINDOW_HEAD if options.windows else [])) + "\n")
         records = build_store(run, total, model.classes, tracks, attrs, mean_tracks=means,
                               on_block=None if f is None else lambda entries: write_tsv_rows(f, entries, len(means)))
     mark_complete(run)
@@ -382,12 +446,13 @@ def finalise(run: RunFolder, model: DNAModel, options: ScoreOptions, tsv: Path |
 
 def write_tsv_rows(f, entries: list[dict], n_means: int = 0) -> None:
     """One row per record; a track model's means are "nan" where every base is N (or the entry was logged
-    by a swa-stream that kept none)."""
+    by a swa-stream that kept none); a window's coordinates at the end."""
     def mean_cells(e):
         return ["nan" if m is None else f"{m:.6f}" for m in track_means(e, n_means)]
 
     f.writelines("\t".join([e["file"], str(e["index"]), e["id"], str(e["len"])] + [f"{p:.6f}" for p in e["p"]]
-                           + mean_cells(e) + [f"{e['nf']:.4f}"]) + "\n" for e in entries)
+                           + mean_cells(e) + [f"{e['nf']:.4f}"] + [str(w) for w in e.get("w", ())]) + "\n"
+                 for e in entries)
 
 
 def run(args) -> None:
@@ -400,14 +465,16 @@ def run(args) -> None:
     options = ScoreOptions(args.per_position, args.rc_average, args.chunk_size, args.batch_size,
                            getattr(args, "rna", False), getattr(args, "column", None))
     model_dir = str(find_model(args.model, "dna"))
+    model = load_dna_model(model_dir)
+    options = window_options(options, args, model, model_dir)
     kwargs = dict(inputs=args.inputs, out=args.out, model_dir=model_dir, options=options, tsv=args.tsv,
                   command=shlex.join(["swa-stream", *args.argv]))
     threads, nodes = getattr(args, "threads", 1), getattr(args, "num_nodes", 1)
     if args.devices == 1 and nodes == 1:
         torch.set_num_threads(threads)
-        summary = score(model=load_dna_model(model_dir), **kwargs)
+        summary = score(model=model, **kwargs)
     else:
-        summary = _run_distributed(args.inputs, args.devices, nodes, threads, load_dna_model(model_dir), kwargs)
+        summary = _run_distributed(args.inputs, args.devices, nodes, threads, model, kwargs)
         if summary is None:
             return
     rate = summary["bases"] / max(summary["seconds"], 1e-9) / 1e3
@@ -416,6 +483,31 @@ def run(args) -> None:
         f"{summary['seconds']:.1f} s, {rate:,.0f} kbp/s; {summary['records']} records in {args.out}"
         + (f" and {args.tsv}" if args.tsv else "")
     )
+
+
+def window_options(options: ScoreOptions, args, model: DNAModel, model_dir: str) -> ScoreOptions:
+    """--windows, --stride and --strand checked against each other and the model."""
+    windows, stride, strand = (getattr(args, name, None) for name in ("windows", "stride", "strand"))
+    if windows is None:
+        for flag, value in (("--stride", stride), ("--strand", strand)):
+            if value is not None:
+                raise SWAStreamError(f"{flag} applies to --windows W, which was not given")
+        return options
+    name = Path(model_dir).name
+    if windows < 1:
+        raise SWAStreamError(f"--windows must be >= 1 bp, got {windows}")
+    if stride is not None and stride < 1:
+        raise SWAStreamError(f"--stride must be >= 1 bp, got {stride}")
+    if model.track_only:
+        raise SWAStreamError(f"--windows: {name} has no record classes (a track model): --per-position already "
+                             "scores every base of a record")
+    if options.per_position:
+        raise SWAStreamError("--windows and --per-position: a window's score is one row, not a track; "
+                             "choose one")
+    if strand is not None and options.rc_average:
+        raise SWAStreamError("--strand and --rc-average: --rc-average gives each window one row, both strands "
+                             "averaged; choose one")
+    return replace(options, windows=windows, stride=stride or ScoreOptions.stride, strand=strand or "both")
 
 
 def _run_distributed(inputs, devices: int, nodes: int, threads: int, model, kwargs) -> dict | None:

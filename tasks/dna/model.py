@@ -98,12 +98,15 @@ class DNAState(RowsMixin):
 
 class DNAModel(nn.Module):
     """tokens (B, T) in 0..4 -> (class logits (B, n_classes), track logits (B, T, n_tracks)).
-    A track-only model has no classes: its class logits are (B, 0)."""
+    A track-only model has no classes: its class logits are (B, 0). `record_length`: the one length of the
+    records a classifier was trained on, if they had one (what `score-fasta --windows` cuts by default)."""
 
     def __init__(
-        self, encoder: SWAConfig, classes: list[str], tracks: list[str] | None = None, stem_kernel: int = 0
+        self, encoder: SWAConfig, classes: list[str], tracks: list[str] | None = None, stem_kernel: int = 0,
+        record_length: int | None = None,
     ):
         super().__init__()
+        self.record_length = record_length
         if len(classes) == 1:  # none is a track-only model; one class would be no classification at all
             raise ValueError(f"classes: need two or more class names, or none (track only), got {classes!r}")
         self.classes, self.tracks = list(classes), list(tracks or [DEFAULT_TRACK])

@@ -35,7 +35,8 @@ class GenomicsTask(L.LightningModule):
     plain model may start a variant (the variant's own parameters keep their initial values).
     `training_data` (a list of {name, licence, source}) says what the model learned from; `export` copies
     it into the bundle. `track_name` names the per-position track in the bundle, the store and the TSV
-    (bacteria-genes: "coding")."""
+    (bacteria-genes: "coding"). `record_length`, for a classifier trained on records of one length (81 bp
+    windows for ecoli-promoters), goes into the bundle too: `score-fasta --windows` scans by it."""
 
     def __init__(
         self,
@@ -49,6 +50,7 @@ class GenomicsTask(L.LightningModule):
         init_from: str | None = None,
         training_data: list[dict] | None = None,
         track_name: str = DEFAULT_TRACK,
+        record_length: int | None = None,
     ):
         super().__init__()
         if labels is None:
@@ -59,7 +61,9 @@ class GenomicsTask(L.LightningModule):
         if not isinstance(track_name, str) or not track_name.strip() or "\t" in track_name:
             raise ValueError(f"track_name: a non-empty name without tabs, got {track_name!r}")
         self.save_hyperparameters()
-        self.model = DNAModel(encoder, labels, tracks=[track_name], stem_kernel=stem_kernel)
+        in_range("record_length", record_length, 1, integer=True, none_ok=True)
+        self.model = DNAModel(encoder, labels, tracks=[track_name], stem_kernel=stem_kernel,
+                              record_length=record_length)
         if init_from:
             self._load_initial_weights(init_from)
         n = len(labels)

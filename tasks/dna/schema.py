@@ -3,7 +3,9 @@ checkpoint or config becomes one (with the task's defaults), how the model is bu
 `swa-stream info` says about it. No torch at import: `info --config` must start fast.
 
 A bundle config: {"encoder": SWAConfig fields, "classes": the record classes, "tracks": the per-position
-tracks (default one, DEFAULT_TRACK "signal"), "stem_kernel": the width of the convolutional stem (0: none)}.
+tracks (default one, DEFAULT_TRACK "signal"), "stem_kernel": the width of the convolutional stem (0: none),
+optionally "record_length": the one length of the records a classifier was trained on (81 for ecoli-promoters),
+which `score-fasta --windows` scans longer sequences with}.
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ from swa_stream.tasks.registry import TaskSchema, field, span_text, string_list
 DEFAULT_STEM_KERNEL = 9  # what GenomicsTask builds unless told otherwise
 BUNDLE_STEM_KERNEL = 0  # bundles that predate the field had no stem
 DEFAULT_TRACK = "signal"  # the one per-position track's name unless a task names it
+
+
+def _record_length(value) -> int | None:
+    if value is not None and (not is_int(value) or value < 1):
+        raise ConfigError(f"must be a length >= 1 (bp), or null, got {value!r}")
+    return value
 
 
 def _stem_kernel(value) -> int:
@@ -35,6 +43,8 @@ class DNASchema(TaskSchema):
                 config[key] = args[name]
         if args.get("track_name") is not None:
             config["tracks"] = [args["track_name"]]
+        if args.get("record_length") is not None:
+            config["record_length"] = args["record_length"]
         return config
 
     def parse(self, config: dict) -> dict:
@@ -44,6 +54,7 @@ class DNASchema(TaskSchema):
             "classes": field(config, "classes", string_list, list),
             "tracks": field(config, "tracks", string_list, list, default=None),
             "stem_kernel": self.stem_kernel(config),
+            "record_length": field(config, "record_length", _record_length, default=None),
         }
 
     def stem_kernel(self, config: dict) -> int:
@@ -53,11 +64,15 @@ class DNASchema(TaskSchema):
         from swa_stream.tasks.dna.model import DNAModel
 
         c = self.parse(config)
-        return DNAModel(c["encoder"], c["classes"], c["tracks"], stem_kernel=c["stem_kernel"])
+        return DNAModel(c["encoder"], c["classes"], c["tracks"], stem_kernel=c["stem_kernel"],
+                        record_length=c["record_length"])
 
     def model_config(self, model) -> dict:
-        return {"encoder": model.cfg.to_dict(), "classes": list(model.classes), "tracks": list(model.tracks),
-                "stem_kernel": 0 if model.stem is None else model.stem.kernel}
+        config = {"encoder": model.cfg.to_dict(), "classes": list(model.classes), "tracks": list(model.tracks),
+                  "stem_kernel": 0 if model.stem is None else model.stem.kernel}
+        if model.record_length is not None:
+            config["record_length"] = model.record_length
+        return config
 
     def describe(self, config: dict, chunk_ms: float) -> list[str]:
         cfg, kernel = self.encoder(config), self.stem_kernel(config)
@@ -67,6 +82,10 @@ class DNASchema(TaskSchema):
             what = f"record classes {', '.join(classes)}" if classes else "no record classes (a track model)"
             lines.append(f"outputs           {what}; per-position track{'s' if len(tracks) > 1 else ''} "
                          f"{', '.join(tracks)}")
+        if config.get("record_length"):
+            n = config["record_length"]
+            lines.append(f"trained on        {n} bp records; score-fasta --windows scans longer sequences "
+                         f"{n} bp at a time")
         if not kernel:
             return lines
         half = kernel // 2

@@ -393,3 +393,127 @@ def test_two_nodes_under_torchrun_resume_a_one_process_run_and_match_it_bit_for_
     assert "skipped" in results[0][1]  # it resumed the killed run
     assert read_tsv(tmp_path / "nodes.tsv") == single
     np.testing.assert_array_equal(Store(out).group["tracks"][:], Store(tmp_path / "single.zarr").group["tracks"][:])
+
+
+# ---- --windows: a classifier trained on short records scans long ones -------------------------------------------
+def windowed_bundle(tmp_path, model_dir, record_length=30) -> str:
+    """The tiny classifier, its config saying what length it was trained on (weights unchanged)."""
+    import json
+    import shutil
+
+    folder = tmp_path / "windowed_model"
+    shutil.copytree(model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["config"]["record_length"] = record_length
+    (folder / "config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+def probabilities(rows) -> np.ndarray:
+    return np.array([[float(r["p_far"]), float(r["p_near"])] for r in rows])
+
+
+def revcomp(seq: str) -> str:
+    return seq.translate(str.maketrans("ACGTNacgtn", "TGCANtgcan"))[::-1]
+
+
+def test_windows_score_as_the_same_windows_cut_by_hand(tmp_path, model_dir):
+    """An independent cut: each window written out as a FASTA record of its own (the - strand's by string
+    reverse complement) and scored plainly gives the same probabilities, in the same order."""
+    rng = np.random.default_rng(3)
+    seqs = {"a": "".join(rng.choice(list("ACGT"), 205)), "b": "ACGTN" * 5 + "".join(rng.choice(list("ACGT"), 40)),
+            "short": "ACGTACGTAC"}
+    src = tmp_path / "in.fa"
+    src.write_text("".join(f">{name} some description\n{seq}\n" for name, seq in seqs.items()))
+    width, stride = 30, 25
+    expected, by_hand = [], []
+    for name, seq in seqs.items():
+        last = max(0, len(seq) - width)
+        starts = list(range(0, last + 1, stride)) + ([last] if last % stride else [])
+        for start in starts:
+            end = min(len(seq), start + width)
+            for strand in "+-":
+                piece = seq[start:end] if strand == "+" else revcomp(seq[start:end])
+                by_hand.append(f">{name}:{start + 1}-{end}({strand})\n{piece}\n")
+                where = f"{name}:{start + 1}-{end}({strand})"
+                expected.append((where, name, str(start), str(end), strand, len(piece)))
+    (tmp_path / "cut.fa").write_text("".join(by_hand))
+    _, rows = score(tmp_path, model_dir, [str(src)], "win", "--windows", str(width), "--stride", str(stride))
+    _, plain = score(tmp_path, model_dir, [str(tmp_path / "cut.fa")], "cut")
+    assert [(r["id"], r["seq_id"], r["start"], r["end"], r["strand"], int(r["length"])) for r in rows] == expected
+    assert [r["id"] for r in plain] == [r["id"] for r in rows]
+    np.testing.assert_allclose(probabilities(rows), probabilities(plain), atol=2e-6)
+    assert {r["record_index"] for r in rows if r["seq_id"] == "b"} == {"1"}
+    n_rows = [r for r in rows if r["seq_id"] == "b" and r["start"] == "0"]
+    assert n_rows and all(float(r["n_fraction"]) == pytest.approx(5 / 30, abs=1e-4) for r in n_rows)  # its own
+
+
+def test_windows_on_one_strand_and_averaged(tmp_path, model_dir):
+    src = tmp_path / "in.fa"
+    src.write_text(">r\n" + "ACGGTCATTAGCCA" * 8 + "\n")
+    _, both = score(tmp_path, model_dir, [str(src)], "both", "--windows", "40", "--stride", "16")
+    _, plus = score(tmp_path, model_dir, [str(src)], "plus", "--windows", "40", "--stride", "16", "--strand", "+")
+    _, minus = score(tmp_path, model_dir, [str(src)], "minus", "--windows", "40", "--stride", "16", "--strand", "-")
+    _, mean = score(tmp_path, model_dir, [str(src)], "mean", "--windows", "40", "--stride", "16", "--rc-average")
+    assert [r["id"] for r in plus] == [r["id"] for r in both if r["strand"] == "+"]
+    assert [r["id"] for r in minus] == [r["id"] for r in both if r["strand"] == "-"]
+    assert {r["strand"] for r in mean} == {"."} and len(mean) == len(plus)
+    assert [r["start"] for r in mean] == ["0", "16", "32", "48", "64", "72"]  # the last one ends at 112
+    np.testing.assert_allclose(probabilities(mean), (probabilities(plus) + probabilities(minus)) / 2, atol=2e-6)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--windows", "0"], "--windows must be >= 1 bp, got 0"),
+    (["--windows", "30", "--stride", "0"], "--stride must be >= 1 bp, got 0"),
+    (["--stride", "5"], "--stride applies to --windows W, which was not given"),
+    (["--strand", "+"], "--strand applies to --windows W, which was not given"),
+    (["--windows", "30", "--per-position"], "--windows and --per-position"),
+    (["--windows", "30", "--strand", "-", "--rc-average"], "--strand and --rc-average"),
+])
+def test_window_options_that_cannot_work_are_one_line_errors(tmp_path, model_dir, capsys, extra, message):
+    src = tmp_path / "in.fa"
+    src.write_text(">r\nACGTACGTACGTACGTACGTACGTACGTACGTACGTACGT\n")
+    assert main(["score-fasta", str(src), "--out", str(tmp_path / "o.zarr"), "--model", model_dir, *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.zarr").exists() and not (tmp_path / "o.zarr.partial").exists()
+
+
+def test_a_track_model_refuses_windows(tmp_path, track_model_dir, capsys):
+    src = tmp_path / "in.fa"
+    src.write_text(">r\nACGTACGTACGTACGTACGTACGTACGTACGTACGTACGT\n")
+    assert main(["score-fasta", str(src), "--out", str(tmp_path / "o.zarr"), "--model", track_model_dir,
+                 "--windows", "20"]) == 2
+    assert "has no record classes (a track model)" in capsys.readouterr().err
+
+
+def test_a_long_record_for_a_short_record_model_gets_one_note(tmp_path, model_dir, capsys):
+    bundle = windowed_bundle(tmp_path, model_dir, record_length=30)
+    src = tmp_path / "in.fa"
+    src.write_text(">fits\n" + "ACGT" * 10 + "\n>long\n" + "ACGT" * 40 + "\n>longer\n" + "ACGT" * 80 + "\n")
+    score(tmp_path, bundle, [str(src)], "whole")
+    err = capsys.readouterr().err
+    assert err.count("note: the model was trained on 30 bp records") == 1
+    assert "record 2 (long) is 160 bp: it is scored whole; --windows 30 scans it" in err
+    score(tmp_path, bundle, [str(src)], "windowed", "--windows", "30")
+    assert "note:" not in capsys.readouterr().err
+    score(tmp_path, model_dir, [str(src)], "unsaid")  # a bundle that does not say its length: no note
+    assert "note:" not in capsys.readouterr().err
+
+
+def test_a_windowed_run_refuses_an_unfinished_run_with_other_options(tmp_path, model_dir, capsys):
+    src = tmp_path / "in.fa"
+    src.write_text(">r\n" + "ACGGTCATTAGCCA" * 30 + "\n")
+    out = tmp_path / "w.zarr"
+    args = ["score-fasta", str(src), "--out", str(out), "--model", model_dir, "--windows", "40", "--batch-size", "4"]
+    (tmp_path / "w.zarr.partial").mkdir()  # an unfinished run with other options: refused, nothing mixed
+    run_json = {"inputs": [], "model": "", "model_sha256": "", "options": {}}
+    (tmp_path / "w.zarr.partial" / "run.json").write_text(__import__("json").dumps(run_json))
+    assert main(args) == 2
+    assert "an unfinished run with other" in capsys.readouterr().err
+    import shutil
+
+    shutil.rmtree(tmp_path / "w.zarr.partial")
+    assert main(args) == 0
+    ids = Store(out).ids
+    assert len(ids) == 2 * (1 + (420 - 40 + 9) // 10) and ids[0] == "r:1-40(+)" and ids[-1] == "r:381-420(-)"

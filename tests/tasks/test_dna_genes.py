@@ -192,17 +192,33 @@ def test_export_carries_the_training_data_and_a_track_only_bundle_loads(tmp_path
     card = [{"name": "runs of C", "licence": "CC0", "source": "this test"}]
     dm = DNADataModule(root=str(tmp_path), batch_size=4)
     task = GenomicsTask(encoder=SWAConfig(d_model=16, n_heads=2, n_layers=1, window=(8, 8)), labels=dm.labels,
-                        stem_kernel=3, training_data=card)
+                        stem_kernel=3, training_data=card, record_length=81)
     trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=tmp_path / "run", limit_val_batches=1)
     trainer.fit(task, dm)
     ckpt = next((tmp_path / "run").rglob("*.ckpt"))
     export.run(str(ckpt), str(tmp_path / "bundle"))
     config = json.loads((tmp_path / "bundle" / "config.json").read_text())["config"]
-    assert config["training_data"] == card and config["classes"] == []
+    assert config["training_data"] == card and config["classes"] == [] and config["record_length"] == 81
     model = load_model(tmp_path / "bundle", "dna")
+    assert model.record_length == 81
     tokens = next(iter(read_fasta(tmp_path / "test.fa"))).tokens
     assert stream_both_strands(model, tokens, chunk=50).shape == tokens.shape
+
+
+@pytest.mark.parametrize("value", [0, -5, 2.5, "81", True])
+def test_a_bad_record_length_is_refused_naming_the_field(value):
+    from swa_stream.errors import SWAStreamError
+    from swa_stream.tasks.dna.module import GenomicsTask
+    from swa_stream.tasks.dna.schema import DNASchema
+
+    config = {"encoder": {"d_model": 16, "n_heads": 2, "n_layers": 1, "window": [8, 8]}, "classes": [],
+              "record_length": value}
+    with pytest.raises(SWAStreamError, match="record_length"):
+        DNASchema().parse(config)
+    with pytest.raises((ValueError, SWAStreamError), match="record_length"):
+        GenomicsTask(encoder=SWAConfig(d_model=16, n_heads=2, n_layers=1, window=(8, 8)), labels=[],
+                     record_length=value)
 
 
 def test_table_layout_trains_from_csv_with_a_header_and_a_chosen_label_column(tmp_path):
