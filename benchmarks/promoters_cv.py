@@ -122,7 +122,7 @@ def main() -> None:
     print("| ours, 5-fold mean ± sd | " + " | ".join(f"{mean[m]:.3f} ± {std[m]:.3f}" for m in mean) + " |")
     print("| CNNProm (published, cross-validation) | 0.90 | 0.96 | | | |")
     if args.json:
-        result = {"config": args.config, "folds": rows, "mean": mean, "std": std}
+        result = {"config": args.config, "data": str(args.data), "folds": rows, "mean": mean, "std": std}
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 
 
