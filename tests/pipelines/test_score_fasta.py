@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import zarr
 from Bio.SeqIO.FastaIO import SimpleFastaParser
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from swa_stream.pipelines.cli import main
 from swa_stream.pipelines.fasta_store import Store
@@ -517,3 +519,23 @@ def test_a_windowed_run_refuses_an_unfinished_run_with_other_options(tmp_path, m
     assert main(args) == 0
     ids = Store(out).ids
     assert len(ids) == 2 * (1 + (420 - 40 + 9) // 10) and ids[0] == "r:1-40(+)" and ids[-1] == "r:381-420(-)"
+
+
+@settings(max_examples=300, deadline=None)
+@given(length=st.integers(0, 400), width=st.integers(1, 120), stride=st.integers(1, 150))
+def test_window_starts_cover_every_base_in_order(length, width, stride):
+    from swa_stream.pipelines.score_fasta import window_starts
+
+    starts = list(window_starts(length, width, stride))
+    assert starts[0] == 0 and starts == sorted(set(starts))
+    if length <= width:
+        assert starts == [0]  # one window: the whole record
+        return
+    assert starts[-1] == length - width  # the last window ends at the record's end
+    assert all(b - a <= stride for a, b in zip(starts, starts[1:], strict=False))
+    assert all(b - a == stride for a, b in zip(starts[:-2], starts[1:-1], strict=False))  # the stride, but the end
+    if stride <= width:  # windows that overlap or touch cover every base
+        covered = np.zeros(length, bool)
+        for s in starts:
+            covered[s : s + width] = True
+        assert covered.all()

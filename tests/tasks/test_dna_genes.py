@@ -179,6 +179,24 @@ def test_bacillus_joins_only_the_training_parts(tmp_path):
                                           .splitlines()[1:]).values()) + 373
 
 
+def test_genome_negatives_come_from_convergent_gaps_and_gene_interiors_only():
+    import random
+
+    from swa_stream.tasks.dna.promoters import WIDTH, candidate_windows
+
+    rng = np.random.default_rng(5)
+    seq = "".join(rng.choice(list("ACGT"), 3000))
+    calls = [(100, 700, "+"), (900, 1500, "-"),  # -> <- : the gap 700..900 holds no start
+             (1600, 1700, "-"), (1800, 2400, "+"),  # <- -> : a divergent gap (both starts face it) gives nothing
+             (2500, 2590, "+")]  # too short for a window 200 bp past its start
+    gaps, inside = candidate_windows(seq, calls, random.Random(0))
+    assert gaps == [seq[800 - WIDTH // 2 : 800 - WIDTH // 2 + WIDTH]]
+    assert len(inside) == 3 and all(len(w) == WIDTH for w in inside)
+    spans = [(300, 700), (900, 1300), (2000, 2400)]  # where each gene's window may lie: >= 200 bp past the start
+    for window, (lo, hi) in zip(inside, spans, strict=True):
+        assert any(seq[at : at + WIDTH] == window for at in range(lo, hi - WIDTH + 1))
+
+
 def test_export_carries_the_training_data_and_a_track_only_bundle_loads(tmp_path):
     import json
 
