@@ -1,10 +1,14 @@
 """What a promoter scan of a real genome finds: `score-fasta --windows` with ecoli-promoters, each window's
-centre placed inside or outside the genes that `call-genes` finds on the same sequence, and the share of
-each kind of window over a few thresholds (docs/dna.md, "Scanning a genome with it").
+centre placed by the genes that `call-genes` finds on the same sequence (inside a gene; in the gap between
+two convergent genes, -> <-, where neither strand's gene starts; or in other non-coding sequence, which holds
+the promoters), and the share of each kind of window over a few thresholds (docs/dna.md, "Scanning a genome").
 
-    .venv/bin/python benchmarks/promoter_scan.py ../shared/data/genomes/unannotated/lambda_phage.fa.gz
+    .venv/bin/python benchmarks/promoter_scan.py ../shared/data/genomes/unannotated/lambda_phage.fa.gz \
+        --json docs/promoter_scan_lambda.json
     .venv/bin/python benchmarks/promoter_scan.py ../shared/data/genomes/unannotated/ecoli_536_NC_008253.fna.gz \
-        --first 200000 --json runs/scan_e536.json
+        --first 200000 --json docs/promoter_scan_e536.json
+
+`--model A B ...` scans with each bundle (default: ecoli-promoters).
 
 `--first N` keeps the first N bp of the first record (written to a FASTA in the work folder). Both commands
 run as a user runs them, through the `swa-stream` beside this interpreter.
@@ -35,14 +39,42 @@ def swa_stream(*args: str) -> float:
     return time.perf_counter() - start
 
 
+def rank_auc(high: np.ndarray, low: np.ndarray) -> float | None:
+    """P(a window of `high` outscores one of `low`), ties counting half (the Mann-Whitney AUROC)."""
+    if not len(high) or not len(low):
+        return None
+    both = np.concatenate([high, low])
+    ranks = np.empty(len(both))
+    ranks[both.argsort(kind="stable")] = np.arange(1, len(both) + 1)
+    _, inverse, counts = np.unique(both, return_inverse=True, return_counts=True)
+    ranks = (np.bincount(inverse, weights=ranks) / counts)[inverse]  # tied values share their mean rank
+    return float((ranks[: len(high)].sum() - len(high) * (len(high) + 1) / 2) / (len(high) * len(low)))
+
+
+def region_kinds(coding: dict, lengths: dict) -> dict:
+    """Per base of each sequence: 1 inside a called gene, 2 in a gap between convergent genes (-> <-), else 0."""
+    kinds = {seq: np.zeros(n, np.int8) for seq, n in lengths.items()}
+    for seq, genes in coding.items():
+        if seq not in kinds:
+            continue
+        genes = sorted(genes)
+        for (_, a_end, a_strand), (b_start, _, b_strand) in zip(genes, genes[1:], strict=False):
+            if a_strand == "+" and b_strand == "-" and b_start > a_end:
+                kinds[seq][a_end:b_start] = 2
+        for lo, hi, _ in genes:
+            kinds[seq][lo:hi] = 1
+    return kinds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("genome", type=Path)
-    parser.add_argument("--model", default="ecoli-promoters")
+    parser.add_argument("--model", nargs="+", default=["ecoli-promoters"])
     parser.add_argument("--first", type=int, help="keep only the first N bp of the first record")
     parser.add_argument("--stride", type=int, default=10)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    result = {"genome": str(args.genome), "first": args.first, "stride": args.stride, "models": {}}
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         genome = args.genome
@@ -51,33 +83,36 @@ def main() -> None:
             bases = "".join(ALPHABET[t] for t in rec.tokens[: args.first])
             genome = work / "region.fa"
             genome.write_text(f">{rec.id}_first_{args.first}\n{bases}\n")
-        seconds = swa_stream("score-fasta", str(genome), "--model", args.model, "--windows", "81", "--stride",
-                             str(args.stride), "--out", str(work / "w.zarr"), "--tsv", str(work / "w.tsv"))
         swa_stream("call-genes", str(genome), "--gff", str(work / "genes.gff3"))
         coding = {}
         for line in (work / "genes.gff3").read_text().splitlines():
             cells = line.split("\t")
             if len(cells) == 9 and cells[2] == "CDS":
-                coding.setdefault(cells[0], []).append((int(cells[3]) - 1, int(cells[4])))
-        with open(work / "w.tsv") as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
-    lengths = {}
-    for r in rows:
-        lengths[r["seq_id"]] = max(lengths.get(r["seq_id"], 0), int(r["end"]))
-    masks = {seq: np.zeros(n, bool) for seq, n in lengths.items()}
-    for seq, genes in coding.items():
-        for lo, hi in genes:
-            masks[seq][lo:hi] = True
-    inside = np.array([masks[r["seq_id"]][(int(r["start"]) + int(r["end"])) // 2] for r in rows])
-    p = np.array([float(r["p_promoter"]) for r in rows])
-    result = {"genome": str(args.genome), "first": args.first, "stride": args.stride, "windows": len(rows),
-              "scan_seconds": round(seconds, 1), "coding_windows": int(inside.sum()),
-              "coding_over": {str(t): float((p[inside] > t).mean()) for t in THRESHOLDS},
-              "noncoding_over": {str(t): float((p[~inside] > t).mean()) for t in THRESHOLDS}}
-    print(f"{args.genome.name}: {len(rows):,} windows in {seconds:.1f} s; {inside.mean():.1%} centred in called genes")
-    for t in THRESHOLDS:
-        print(f"  over {t}: coding windows {result['coding_over'][str(t)]:.1%}, "
-              f"non-coding windows {result['noncoding_over'][str(t)]:.1%}")
+                coding.setdefault(cells[0], []).append((int(cells[3]) - 1, int(cells[4]), cells[6]))
+        for i, model in enumerate(args.model):
+            out = work / f"w{i}"
+            seconds = swa_stream("score-fasta", str(genome), "--model", model, "--windows", "81", "--stride",
+                                 str(args.stride), "--out", f"{out}.zarr", "--tsv", f"{out}.tsv")
+            with open(f"{out}.tsv") as f:
+                rows = list(csv.DictReader(f, delimiter="\t"))
+            lengths = {}
+            for r in rows:
+                lengths[r["seq_id"]] = max(lengths.get(r["seq_id"], 0), int(r["end"]))
+            kinds = region_kinds(coding, lengths)
+            kind = np.array([kinds[r["seq_id"]][(int(r["start"]) + int(r["end"])) // 2] for r in rows])
+            p = np.array([float(r["p_promoter"]) for r in rows])
+            summary = result["models"][model] = {"windows": len(rows), "scan_seconds": round(seconds, 1)}
+            print(f"{args.genome.name}, {model}: {len(rows):,} windows in {seconds:.1f} s")
+            for code, name in ((1, "coding"), (2, "convergent_gap")):  # threshold-free: does the promoter-bearing
+                auc = rank_auc(p[kind == 0], p[kind == code])  # kind rank above the promoter-free one?
+                summary[f"auroc_other_noncoding_vs_{name}"] = auc
+                print(f"  AUROC, other non-coding windows against {name} windows: {auc:.3f}")
+            for code, name in ((1, "coding"), (2, "convergent_gap"), (0, "other_noncoding")):
+                chosen = p[kind == code]
+                over = {f"over_{t}": float((chosen > t).mean()) if len(chosen) else None for t in THRESHOLDS}
+                summary[name] = {"windows": len(chosen), **over}
+                print(f"  {name:<16} {len(chosen):>7,} windows; over "
+                      + ", ".join(f"{t}: {(chosen > t).mean():.1%}" for t in THRESHOLDS) if len(chosen) else "")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 
