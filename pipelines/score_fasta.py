@@ -83,8 +83,9 @@ class ScoreOptions:
 
 @dataclass
 class WindowRecord(FastaRecord):
-    """One window of a record (`--windows`): its own tokens (reverse-complemented on the - strand), and
-    where it lies on the record it came from."""
+    """One window of a record (`--windows`): its own tokens (reverse-complemented on the - strand) and N
+    fraction, and where it lies on the record it came from; `had_iupac` is the record's (the IUPAC codes
+    were read as N before the record was cut)."""
 
     seq_id: str
     start: int  # 0-based, on the + strand
