@@ -92,7 +92,12 @@ def test_info_says_what_a_model_learned_from_and_its_licence(tmp_path, capsys):
     data = [{"name": "E. coli K-12 promoters", "source": "RegulonDB", "licence": "CC BY 4.0"}]
     save_bundle(tmp_path, model, "dna", {**dna.model_config(model), "training_data": data})
     assert main(["info", "--model", str(tmp_path)]) == 0
-    assert "training data     E. coli K-12 promoters; RegulonDB (licence: CC BY 4.0)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "training data     E. coli K-12 promoters; RegulonDB (licence: CC BY 4.0)" in out
+    assert "trained on" not in out  # a bundle that does not say its records' length
+    save_bundle(tmp_path, model, "dna", {**dna.model_config(model), "record_length": 81})
+    assert main(["info", "--model", str(tmp_path)]) == 0
+    assert "trained on        81 bp records; score-fasta --windows scans longer sequences" in capsys.readouterr().out
 
 
 def test_info_plot_writes_a_png(tmp_path):
