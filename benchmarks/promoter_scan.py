@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from swa_stream.tasks.dna.formats import read_sequences
+from swa_stream.tasks.dna.promoters import convergent_gaps
 from swa_stream.tasks.dna.tokenizer import ALPHABET
 
 THRESHOLDS = (0.5, 0.9, 0.99)
@@ -57,10 +58,8 @@ def region_kinds(coding: dict, lengths: dict) -> dict:
     for seq, genes in coding.items():
         if seq not in kinds:
             continue
-        genes = sorted(genes)
-        for (_, a_end, a_strand), (b_start, _, b_strand) in zip(genes, genes[1:], strict=False):
-            if a_strand == "+" and b_strand == "-" and b_start > a_end:
-                kinds[seq][a_end:b_start] = 2
+        for a_end, b_start in convergent_gaps(genes):
+            kinds[seq][a_end:b_start] = 2
         for lo, hi, _ in genes:
             kinds[seq][lo:hi] = 1
     return kinds

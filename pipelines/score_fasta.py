@@ -50,6 +50,7 @@ from swa_stream.tasks.dna.tokenizer import (
     check_input,
     fingerprint,
     is_stream,
+    n_fraction,
     reverse_complement,
 )
 from swa_stream.tasks.dna.track import mask_n
@@ -108,12 +109,12 @@ def windows_of(rec: FastaRecord, options: ScoreOptions):
     for start in window_starts(rec.length, options.windows, options.stride):
         end = min(rec.length, start + options.windows)
         piece = rec.tokens[start:end]
-        n_fraction = float(np.count_nonzero(piece == N_TOKEN) / len(piece)) if len(piece) else 0.0
+        n_share = n_fraction(piece)
         for strand in strands:
             tokens = reverse_complement(piece) if strand == "-" else piece
             where = f"{start + 1}-{end}" + ("" if strand == "." else f"({strand})")
             yield WindowRecord(rec.file, rec.index, f"{rec.id}:{where}", f"{rec.description} [{where}]", tokens,
-                               n_fraction, rec.had_iupac, rec.id, start, end, strand)
+                               n_share, rec.had_iupac, rec.id, start, end, strand)
 
 
 def weights_hash(model_dir: str | Path) -> str:

@@ -99,7 +99,7 @@ class DNAState(RowsMixin):
 class DNAModel(nn.Module):
     """tokens (B, T) in 0..4 -> (class logits (B, n_classes), track logits (B, T, n_tracks)).
     A track-only model has no classes: its class logits are (B, 0). `record_length`: the one length of the
-    records a classifier was trained on, if they had one (what `score-fasta --windows` cuts by default)."""
+    records a classifier was trained on, if they had one (score-fasta's note on longer records names it)."""
 
     def __init__(
         self, encoder: SWAConfig, classes: list[str], tracks: list[str] | None = None, stem_kernel: int = 0,

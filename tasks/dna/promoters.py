@@ -55,19 +55,25 @@ def read_sequences(path: Path) -> list[str]:
 WIDTH = 81  # CNNProm's windows: -60..+20 around the TSS
 
 
+def convergent_gaps(calls) -> list[tuple[int, int]]:
+    """(start, end) of each gap between two neighbouring convergent genes (-> <-), where both genes' 3' ends
+    face the gap, so neither strand's gene starts there. calls: (begin, end, strand), 0-based, end exclusive."""
+    calls = sorted(calls)
+    return [(a_end, b_start) for (_, a_end, a_strand), (b_start, _, b_strand) in zip(calls, calls[1:], strict=False)
+            if a_strand == "+" and b_strand == "-" and b_start > a_end]
+
+
 def candidate_windows(seq: str, calls, rng: random.Random) -> tuple[list[str], list[str]]:
     """The + strand WIDTH-bp windows of one record that hold no gene start: one centred in each gap between
-    convergent genes (-> <-), and one at a random place in each gene, at least 200 bp past its start codon.
-    calls: (begin, end, strand) with 0-based begin and exclusive end."""
-    calls = sorted(calls)
+    convergent genes (`convergent_gaps`), and one at a random place in each gene, at least 200 bp past its
+    start codon. calls: (begin, end, strand) with 0-based begin and exclusive end."""
     gaps = []
-    for (_, a_end, a_strand), (b_start, _, b_strand) in zip(calls, calls[1:], strict=False):
-        if a_strand == "+" and b_strand == "-" and b_start > a_end:  # both genes' 3' ends face the gap
-            lo = (a_end + b_start) // 2 - WIDTH // 2
-            if lo >= 0:
-                gaps.append(seq[lo : lo + WIDTH])
+    for a_end, b_start in convergent_gaps(calls):
+        lo = (a_end + b_start) // 2 - WIDTH // 2
+        if lo >= 0:
+            gaps.append(seq[lo : lo + WIDTH])
     inside = []
-    for begin, end, strand in calls:
+    for begin, end, strand in sorted(calls):
         lo, hi = (begin + 200, end - WIDTH) if strand == "+" else (begin, end - 200 - WIDTH)
         if hi > lo:
             at = rng.randrange(lo, hi)

@@ -82,8 +82,8 @@ class DNASchema(TaskSchema):
             what = f"record classes {', '.join(classes)}" if classes else "no record classes (a track model)"
             lines.append(f"outputs           {what}; per-position track{'s' if len(tracks) > 1 else ''} "
                          f"{', '.join(tracks)}")
-        if config.get("record_length"):
-            n = config["record_length"]
+        n = field(config, "record_length", _record_length, default=None)
+        if n:
             lines.append(f"trained on        {n} bp records; score-fasta --windows scans longer sequences "
                          f"{n} bp at a time")
         if not kernel:

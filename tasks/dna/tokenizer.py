@@ -87,10 +87,14 @@ class FastaRecord:
         return digest.hexdigest()
 
 
+def n_fraction(tokens: np.ndarray) -> float:
+    """The share of N among the tokens (0 for none)."""
+    return float(np.count_nonzero(tokens == N_TOKEN) / len(tokens)) if len(tokens) else 0.0
+
+
 def make_record(file: str, index: int, title: str, tokens: np.ndarray, raw_iupac: bool) -> FastaRecord:
-    n_fraction = float(np.count_nonzero(tokens == N_TOKEN) / len(tokens)) if len(tokens) else 0.0
     record_id = title.split(None, 1)[0] if title.strip() else ""
-    return FastaRecord(file, index, record_id, title, tokens, n_fraction, raw_iupac)
+    return FastaRecord(file, index, record_id, title, tokens, n_fraction(tokens), raw_iupac)
 
 
 def has_iupac(raw: bytes | np.ndarray) -> bool:
