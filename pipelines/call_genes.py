@@ -38,6 +38,7 @@ def run(args) -> dict:
     import torch
     from tqdm import tqdm
 
+    from swa_stream.pipelines.allocator import keep_freed_memory
     from swa_stream.pipelines.bundles import load_dna_model
     from swa_stream.pipelines.export_track import is_bedgraph
     from swa_stream.tasks.dna.formats import read_sequences
@@ -53,6 +54,7 @@ def run(args) -> dict:
     if args.threads < 1:
         raise SWAStreamError(f"--threads: must be at least 1, got {args.threads}")
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # each step's tensors reuse the last step's pages (pipelines/allocator.py)
     model = load_dna_model(args.model or DEFAULT_MODEL)  # its first track is read as P(coding)
     if not model.track_only:  # a record classifier's track was never trained on genes
         raise SWAStreamError(

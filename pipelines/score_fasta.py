@@ -458,6 +458,7 @@ def write_tsv_rows(f, entries: list[dict], n_means: int = 0) -> None:
 
 
 def run(args) -> None:
+    from swa_stream.pipelines.allocator import keep_freed_memory
     from swa_stream.pipelines.bundles import load_dna_model
     from swa_stream.pipelines.bundles import model_dir as find_model
 
@@ -472,6 +473,7 @@ def run(args) -> None:
     kwargs = dict(inputs=args.inputs, out=args.out, model_dir=model_dir, options=options, tsv=args.tsv,
                   command=shlex.join(["swa-stream", *args.argv]))
     threads, nodes = getattr(args, "threads", 1), getattr(args, "num_nodes", 1)
+    keep_freed_memory()  # each step's tensors reuse the last step's pages (pipelines/allocator.py)
     if args.devices == 1 and nodes == 1:
         torch.set_num_threads(threads)
         summary = score(model=model, **kwargs)
