@@ -13,6 +13,13 @@ We call the kernel and its backward from an `autograd.Function` rather than let 
 `unfold`: that would zero-fill and sum gradient slabs ~span/block times the size of k. Instead each
 backward chunk's slab gradients are folded into one key-sized buffer.
 
+Without autograd (inference, and every streaming step's long chunk) no log-sum-exp is needed, and the same
+plan of blocks runs outside the `autograd.Function` (`_inference`). In float32 or float64, on more than one
+thread and for slabs of at most 256 keys, each call is then batched products instead of the kernel: the
+scores with the mask added (baddbmm), the softmax in place, the values (`_attend_slabs`). The kernel hardly
+runs faster on a second thread at these small blocks, the products do: 0.62-0.96 of its time on two threads,
+but 1.04-1.21 on one, where the kernel stays (benchmarks/slab_inference.py, docs/benchmarks.md).
+
 Masks are additive (0 / -inf) in the query dtype, as the kernel requires. Blocks whose slab lies wholly
 inside the valid keys share one (block, span) band mask; only blocks at the edges (before `k_start`,
 past `k_lengths`, past either end of k) get their own. A row that sees no key comes back from the kernel
@@ -194,6 +201,49 @@ def _assemble_row(parts: list, n_blocks: int, shape: tuple[int, ...], dtype) -> 
     return seq[0] if len(seq) == 1 else torch.cat(seq, 2)
 
 
+# Blocks per batched product in `_attend_slabs`: about 1.5 MB of scores at a (32, 96) block, which stays in cache.
+SLAB_RUN = 128
+# Inference takes the batched products on more than one thread and slabs of at most this many keys; else the
+# kernel (see the module docstring).
+PRODUCTS_MAX_SPAN = 256
+
+
+def products_pay(g: _Geometry) -> bool:
+    """Will `_attend_slabs` beat the flash kernel at this geometry? On two threads it took 0.62-0.96 of the
+    kernel's time for slabs of 64-160 keys, and 0.95-1.1 for 640; on one thread the kernel was faster
+    (docs/benchmarks.md, "Attention without autograd")."""
+    return torch.get_num_threads() > 1 and g.span <= PRODUCTS_MAX_SPAN
+
+
+def _attend_kernel(q_blocks, k_slabs, v_slabs, mask, scale: float) -> torch.Tensor:
+    """One call of the plan by the flash kernel, its log-sum-exp dropped: (b, H, n, block, D)."""
+    heads = q_blocks.shape[1]
+    o, _ = _flash_forward(q_blocks.flatten(0, 1), k_slabs.flatten(0, 1), v_slabs.flatten(0, 1), 0.0, False,
+                          attn_mask=mask, scale=scale)
+    return o.unflatten(0, (-1, heads))
+
+
+def _attend_slabs(q_blocks, k_slabs, v_slabs, mask, scale: float) -> torch.Tensor:
+    """One call of the plan by batched products: q_blocks (b, H, n, block, D), slabs (b, H, n, span, D), mask
+    (1, 1 or n, block, span) -> (b, H, n, block, D). Per run of SLAB_RUN blocks of one row and head: the scores
+    by one product with the mask added (baddbmm), the softmax in place, and one product with the values.
+    Rows that see no key (edge blocks only) come out as zeros, as the kernel gives them."""
+    out = q_blocks.new_empty(q_blocks.shape)
+    mask = mask[0]  # (1 or n, block, span): one for every block, or one each
+    dead = (mask == float("-inf")).all(-1, keepdim=True)  # (1 or n, block, 1): rows that see no key
+    dead = dead if dead.any() else None
+    for q, k, v, o in zip(q_blocks.flatten(0, 1), k_slabs.flatten(0, 1), v_slabs.flatten(0, 1), out.flatten(0, 1),
+                          strict=True):
+        for start in range(0, q.shape[0], SLAB_RUN):
+            run = slice(start, start + SLAB_RUN)
+            each = slice(None) if mask.shape[0] == 1 else run
+            scores = torch.baddbmm(mask[each], q[run], k[run].transpose(1, 2), alpha=scale)
+            torch.bmm(torch.softmax(scores, -1, out=scores), v[run], out=o[run])
+            if dead is not None:
+                o[run].masked_fill_(dead[each], 0.0)
+    return out
+
+
 class _SlabAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, g: _Geometry | None, scale: float):
@@ -277,4 +327,19 @@ def blocked_attention(
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     g = _geometry(q.shape[2], k.shape[2], window, q_offset, k_start, k_lengths, block)
-    return _SlabAttention.apply(q, k, v, g, float(scale))
+    if q.dtype not in (torch.float32, torch.float64) or torch.is_grad_enabled() and any(
+            x.requires_grad for x in (q, k, v)):  # low precision: the kernel's float32 softmax
+        return _SlabAttention.apply(q, k, v, g, float(scale))
+    return _inference(q, k, v, g, float(scale))
+
+
+def _inference(q, k, v, g: _Geometry | None, scale: float, products: bool | None = None) -> torch.Tensor:
+    """`_SlabAttention.forward` where no gradient is wanted: the same plan, without the log-sum-exp, each call
+    by batched products or by the kernel (`products`; default: `products_pay`)."""
+    if g is None:
+        return torch.zeros_like(q)
+    attend = _attend_slabs if (products_pay(g) if products is None else products) else _attend_kernel
+    q_blocks, k, v = _to_blocks(q, g), k.contiguous(), v.contiguous()
+    outs = [(bs, blocks, attend(q_blocks[bs, :, blocks], _slabs(k[bs], g, blocks), _slabs(v[bs], g, blocks), mask,
+                                scale)) for bs, blocks, mask in _plan(g, q.dtype, q.device)]
+    return _assemble(outs, g, q_blocks.shape, q.dtype).flatten(2, 3)[:, :, : q.shape[2]]

@@ -150,6 +150,70 @@ def test_rows_that_see_no_key_give_zeros_and_zero_gradients(placement):
     assert_matches_reference(q, k, v, window, **placement)
 
 
+# ---- inference: no gradient wanted, so no log-sum-exp; batched products or the kernel (cpu._inference) ----
+@settings(deadline=None, max_examples=60)
+@given(
+    n_q=st.integers(1, 80),
+    n_k=st.integers(0, 90),
+    window=windows,
+    placement=placements,
+    use_lengths=st.booleans(),
+    block=st.sampled_from([None, 1, 3, 8]),
+    run=st.sampled_from([1, 2, 128]),
+)
+def test_inference_matches_the_reference(n_q, n_k, window, placement, use_lengths, block, run):
+    where = resolve(placement, n_k, use_lengths)
+    for products in (True, False):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(cpu, "SLAB_RUN", run)  # runs of blocks cut anywhere, edge masks included
+            patch.setattr(cpu, "products_pay", lambda g, products=products: products)
+            check_inference(n_q, n_k, window, where, block)
+
+
+def check_inference(n_q, n_k, window, where, block):
+    for dtype in (torch.float32, torch.float64):
+        q, k, v = (x.detach() for x in random_qkv(2, 2, n_q, n_k, 8, dtype, seed=n_q * 1000 + n_k))
+        with torch.inference_mode():
+            got = blocked_attention(q, k, v, window, block=block, **where)
+        precise = attention_reference(q.double(), k.double(), v.double(), window, **where)
+        assert got.dtype == dtype and got.shape == q.shape
+        assert relative_error(got, precise) <= RELATIVE[dtype]
+        sees = visibility_mask(n_q, n_k, window, **where).expand(2, 2, n_q, n_k)
+        assert (got[~sees.any(-1)] == 0).all()  # rows that see no key: zeros, as the kernel gives them
+
+
+def test_which_form_runs(monkeypatch):
+    """Without autograd (no_grad, inference mode, or inputs that need no gradient) in float32, on more than one
+    thread and narrow slabs: the batched products. With autograd, in low precision, on one thread or with wide
+    slabs: the flash kernel."""
+    calls = []
+    monkeypatch.setattr(cpu, "_attend_slabs", lambda *a: calls.append("products") or attend_slabs(*a))
+    monkeypatch.setattr(cpu, "_flash_forward", lambda *a, **kw: calls.append("kernel") or flash(*a, **kw))
+    q, k, v = random_qkv(1, 2, 40, 40, 8, torch.float32, seed=0)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with torch.no_grad():
+            blocked_attention(q, k, v, (5, 5))
+        blocked_attention(q.detach(), k.detach(), v.detach(), (5, 5))
+        assert set(calls) == {"products"}
+        calls.clear()
+        blocked_attention(q, k, v, (5, 5)).sum().backward()
+        with torch.no_grad():
+            blocked_attention(*(x.to(torch.bfloat16) for x in (q, k, v)), (5, 5))
+            long = torch.randn(1, 1, 2000, 8)
+            blocked_attention(long, long, long, (300, 300))  # 128-row blocks, slabs of 728 keys
+        torch.set_num_threads(1)
+        with torch.no_grad():
+            blocked_attention(q, k, v, (5, 5))
+        assert set(calls) == {"kernel"} and len(calls) >= 4
+    finally:
+        torch.set_num_threads(threads)
+
+
+attend_slabs, flash = cpu._attend_slabs, cpu._flash_forward
+
+
 def test_bfloat16_obeys_the_flash_rule():
     q, k, v = random_qkv(2, 2, 100, 120, 16, torch.bfloat16, seed=3)
     got = assert_matches_reference(q, k, v, (31, 2), q_offset=20, k_lengths=torch.tensor([120, 70]))
