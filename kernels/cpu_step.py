@@ -23,6 +23,7 @@ import shlex
 import subprocess
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -193,6 +194,30 @@ def rotate_qk(qkv: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, he
     if not q.numel():
         return q, k
     qkv, cos, signed_sin = qkv.contiguous(), cos.contiguous(), signed_sin.contiguous()
-    lib.swa_cpu_rotate(qkv.data_ptr(), cos.data_ptr(), signed_sin.data_ptr(), q.data_ptr(), k.data_ptr(), batch, t,
-                       heads, dim)
+    threads = min(batch, torch.get_num_threads()) if q.numel() >= PARALLEL_ROTATION else 1
+    cuts = [batch * i // threads for i in range(threads + 1)]
+    per_row = [x[0].numel() * x.element_size() for x in (qkv, q)]
+
+    def rows(first: int, last: int) -> None:  # rows first .. last - 1, without the GIL (ctypes lets it go)
+        lib.swa_cpu_rotate(qkv.data_ptr() + first * per_row[0], cos.data_ptr(), signed_sin.data_ptr(),
+                           q.data_ptr() + first * per_row[1], k.data_ptr() + first * per_row[1], last - first, t,
+                           heads, dim)
+
+    if threads == 1:
+        rows(0, batch)
+    else:  # rows split between torch's number of threads: a long rotation is a pass over memory
+        list(_pool(threads).map(rows, cuts[:-1], cuts[1:]))
     return q, k
+
+
+# Rotated values (q's elements) from which `rotate_qk` splits its rows between threads.
+PARALLEL_ROTATION = 1 << 16
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    global _POOL
+    with _LOCK:
+        if _POOL is None or _POOL._max_workers < threads:
+            _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="swa-rotate")
+        return _POOL

@@ -193,6 +193,24 @@ def test_the_c_rotation_is_rotate_full_bit_for_bit(batch, heads, half, t, start,
     assert q.is_contiguous() and k.is_contiguous() and torch.equal(q, want_q) and torch.equal(k, want_k)
 
 
+@pytest.mark.parametrize("batch", [2, 3])
+def test_the_c_rotation_splits_rows_between_threads_bit_for_bit(batch, monkeypatch):
+    monkeypatch.setattr(cpu_step, "PARALLEL_ROTATION", 0)  # split even a short run
+    threads = torch.get_num_threads()
+    rope, heads, dim, t = RotaryPositions(16), 4, 16, 300
+    qkv = torch.randn(batch, t, 3 * heads * dim, generator=torch.Generator().manual_seed(batch))
+    cos, signed_sin = rope.full_tables(10**9, t, torch.float32)
+    try:
+        torch.set_num_threads(2)
+        q, k = rotate_qk(qkv, cos, signed_sin, heads)
+    finally:
+        torch.set_num_threads(threads)
+    assert cpu_step._POOL is not None and cpu_step._POOL._max_workers >= 2
+    want_q, want_k = RotaryPositions.rotate_full(qkv.view(batch, t, 3, heads, dim).permute(2, 0, 3, 1, 4)[:2], cos,
+                                                 signed_sin).unbind(0)
+    assert torch.equal(q, want_q) and torch.equal(k, want_k)
+
+
 def test_the_c_rotation_declines_what_it_does_not_read():
     qkv, cos = torch.randn(2, 5, 3 * 2 * 8), torch.randn(5, 8)
     assert rotate_qk(qkv, cos, cos, 2) is not None
