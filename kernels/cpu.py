@@ -17,8 +17,8 @@ Without autograd (inference, and every streaming step's long chunk) no log-sum-e
 plan of blocks runs outside the `autograd.Function` (`_inference`). In float32 or float64, on more than one
 thread and for slabs of at most 256 keys, each call is then batched products instead of the kernel: the
 scores with the mask added (baddbmm), the softmax in place, the values (`_attend_slabs`). The kernel hardly
-runs faster on a second thread at these small blocks, the products do: 0.62-0.96 of its time on two threads,
-but 1.04-1.21 on one, where the kernel stays (benchmarks/slab_inference.py, docs/benchmarks.md).
+runs faster on a second thread at these small blocks, the products do: 0.50-0.96 of its time on two threads,
+but 1.00-1.39 on one, where the kernel stays (benchmarks/slab_inference.py, docs/benchmarks.md).
 
 Masks are additive (0 / -inf) in the query dtype, as the kernel requires. Blocks whose slab lies wholly
 inside the valid keys share one (block, span) band mask; only blocks at the edges (before `k_start`,
@@ -209,8 +209,8 @@ PRODUCTS_MAX_SPAN = 256
 
 
 def products_pay(g: _Geometry) -> bool:
-    """Will `_attend_slabs` beat the flash kernel at this geometry? On two threads it took 0.62-0.96 of the
-    kernel's time for slabs of 64-160 keys, and 0.95-1.1 for 640; on one thread the kernel was faster
+    """Will `_attend_slabs` beat the flash kernel at this geometry? On two threads it took 0.50-0.96 of the
+    kernel's time for slabs of 64-160 keys, and 0.94-0.95 for 640; on one thread the kernel was faster
     (docs/benchmarks.md, "Attention without autograd")."""
     return torch.get_num_threads() > 1 and g.span <= PRODUCTS_MAX_SPAN
 
