@@ -26,19 +26,21 @@
 
    `swa_cpu_rotate` is the rotation alone, for a projection of any length (SWAAttention.project): qkv as
    above, q and k out as [B][H][T][D]. On a long run torch's elementwise calls walk the strided view of q
-   and k 16 floats at a time and take a pass each; this is one pass, with the same roundings. */
+   and k 16 floats at a time and take a pass each; this is one pass, with the same roundings. It rotates
+   positions t_first .. t_last - 1 of every row, so that callers can split a long run between threads. */
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Row b's queries and keys, rotated, into oq, ok [H][T][D]: x * cos + (x's other half) * signed_sin. */
+/* Row b's queries and keys of positions t_first .. t_last - 1, rotated, into oq, ok [H][T][D]:
+   x * cos + (x's other half) * signed_sin. */
 static void rotate_row(const float *row, const float *cos_t, const float *ssin, float *oq_all, float *ok_all,
-                       int T, int H, int D)
+                       int T, int H, int D, int t_first, int t_last)
 {
     const int half = D / 2;
     const size_t hd = (size_t)H * D;
-    for (int t = 0; t < T; t++) {
+    for (int t = t_first; t < t_last; t++) {
         const float *c = cos_t + (size_t)t * D, *s = ssin + (size_t)t * D;
         for (int h = 0; h < H; h++) {
             const float *xq = row + (size_t)t * 3 * hd + (size_t)h * D, *xk = xq + hd;
@@ -56,13 +58,14 @@ static void rotate_row(const float *row, const float *cos_t, const float *ssin, 
 }
 
 void swa_cpu_rotate(const float *qkv, const float *cos_t, const float *ssin, float *q, float *k, int B, int T,
-                    int H, int D)
+                    int H, int D, int t_first, int t_last)
 {
     const size_t per_row = (size_t)H * T * D;
     if (!per_row)  /* nothing to rotate (and torch's data pointers may be NULL) */
         return;
     for (int b = 0; b < B; b++)
-        rotate_row(qkv + (size_t)b * T * 3 * H * D, cos_t, ssin, q + b * per_row, k + b * per_row, T, H, D);
+        rotate_row(qkv + (size_t)b * T * 3 * H * D, cos_t, ssin, q + b * per_row, k + b * per_row, T, H, D, t_first,
+                   t_last);
 }
 
 int swa_cpu_step(const float *qkv, const float *cos_t, const float *ssin, const float *kr, const float *vr,
@@ -77,7 +80,7 @@ int swa_cpu_step(const float *qkv, const float *cos_t, const float *ssin, const 
     float *qrot = scratch, *krot = scratch + (size_t)H * T * D, *p = scratch + (size_t)2 * H * T * D;
     for (int b = 0; b < B; b++) {
         const float *row = qkv + (size_t)b * T * 3 * hd;
-        rotate_row(row, cos_t, ssin, qrot, krot, T, H, D);
+        rotate_row(row, cos_t, ssin, qrot, krot, T, H, D, 0, T);
         if (ring) {  /* an empty ring has no storage (torch's data pointer is NULL then) */
             memcpy(nk + b * ring, kr + b * ring, ring * sizeof(float));
             memcpy(nv + b * ring, vr + b * ring, ring * sizeof(float));

@@ -120,7 +120,7 @@ def library():
         ptr, i32 = ctypes.c_void_p, ctypes.c_int
         lib.swa_cpu_step.argtypes = [ptr] * 10 + [i32] * 8 + [ctypes.c_float]
         lib.swa_cpu_step.restype = i32
-        lib.swa_cpu_rotate.argtypes = [ptr] * 5 + [i32] * 4
+        lib.swa_cpu_rotate.argtypes = [ptr] * 5 + [i32] * 6
         lib.swa_cpu_rotate.restype = None
         _LIB, _STATUS = lib, f"loaded from {path}"
         return _LIB
@@ -194,19 +194,17 @@ def rotate_qk(qkv: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, he
     if not q.numel():
         return q, k
     qkv, cos, signed_sin = qkv.contiguous(), cos.contiguous(), signed_sin.contiguous()
-    threads = min(batch, torch.get_num_threads()) if q.numel() >= PARALLEL_ROTATION else 1
-    cuts = [batch * i // threads for i in range(threads + 1)]
-    per_row = [x[0].numel() * x.element_size() for x in (qkv, q)]
+    threads = min(t, torch.get_num_threads()) if q.numel() >= PARALLEL_ROTATION else 1
+    cuts = [t * i // threads for i in range(threads + 1)]
 
-    def rows(first: int, last: int) -> None:  # rows first .. last - 1, without the GIL (ctypes lets it go)
-        lib.swa_cpu_rotate(qkv.data_ptr() + first * per_row[0], cos.data_ptr(), signed_sin.data_ptr(),
-                           q.data_ptr() + first * per_row[1], k.data_ptr() + first * per_row[1], last - first, t,
-                           heads, dim)
+    def positions(first: int, last: int) -> None:  # positions first .. last - 1 of every row, without the GIL
+        lib.swa_cpu_rotate(qkv.data_ptr(), cos.data_ptr(), signed_sin.data_ptr(), q.data_ptr(), k.data_ptr(), batch, t,
+                           heads, dim, first, last)
 
     if threads == 1:
-        rows(0, batch)
-    else:  # rows split between torch's number of threads: a long rotation is a pass over memory
-        list(_pool(threads).map(rows, cuts[:-1], cuts[1:]))
+        positions(0, t)
+    else:  # positions split between torch's number of threads: a long rotation is a pass over memory
+        list(_pool(threads).map(positions, cuts[:-1], cuts[1:]))
     return q, k
 
 

@@ -193,8 +193,8 @@ def test_the_c_rotation_is_rotate_full_bit_for_bit(batch, heads, half, t, start,
     assert q.is_contiguous() and k.is_contiguous() and torch.equal(q, want_q) and torch.equal(k, want_k)
 
 
-@pytest.mark.parametrize("batch", [2, 3])
-def test_the_c_rotation_splits_rows_between_threads_bit_for_bit(batch, monkeypatch):
+@pytest.mark.parametrize("batch", [1, 2, 3])
+def test_the_c_rotation_splits_positions_between_threads_bit_for_bit(batch, monkeypatch):
     monkeypatch.setattr(cpu_step, "PARALLEL_ROTATION", 0)  # split even a short run
     threads = torch.get_num_threads()
     rope, heads, dim, t = RotaryPositions(16), 4, 16, 300
