@@ -58,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     fasta.add_argument("--tsv", metavar="OUT.tsv", help="also write one row per record")
     fasta.add_argument("--per-position", action="store_true", help="store per-position score tracks")
     fasta.add_argument("--rc-average", action="store_true", help="average with the reverse complement")
-    fasta.add_argument("--chunk-size", type=int, default=1 << 14, help="positions per streaming step")
+    fasta.add_argument("--chunk-size", type=int, default=1 << 14, help="positions per streaming step (of each "
+                       "strand with --rc-average, which streams both at once)")
     fasta.add_argument("--batch-size", type=int, default=256, help="most short records scored together "
                        "(default 256; a batch also stays within --chunk-size positions)")
     fasta.add_argument("--model", metavar="DIR", help="model bundle folder or bundled model name "

@@ -193,17 +193,26 @@ def _score_long(model: DNAModel, number: int, rec: FastaRecord, options: ScoreOp
         row = log.reserve(rec.length)
     if options.per_position or sums is not None:
 
+        done = {1: (0, 0), -1: (rec.length, rec.length)}  # forward positions each strand has written
+
         def writer(start: int, probs: np.ndarray, strand: int = 1) -> None:
             if strand == 1:
-                masked = mask_n(probs, rec.tokens[start : start + len(probs)])
-                if options.per_position:
-                    log.write_rows(row + start, masked)
+                lo = start
+                masked = mask_n(probs, rec.tokens[lo : lo + len(probs)])
             else:  # reverse-strand position j is forward position length-1-j; NaN stays NaN
-                stop = rec.length - start
-                lo = stop - len(probs)
-                masked = mask_n(probs[::-1], rec.tokens[lo:stop])
-                if options.per_position:
-                    log.write_rows(row + lo, (log.read_rows(row + lo, len(probs)) + masked) / 2)
+                lo = rec.length - start - len(probs)
+                masked = mask_n(probs[::-1], rec.tokens[lo : lo + len(probs)])
+            hi = lo + len(probs)
+            if options.per_position:  # where the other strand wrote first, the mean of the two
+                other_lo, other_hi = done[-strand]
+                a, b = max(lo, other_lo), min(hi, other_hi)
+                rows = masked
+                if a < b:
+                    rows = masked.copy()
+                    rows[a - lo : b - lo] = (log.read_rows(row + a, b - a) + masked[a - lo : b - lo]) / 2
+                log.write_rows(row + lo, rows)
+            mine = done[strand]
+            done[strand] = (min(mine[0], lo), max(mine[1], hi))
             if sums is not None:
                 sums.add(masked, strand)
 

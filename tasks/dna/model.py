@@ -242,16 +242,45 @@ def stream_record(model: DNAModel, tokens: np.ndarray, chunk_size: int, on_track
     return torch.softmax(class_logits[0].float(), dim=-1).cpu()
 
 
+@torch.no_grad()
+def stream_strands(model: DNAModel, tokens: np.ndarray, chunk_size: int, on_tracks=None) -> torch.Tensor:
+    """`stream_record` of a record and its reverse complement at once, as one stream of two rows: a step over
+    both strands costs 0.87-0.99 of two steps of one (whole K-12, five alternating pairs), for about 150 MB
+    more peak memory (each step's tensors hold chunk_size positions of each strand). Returns both rows' class
+    probabilities (2, n_classes). `on_tracks(start, probs, strand)` receives each row's track probabilities
+    as they become final: strand 1 at forward positions start.., strand -1 at positions start.. of the
+    reverse complement, the two strands' deliveries interleaved."""
+    device = model.class_head.weight.device
+    strands = (tokens, reverse_complement(tokens))  # uint8: each chunk is widened on its own
+    state = model.init_state(batch_size=2)
+    emitted = 0
+
+    def deliver(track_logits: torch.Tensor) -> None:
+        nonlocal emitted
+        if on_tracks is not None and track_logits.shape[1]:
+            probs = torch.sigmoid(track_logits).float().cpu().numpy()
+            on_tracks(emitted, probs[0], strand=1)
+            on_tracks(emitted, probs[1], strand=-1)
+        emitted += track_logits.shape[1]
+
+    for start in range(0, len(tokens), chunk_size):
+        chunk = np.stack([strand[start : start + chunk_size] for strand in strands]).astype(np.int64)
+        track_logits, state = model.step(torch.from_numpy(chunk).to(device), state)
+        deliver(track_logits)
+    track_logits, class_logits = model.flush(state)
+    deliver(track_logits)
+    return torch.softmax(class_logits.float(), dim=-1).cpu()
+
+
 def score_record(
     model: DNAModel, tokens: np.ndarray, chunk_size: int, rc_average: bool = False, on_tracks=None
 ) -> np.ndarray:
     """Class probabilities of one record; with `rc_average`, the mean of the record and its reverse
     complement, so a sequence and its reverse complement score the same. Tracks (if `on_tracks`) are
-    delivered for the forward strand, then, with `rc_average`, as `on_tracks(start, probs, strand=-1)`
-    for the reverse strand in reverse-complement coordinates."""
-    forward = stream_record(model, tokens, chunk_size, on_tracks)
+    delivered for the forward strand, and with `rc_average` both strands stream at once (`stream_strands`):
+    `on_tracks(start, probs, strand=-1)` then also receives the reverse strand in reverse-complement
+    coordinates, interleaved with the forward strand's deliveries."""
     if not rc_average:
-        return forward.numpy()
-    reverse_cb = None if on_tracks is None else (lambda start, probs: on_tracks(start, probs, strand=-1))
-    reverse = stream_record(model, reverse_complement(tokens), chunk_size, reverse_cb)
+        return stream_record(model, tokens, chunk_size, on_tracks).numpy()
+    forward, reverse = stream_strands(model, tokens, chunk_size, on_tracks)
     return ((forward + reverse) / 2).numpy()

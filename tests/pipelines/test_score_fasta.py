@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import zarr
 from Bio.SeqIO.FastaIO import SimpleFastaParser
 from hypothesis import given, settings
@@ -286,6 +287,33 @@ def test_n_positions_are_nan_in_the_track_and_counted_in_the_tsv(tmp_path, model
         assert np.array_equal(np.isnan(track), is_n), n
         assert float(rows[n]["n_fraction"]) == pytest.approx(is_n.mean(), abs=1e-4)
     assert any(float(r["n_fraction"]) > 0 for r in rows)
+
+
+@pytest.mark.parametrize("chunk", [37, 64, 700])
+def test_a_streamed_records_two_strands_average_as_offline(tmp_path, track_model_dir, chunk):
+    """--rc-average streams a long record's strands together (two rows of one stream), and each strand's rows
+    reach the track as they become final, the strands meeting in the middle: the track is the mean of the
+    offline forward track and the offline reverse complement's, reversed, wherever the strands met, with the
+    N run masked."""
+    from swa_stream.pipelines.bundles import load_dna_model
+    from swa_stream.tasks.dna.tokenizer import encode, reverse_complement
+
+    rng = np.random.default_rng(chunk)
+    seq = "".join(rng.choice(list("ACGT"), 333)) + "N" * 20 + "".join(rng.choice(list("ACGT"), 300))
+    (tmp_path / "long.fa").write_text(f">long\n{seq}\n")
+    out, rows = score(tmp_path, track_model_dir, [str(tmp_path / "long.fa")], "s", "--per-position", "--rc-average",
+                      "--chunk-size", str(chunk))
+    track = Store(out).track(0)[:, 0]
+    model = load_dna_model(track_model_dir)
+    tokens = encode(seq)
+    with torch.no_grad():
+        offline = [torch.sigmoid(model(torch.from_numpy(t.astype(np.int64))[None])[1][0, :, 0]).numpy()
+                   for t in (tokens, reverse_complement(tokens))]
+    want = (offline[0] + offline[1][::-1]) / 2
+    is_n = np.array([c == "N" for c in seq])
+    assert np.array_equal(np.isnan(track), is_n)
+    np.testing.assert_allclose(track[~is_n], want[~is_n], atol=2e-6)
+    assert float(rows[0]["mean_coding"]) == pytest.approx(float(np.nanmean(track)), abs=2e-6)
 
 
 def test_a_track_model_reports_each_records_mean_track(tmp_path, track_model_dir, model_dir):
