@@ -243,13 +243,14 @@ def stream_record(model: DNAModel, tokens: np.ndarray, chunk_size: int, on_track
 
 
 @torch.no_grad()
-def stream_strands(model: DNAModel, tokens: np.ndarray, chunk_size: int, on_tracks=None) -> torch.Tensor:
+def stream_strands(model: DNAModel, tokens: np.ndarray, chunk_size: int, on_tracks=None, on_chunk=None
+                   ) -> torch.Tensor:
     """`stream_record` of a record and its reverse complement at once, as one stream of two rows: a step over
     both strands costs 0.87-0.99 of two steps of one (whole K-12, five alternating pairs), for about 150 MB
     more peak memory (each step's tensors hold chunk_size positions of each strand). Returns both rows' class
     probabilities (2, n_classes). `on_tracks(start, probs, strand)` receives each row's track probabilities
     as they become final: strand 1 at forward positions start.., strand -1 at positions start.. of the
-    reverse complement, the two strands' deliveries interleaved."""
+    reverse complement, the two strands' deliveries interleaved. `on_chunk(n)` hears of each n bases fed."""
     device = model.class_head.weight.device
     strands = (tokens, reverse_complement(tokens))  # uint8: each chunk is widened on its own
     state = model.init_state(batch_size=2)
@@ -267,6 +268,8 @@ def stream_strands(model: DNAModel, tokens: np.ndarray, chunk_size: int, on_trac
         chunk = np.stack([strand[start : start + chunk_size] for strand in strands]).astype(np.int64)
         track_logits, state = model.step(torch.from_numpy(chunk).to(device), state)
         deliver(track_logits)
+        if on_chunk is not None:
+            on_chunk(chunk.shape[1])
     track_logits, class_logits = model.flush(state)
     deliver(track_logits)
     return torch.softmax(class_logits.float(), dim=-1).cpu()

@@ -2,7 +2,8 @@
 
 A strand-symmetric track ("inside a gene on either strand") is the mean of the forward sequence's
 probabilities and those of its reverse complement mapped back to forward coordinates. The two strands
-are the two rows of one stream, so each chunk costs one step.
+are the two rows of one stream, so each chunk costs one step (`tasks/dna/model.py` `stream_strands`, which
+score-fasta --rc-average streams with too).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from swa_stream.tasks.dna.tokenizer import N_TOKEN, reverse_complement
+from swa_stream.tasks.dna.model import stream_strands
+from swa_stream.tasks.dna.tokenizer import N_TOKEN
 
 
 def mask_n(track: np.ndarray, tokens: np.ndarray) -> np.ndarray:
@@ -21,23 +23,17 @@ def mask_n(track: np.ndarray, tokens: np.ndarray) -> np.ndarray:
     return track
 
 
-@torch.no_grad()
 def stream_both_strands(model, tokens: np.ndarray, chunk: int = 65536, track: int = 0, on_chunk=None) -> np.ndarray:
     """uint8 tokens (T,) -> float32 (T,): the mean over both strands of track `track`'s probability,
-    streamed through `model.step`/`flush` in chunks of `chunk` bases. `on_chunk(n)` hears of each n bases fed."""
-    rows = np.stack([tokens, reverse_complement(tokens)]).astype(np.int64)
-    device = next(model.parameters()).device
-    state = model.init_state(batch_size=2)
-    parts = []
-    for i in range(0, rows.shape[1], chunk):
-        logits, state = model.step(torch.from_numpy(rows[:, i : i + chunk]).to(device), state)
-        parts.append(torch.sigmoid(logits[..., track].float()).cpu().numpy())
-        if on_chunk is not None:
-            on_chunk(min(chunk, rows.shape[1] - i))
-    logits, _ = model.flush(state)
-    parts.append(torch.sigmoid(logits[..., track].float()).cpu().numpy())
-    probs = np.concatenate(parts, axis=1)
-    return (probs[0] + probs[1][::-1]) / 2
+    streamed through `model.step`/`flush` in chunks of `chunk` bases (`tasks/dna/model.py` `stream_strands`).
+    `on_chunk(n)` hears of each n bases fed."""
+    strands = np.empty((2, len(tokens)), dtype=np.float32)
+
+    def keep(start: int, probs: np.ndarray, strand: int) -> None:
+        strands[0 if strand == 1 else 1, start : start + len(probs)] = probs[:, track]
+
+    stream_strands(model, tokens, chunk, keep, on_chunk)
+    return (strands[0] + strands[1][::-1]) / 2
 
 
 def per_position_scores(prob: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None) -> dict:
