@@ -208,7 +208,7 @@ def rotate_qk(qkv: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, he
     return q, k
 
 
-# Rotated values (q's elements) from which `rotate_qk` splits its rows between threads.
+# Rotated values (q's elements) from which `rotate_qk` splits its positions between threads.
 PARALLEL_ROTATION = 1 << 16
 _POOL: ThreadPoolExecutor | None = None
 
