@@ -1,7 +1,7 @@
-"""Time of one streaming step of a DNA model over both strands, as call-genes streams a chromosome.
+"""Time of one streaming step of a DNA model over both strands, as call-genes and score-fasta --rc-average
+stream a chromosome.
 
-(score-fasta --rc-average streams the two strands one after the other, one row each.) Random bases, two rows
-(a record and its reverse complement), `--chunk` positions a step; the first two
+Random bases, two rows (a record and its reverse complement), `--chunk` positions a step; the first two
 steps warm up, the next `--steps` are timed. `--tree DIR` runs another checkout's code (say, `git worktree add
 /tmp/old COMMIT`) with this environment, so that two versions can be timed in alternation on a machine whose
 speed drifts:

@@ -215,12 +215,18 @@ def products_pay(g: _Geometry) -> bool:
     return torch.get_num_threads() > 1 and g.span <= PRODUCTS_MAX_SPAN
 
 
-def _attend_kernel(q_blocks, k_slabs, v_slabs, mask, scale: float) -> torch.Tensor:
-    """One call of the plan by the flash kernel, its log-sum-exp dropped: (b, H, n, block, D)."""
+def _kernel_call(q_blocks, k_slabs, v_slabs, mask, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One call of the plan by the flash kernel: q_blocks (b, H, n, block, D), slabs (b, H, n, span, D) ->
+    (output (b, H, n, block, D), log-sum-exp (b, H, n, block))."""
     heads = q_blocks.shape[1]
-    o, _ = _flash_forward(q_blocks.flatten(0, 1), k_slabs.flatten(0, 1), v_slabs.flatten(0, 1), 0.0, False,
-                          attn_mask=mask, scale=scale)
-    return o.unflatten(0, (-1, heads))
+    o, lse = _flash_forward(q_blocks.flatten(0, 1), k_slabs.flatten(0, 1), v_slabs.flatten(0, 1), 0.0, False,
+                            attn_mask=mask, scale=scale)
+    return o.unflatten(0, (-1, heads)), lse.unflatten(0, (-1, heads))
+
+
+def _attend_kernel(q_blocks, k_slabs, v_slabs, mask, scale: float) -> torch.Tensor:
+    """`_kernel_call` without its log-sum-exp, for inference."""
+    return _kernel_call(q_blocks, k_slabs, v_slabs, mask, scale)[0]
 
 
 def _attend_slabs(q_blocks, k_slabs, v_slabs, mask, scale: float) -> torch.Tensor:
@@ -250,23 +256,16 @@ class _SlabAttention(torch.autograd.Function):
         ctx.geometry, ctx.k_shape = g, k.shape
         if g is None:  # no row sees any key
             return torch.zeros_like(q)
-        heads, n_q = q.shape[1], q.shape[2]
+        n_q = q.shape[2]
         q_blocks = _to_blocks(q, g)
         k, v = k.contiguous(), v.contiguous()  # so that slabs of all batches and heads flatten as views
         ctx.plan = _plan(g, q.dtype, q.device)
         outs, lses = [], []
         for bs, blocks, mask in ctx.plan:
-            o, o_lse = _flash_forward(
-                q_blocks[bs, :, blocks].flatten(0, 1),
-                _slabs(k[bs], g, blocks).flatten(0, 1),
-                _slabs(v[bs], g, blocks).flatten(0, 1),
-                0.0,
-                False,
-                attn_mask=mask,
-                scale=scale,
-            )
-            outs.append((bs, blocks, o.unflatten(0, (-1, heads))))
-            lses.append((bs, blocks, o_lse.unflatten(0, (-1, heads))))
+            o, o_lse = _kernel_call(q_blocks[bs, :, blocks], _slabs(k[bs], g, blocks), _slabs(v[bs], g, blocks), mask,
+                                    scale)
+            outs.append((bs, blocks, o))
+            lses.append((bs, blocks, o_lse))
         out = _assemble(outs, g, q_blocks.shape, q.dtype)
         lse = _assemble(lses, g, q_blocks.shape[:-1], lses[0][2].dtype)
         ctx.save_for_backward(q_blocks, k, v, out, lse)

@@ -3,11 +3,11 @@
 A streaming step over 2 x 16,384 positions allocates and frees the same tensors of 4-25 MB every step.
 By default glibc hands blocks over its mmap threshold back to the kernel on free, and trims the heap's top
 once more than twice that threshold lies free there, so each step's first write to every such tensor faults
-its pages in again: about 20,000 page faults a step, 40-60 ms of system time on two threads, most visible as
-`aten::copy_` of a linear's bias into its fresh output (benchmarks/dna_step.py; docs/dna.md, "Scoring a
-whole chromosome"). Raising both thresholds keeps those blocks in the heap, where the next step reuses
-them without a fault. Peak memory is unchanged: it is the high-water mark either way, and memory is held
-only up to that mark.
+its pages in again: 4,000-27,000 page faults a step and 36-76 ms of system time (21-28 ms after), most
+visible as `aten::copy_` of a linear's bias into its fresh output (docs/dna.md, "Scoring a whole
+chromosome"). Raising both thresholds keeps those blocks in the heap, where the next step reuses them
+without a fault. The heap then also keeps blocks that a later size cannot reuse: the whole K-12 scan's
+peak rose by 10-60 MB; a small input's is unchanged.
 
 `mallopt` takes effect for the rest of the process; a C library without it (musl, macOS) is left alone.
 """

@@ -193,7 +193,8 @@ def _score_long(model: DNAModel, number: int, rec: FastaRecord, options: ScoreOp
         row = log.reserve(rec.length)
     if options.per_position or sums is not None:
 
-        done = {1: (0, 0), -1: (rec.length, rec.length)}  # forward positions each strand has written
+        # Each strand writes from its own end: forward positions [0, reached[1]) and [reached[-1], length) are done
+        reached = {1: 0, -1: rec.length}
 
         def writer(start: int, probs: np.ndarray, strand: int = 1) -> None:
             if strand == 1:
@@ -204,15 +205,13 @@ def _score_long(model: DNAModel, number: int, rec: FastaRecord, options: ScoreOp
                 masked = mask_n(probs[::-1], rec.tokens[lo : lo + len(probs)])
             hi = lo + len(probs)
             if options.per_position:  # where the other strand wrote first, the mean of the two
-                other_lo, other_hi = done[-strand]
-                a, b = max(lo, other_lo), min(hi, other_hi)
+                a, b = (max(lo, reached[-1]), hi) if strand == 1 else (lo, min(hi, reached[1]))
                 rows = masked
                 if a < b:
                     rows = masked.copy()
                     rows[a - lo : b - lo] = (log.read_rows(row + a, b - a) + masked[a - lo : b - lo]) / 2
                 log.write_rows(row + lo, rows)
-            mine = done[strand]
-            done[strand] = (min(mine[0], lo), max(mine[1], hi))
+            reached[strand] = hi if strand == 1 else lo
             if sums is not None:
                 sums.add(masked, strand)
 

@@ -75,15 +75,13 @@ def resolve(placement, n_k, use_lengths):
     return dict(q_offset=placement["q_offset"], k_start=placement["k_start"], k_lengths=lengths)
 
 
+# Shapes and placements of the float32 tests, the training and the inference ones alike.
+shapes = dict(n_q=st.integers(1, 80), n_k=st.integers(0, 90), window=windows, placement=placements,
+              use_lengths=st.booleans())
+
+
 @settings(deadline=None, max_examples=60)
-@given(
-    n_q=st.integers(1, 80),
-    n_k=st.integers(0, 90),
-    window=windows,
-    placement=placements,
-    use_lengths=st.booleans(),
-    heads=st.integers(1, 2),
-)
+@given(**shapes, heads=st.integers(1, 2))
 def test_float32_output_and_gradients_match_the_reference(n_q, n_k, window, placement, use_lengths, heads):
     q, k, v = random_qkv(2, heads, n_q, n_k, 8, torch.float32, seed=n_q * 1000 + n_k)
     assert_matches_reference(q, k, v, window, **resolve(placement, n_k, use_lengths))
@@ -152,15 +150,7 @@ def test_rows_that_see_no_key_give_zeros_and_zero_gradients(placement):
 
 # ---- inference: no gradient wanted, so no log-sum-exp; batched products or the kernel (cpu._inference) ----
 @settings(deadline=None, max_examples=60)
-@given(
-    n_q=st.integers(1, 80),
-    n_k=st.integers(0, 90),
-    window=windows,
-    placement=placements,
-    use_lengths=st.booleans(),
-    block=st.sampled_from([None, 1, 3, 8]),
-    run=st.sampled_from([1, 2, 128]),
-)
+@given(**shapes, block=st.sampled_from([None, 1, 3, 8]), run=st.sampled_from([1, 2, 128]))
 def test_inference_matches_the_reference(n_q, n_k, window, placement, use_lengths, block, run):
     where = resolve(placement, n_k, use_lengths)
     for products in (True, False):
