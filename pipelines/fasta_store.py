@@ -356,6 +356,12 @@ def finish(run: RunFolder) -> None:
             raise SWAStreamError(f"{run.out}: exists, but {run.store_path} is the finished store; "
                                  "move one of them away")
         os.replace(run.store_path, run.out)
+    # The marker goes last: a crash while the rest is removed leaves it, and the next run comes back here.
+    if run.partial.is_dir():
+        for child in run.partial.iterdir():
+            if child != run.complete:
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    run.complete.unlink(missing_ok=True)
     shutil.rmtree(run.partial, ignore_errors=True)
 
 

@@ -122,7 +122,16 @@ def test_kill_9_at_random_moments_never_loses_or_mixes_a_record(tmp_path, model_
         time.sleep(rng.uniform(0.0, 0.6))
         os.kill(pid, signal.SIGKILL)  # a child that already finished is a zombie and ignores it
         status = fork_server.wait(pid)
-        if os.WIFSIGNALED(status):
+        partial = out.with_name(out.name + ".partial")
+        if os.WIFSIGNALED(status) and out.exists() and not (partial / "complete").exists():
+            # killed after its store and TSV were final (while it cleaned up, or on its way out): a finished run
+            kills += 1
+            assert_same_result(out, clean)
+            assert not partial.exists() or not any(partial.iterdir())  # at most the emptied folder is left
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.rmtree(out)
+            out.with_suffix(".tsv").unlink()
+        elif os.WIFSIGNALED(status):
             kills += 1
             assert not out.exists() or (out / "zarr.json").is_file()
         else:
@@ -234,6 +243,32 @@ def test_a_crash_between_renaming_the_store_and_removing_partial_is_completed(tm
     assert "completed its last step" in capsys.readouterr().err
     assert not partial.exists() and out.with_suffix(".tsv").read_text() == tsv_before
     assert len(Store(out).ids) == 5
+
+
+def test_finish_removes_the_partial_folders_marker_last(tmp_path, monkeypatch):
+    """finish removes the partial folder's marker after everything else in it, so a crash in the middle of the
+    clean-up still says "complete", and the next run finishes the clean-up instead of refusing an --out that
+    exists (the kill -9 test above met that refusal once)."""
+    from swa_stream.pipelines import fasta_store
+
+    run = fasta_store.RunFolder(tmp_path / "f.zarr", {})
+    run.store_path.mkdir(parents=True)
+    (run.store_path / "zarr.json").write_text("{}")
+    for i in range(20):
+        (run.partial / f"log.{i}").write_text("")
+    (run.partial / "rows").mkdir()
+    (run.partial / "rows" / "0").write_text("")
+    fasta_store.mark_complete(run)
+    removed, unlink = [], os.unlink
+
+    def recorded(path, *args, **kwargs):
+        removed.append(os.path.basename(path))
+        return unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", recorded)
+    fasta_store.finish(run)
+    assert removed[-1] == "complete" and len(removed) == 22
+    assert not run.partial.exists() and (run.out / "zarr.json").is_file()
 
 
 def test_outputs_naming_inputs_or_each_other_are_refused_before_any_work(tmp_path, model_dir, capsys):
