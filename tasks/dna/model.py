@@ -10,7 +10,9 @@ No Lightning here: inference does not pay for it.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -224,9 +226,15 @@ def stream_rows(model: DNAModel, rows: list[np.ndarray], chunk_size: int, on_tra
     """Stream equal-length records (uint8 tokens) as the rows of one stream through `model`, chunk_size
     positions of each a step; return their class probabilities (B, n_classes). `on_tracks(start, probs)`
     receives per-position track probabilities (B, n, n_tracks) for positions start.. as they become final, in
-    order; `on_chunk(n)` hears of each n positions fed."""
+    order; `on_chunk(n)` hears of each n positions fed.
+
+    On the CPU with at least as many torch threads as rows, each row is a stream of its own, stepped on its
+    own Python thread with its share of torch's threads (`_row_workers`): two strands on two threads, each
+    single-threaded, take 0.74-0.84 of the time of one two-row step on both threads (`benchmarks/dna_step.py
+    --split`), since small ops split between threads pay for the split and are memory-bound anyway. The
+    deliveries are the same, in the same order."""
     device = model.class_head.weight.device
-    state = model.init_state(batch_size=len(rows))
+    workers = len(rows) if device.type == "cpu" and 1 < len(rows) <= torch.get_num_threads() else 1
     emitted = 0
 
     def deliver(track_logits: torch.Tensor) -> None:
@@ -235,15 +243,53 @@ def stream_rows(model: DNAModel, rows: list[np.ndarray], chunk_size: int, on_tra
             on_tracks(emitted, torch.sigmoid(track_logits).float().cpu().numpy())
         emitted += track_logits.shape[1]
 
-    for start in range(0, len(rows[0]), chunk_size):
-        chunk = np.stack([row[start : start + chunk_size] for row in rows]).astype(np.int64)  # widened per chunk
-        track_logits, state = model.step(torch.from_numpy(chunk).to(device), state)
-        deliver(track_logits)
-        if on_chunk is not None:
-            on_chunk(chunk.shape[1])
-    track_logits, class_logits = model.flush(state)
-    deliver(track_logits)
-    return torch.softmax(class_logits.float(), dim=-1).cpu()
+    with _row_workers(workers) as each:
+        states = each(lambda r: model.init_state(batch_size=len(r)), _split(rows, workers))
+        for start in range(0, len(rows[0]), chunk_size):
+            chunk = np.stack([row[start : start + chunk_size] for row in rows]).astype(np.int64)  # widened per chunk
+            pieces = _split(torch.from_numpy(chunk).to(device), workers)
+            stepped = each(model.step, pieces, states)
+            states = [state for _, state in stepped]
+            deliver(torch.cat([logits for logits, _ in stepped]))
+            if on_chunk is not None:
+                on_chunk(chunk.shape[1])
+        flushed = each(model.flush, states)
+    deliver(torch.cat([tracks for tracks, _ in flushed]))
+    return torch.softmax(torch.cat([classes for _, classes in flushed]).float(), dim=-1).cpu()
+
+
+def _split(rows, workers: int) -> list:
+    """rows as `workers` equal parts (a list of arrays, or a tensor's first dimension), in order."""
+    if workers == 1:
+        return [rows]
+    return [rows[i : i + 1] for i in range(workers)] if len(rows) == workers else list(torch.chunk(rows, workers))
+
+
+@contextlib.contextmanager
+def _row_workers(workers: int):
+    """`each(fn, *lists)`: [fn(*args) for args in zip(*lists)], the calls on `workers` threads at once (the
+    first on this one), each with torch's threads divided between them and this thread's grad and
+    inference modes (both are per thread in torch). One worker calls fn here, as a plain loop would."""
+    if workers == 1:
+        yield lambda fn, *lists: [fn(*args) for args in zip(*lists, strict=True)]
+        return
+    threads, grad, inference = torch.get_num_threads(), torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+
+    def call(fn, args):
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            return fn(*args)
+
+    torch.set_num_threads(max(1, threads // workers))
+    try:
+        with ThreadPoolExecutor(workers - 1, thread_name_prefix="swa-rows") as pool:
+            def each(fn, *lists):
+                calls = list(zip(*lists, strict=True))
+                later = [pool.submit(call, fn, args) for args in calls[1:]]
+                return [fn(*calls[0]), *(f.result() for f in later)]
+
+            yield each
+    finally:
+        torch.set_num_threads(threads)
 
 
 def stream_record(model: DNAModel, tokens: np.ndarray, chunk_size: int, on_tracks=None) -> torch.Tensor:
@@ -256,9 +302,11 @@ def stream_record(model: DNAModel, tokens: np.ndarray, chunk_size: int, on_track
 
 def stream_strands(model: DNAModel, tokens: np.ndarray, chunk_size: int, on_tracks=None, on_chunk=None
                    ) -> torch.Tensor:
-    """`stream_record` of a record and its reverse complement at once, as the two rows of one stream: the
-    whole K-12 chromosome took 0.87-0.99 of the time of streaming them one after the other (five alternating
-    pairs), for about 150 MB more peak memory (each step holds chunk_size positions of each strand). Returns
+    """`stream_record` of a record and its reverse complement at once, as the two rows of one stream (with two
+    or more torch threads, two streams stepped side by side: `stream_rows`): the whole K-12 chromosome took
+    0.87-0.99 of the time of streaming them one after the other as two rows (five alternating pairs), for about
+    150 MB more peak memory (each step holds chunk_size positions of each strand), and side by side 0.77-0.91
+    of the two rows' time. Returns
     both rows' class probabilities (2, n_classes). `on_tracks(start, probs, strand)` receives each row's track
     probabilities as they become final: strand 1 at forward positions start.., strand -1 at positions start..
     of the reverse complement, the two strands' deliveries interleaved. `on_chunk(n)` hears of each n bases

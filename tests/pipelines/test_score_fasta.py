@@ -289,9 +289,10 @@ def test_n_positions_are_nan_in_the_track_and_counted_in_the_tsv(tmp_path, model
     assert any(float(r["n_fraction"]) > 0 for r in rows)
 
 
-@pytest.mark.parametrize("chunk", [37, 64, 700])
-def test_a_streamed_records_two_strands_average_as_offline(tmp_path, track_model_dir, chunk):
-    """--rc-average streams a long record's strands together (two rows of one stream), and each strand's rows
+@pytest.mark.parametrize("chunk,threads", [(37, 1), (64, 1), (700, 1), (37, 2), (700, 2)])
+def test_a_streamed_records_two_strands_average_as_offline(tmp_path, track_model_dir, chunk, threads):
+    """--rc-average streams a long record's strands together (two rows of one stream; with --threads 2, two
+    streams stepped side by side on two threads), and each strand's rows
     reach the track as they become final, the strands meeting in the middle: the track is the mean of the
     offline forward track and the offline reverse complement's, reversed, wherever the strands met, with the
     N run masked."""
@@ -302,7 +303,7 @@ def test_a_streamed_records_two_strands_average_as_offline(tmp_path, track_model
     seq = "".join(rng.choice(list("ACGT"), 333)) + "N" * 20 + "".join(rng.choice(list("ACGT"), 300))
     (tmp_path / "long.fa").write_text(f">long\n{seq}\n")
     out, rows = score(tmp_path, track_model_dir, [str(tmp_path / "long.fa")], "s", "--per-position", "--rc-average",
-                      "--chunk-size", str(chunk))
+                      "--chunk-size", str(chunk), "--threads", str(threads))
     track = Store(out).track(0)[:, 0]
     model = load_dna_model(track_model_dir)
     tokens = encode(seq)

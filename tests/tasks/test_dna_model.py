@@ -1,5 +1,7 @@
 """The DNA model streams exactly, and reverse-complement averaging is symmetric."""
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swa_stream import SWAConfig
-from swa_stream.tasks.dna.model import DNAModel, score_record, stream_record
+from swa_stream.tasks.dna.model import DNAModel, score_record, stream_record, stream_strands
 from swa_stream.tasks.dna.tokenizer import reverse_complement
 
 
@@ -30,6 +32,39 @@ def test_streamed_scores_and_tracks_equal_offline(model, length, chunk, seed):
     if length:
         assert [s for s, _ in got] == list(np.cumsum([0] + [len(p) for _, p in got[:-1]]))
         np.testing.assert_allclose(np.concatenate([p for _, p in got]), torch.sigmoid(tracks[0]).numpy(), atol=1e-5)
+
+
+@settings(deadline=None, max_examples=10)
+@given(length=st.integers(0, 150), chunk=st.integers(1, 200), seed=st.integers(0, 10**6))
+def test_both_strands_on_two_threads_deliver_what_one_two_row_stream_does(model, length, chunk, seed):
+    """With two torch threads, stream_strands steps each strand as a stream of its own on a thread of its own
+    (each single-threaded); with one, both as the two rows of one stream. Both deliver the offline tracks of
+    the record and its reverse complement, in the same order, with the same class scores, and the caller's
+    thread count and grad mode are as they were."""
+    tokens = np.random.default_rng(seed).integers(0, 5, size=length).astype(np.uint8)
+    with torch.no_grad():
+        offline = [model(torch.from_numpy(t.astype(np.int64))[None]) for t in (tokens, reverse_complement(tokens))]
+    threads, runs = torch.get_num_threads(), {}
+    step = model.step
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            got, callers = [], set()
+            model.step = lambda *a, _callers=callers: (_callers.add(threading.get_ident()), step(*a))[1]
+            probs = stream_strands(model, tokens, chunk,
+                                   lambda start, p, strand, _got=got: _got.append((strand, start, p)))
+            assert torch.get_num_threads() == n and torch.is_grad_enabled()
+            assert len(callers) == (n if length else 0)  # an empty record takes no step
+            runs[n] = got
+            for row, (logits, tracks) in enumerate(offline):
+                np.testing.assert_allclose(probs[row].numpy(), logits[0].softmax(-1).numpy(), atol=1e-5)
+                if length:
+                    mine = np.concatenate([p for s, _, p in got if s == (1, -1)[row]])
+                    np.testing.assert_allclose(mine, torch.sigmoid(tracks[0]).numpy(), atol=1e-5)
+    finally:
+        del model.step
+        torch.set_num_threads(threads)
+    assert [(s, start, len(p)) for s, start, p in runs[1]] == [(s, start, len(p)) for s, start, p in runs[2]]
 
 
 def test_reverse_complement_average_is_symmetric(model):
