@@ -17,6 +17,7 @@ import torch
 
 from swa_stream.kernels import cpu_step
 from swa_stream.kernels.cpu import blocked_attention
+from swa_stream.kernels.linear import fused_linear
 from swa_stream.kernels.reference import attention_reference
 from swa_stream.kernels.ring import _one, ring_attention_small, ring_attention_torch, ring_read, ring_write
 from swa_stream.kernels.variants import NEG, dilated_attention, extended_attention, merge_extras, prefix_summary
@@ -154,8 +155,8 @@ def rotate_qk(qkv, cos, signed_sin, heads: int):
 
 
 # What the core uses: the two entry points (with the streaming one's fused CPU form and the CPU rotation),
-# the ring's read/write, and the variants' pieces (each one call into kernels/variants.py, so the core
-# reaches no kernels.* module itself).
+# the CPU's fused linear (kernels/linear.py), the ring's read/write, and the variants' pieces (each one call
+# into kernels/variants.py, so the core reaches no kernels.* module itself).
 __all__ = ["BACKENDS", "use_triton", "sliding_window_attention", "ring_window_attention", "fused_ring_step",
-           "rotate_qk", "ring_read", "ring_write", "attention_reference", "blocked_attention", "NEG",
+           "rotate_qk", "fused_linear", "ring_read", "ring_write", "attention_reference", "blocked_attention", "NEG",
            "dilated_attention", "extended_attention", "merge_extras", "prefix_summary", "triton_attention_lse"]

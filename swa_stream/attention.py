@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.modules import module as torch_module
 
 from swa_stream.config import SWAConfig
 from swa_stream.extras import summaries_at
@@ -20,6 +21,7 @@ from swa_stream.kernels import (
     NEG,
     dilated_attention,
     extended_attention,
+    fused_linear,
     merge_extras,
     prefix_summary,
     ring_read,
@@ -30,6 +32,37 @@ from swa_stream.kernels import (
     use_triton,
 )
 from swa_stream.positions import RotaryPositions
+
+
+def stock(*modules: nn.Module) -> bool:
+    """Are these modules torch's own, with no hooks on them or on every module: then using their tensors
+    directly is what calling them would do."""
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return False
+    return all(type(m) in (nn.Linear, nn.GELU, nn.LayerNorm, nn.Sequential) and not m._forward_hooks
+               and not m._forward_pre_hooks for m in modules)
+
+
+def apply_linear(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """linear(x), by oneDNN's fused linear where that applies (long runs on the CPU without autograd:
+    kernels/linear.py), the same numbers."""
+    if stock(linear) and type(linear) is nn.Linear:
+        y = fused_linear(x, linear.weight, linear.bias)
+        if y is not None:
+            return y
+    return linear(x)
+
+
+def apply_ffn(ffn: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """ffn(x) for a stock Linear -> exact GELU -> Linear, the first product and the GELU fused where that
+    applies (`apply_linear`); any other ffn is called as it is."""
+    parts = list(ffn)
+    if len(parts) == 3 and stock(ffn, *parts) and type(parts[0]) is type(parts[2]) is nn.Linear \
+            and type(parts[1]) is nn.GELU and parts[1].approximate == "none":
+        h = fused_linear(x, parts[0].weight, parts[0].bias, gelu=True)
+        if h is not None:
+            return apply_linear(parts[2], h)
+    return ffn(x)
 
 # Parameters that only the variants have; a plain model's weights can start a variant without them.
 VARIANT_PARAMETERS = ("global_query", "global_key", "span")
@@ -113,7 +146,7 @@ class SWAAttention(nn.Module):
     def project(self, x: torch.Tensor, start: int | list[int]) -> Projection:
         """x (B, T, d_model) at absolute positions start.. (one start, or one per row) -> a Projection."""
         batch, length, _ = x.shape
-        flat = self.qkv(x)
+        flat = apply_linear(self.qkv, x)
         qkv = flat.view(batch, length, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         if isinstance(start, int):
             cos, signed_sin = self.rope.full_tables(start, length, x.dtype)
@@ -207,4 +240,4 @@ class SWAAttention(nn.Module):
 
     def _merge(self, o: torch.Tensor) -> torch.Tensor:
         batch, _, length, _ = o.shape
-        return self.out(o.transpose(1, 2).reshape(batch, length, self.n_heads * self.head_dim))
+        return apply_linear(self.out, o.transpose(1, 2).reshape(batch, length, self.n_heads * self.head_dim))

@@ -27,13 +27,12 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules import module as torch_module
 
-from swa_stream.attention import SWAAttention
+from swa_stream.attention import SWAAttention, apply_ffn, stock
 from swa_stream.config import SWAConfig
 from swa_stream.errors import SWAStreamError
 from swa_stream.extras import advance_globals, finish_extras, keep_sinks
-from swa_stream.kernels import fused_ring_step, ring_window_attention, ring_write
+from swa_stream.kernels import fused_linear, fused_ring_step, ring_window_attention, ring_write
 from swa_stream.lengths import zero_past
 from swa_stream.pool import mean_pool, pool_step
 from swa_stream.ragged import Rows, as_counts, ragged_cat, take, uniform, zero_padding
@@ -47,6 +46,12 @@ def column_major(linear: nn.Linear) -> nn.Linear:
     safetensors all keep the layout; saved weights are the same numbers."""
     linear.weight = nn.Parameter(linear.weight.detach().t().contiguous().t(), linear.weight.requires_grad)
     return linear
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """F.linear, by oneDNN's fused linear where that applies (kernels/linear.py), the same numbers."""
+    y = fused_linear(x, weight, bias)
+    return F.linear(x, weight, bias) if y is None else y
 
 
 def aten_gelu(x: torch.Tensor) -> torch.Tensor:
@@ -83,7 +88,7 @@ class SWABlock(nn.Module):
     def _finish(self, resid: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
         if not (self.training and self.drop.p):  # inference: two calls fewer per layer and step
             h = resid + attended
-            return h + self.ffn(self.norm2(h))
+            return h + apply_ffn(self.ffn, self.norm2(h))
         h = resid + self.drop(attended)
         return h + self.drop(self.ffn(self.norm2(h)))
 
@@ -163,14 +168,12 @@ class SWABlock(nn.Module):
         quantised or parametrised linear, a swapped activation, a hook or a variant takes the general path)."""
         mods = self._modules
         attn, ffn = mods["attn"], mods["ffn"]
-        if not attn.plain or attn.dilation != 1 or torch_module._global_forward_hooks \
-                or torch_module._global_forward_pre_hooks or ffn._forward_hooks or ffn._forward_pre_hooks:
+        if not attn.plain or attn.dilation != 1:
             return None
         sub, parts = attn._modules, ffn._modules
         parts = (mods["norm1"], sub["qkv"], sub["out"], mods["norm2"], parts["0"], parts["1"], parts["2"])
-        for part, kind in zip(parts, _STOCK, strict=True):
-            if type(part) is not kind or part._forward_hooks or part._forward_pre_hooks:
-                return None
+        if not stock(ffn, *parts) or any(type(part) is not kind for part, kind in zip(parts, _STOCK, strict=True)):
+            return None
         if parts[5].approximate != "none":
             return None
         (n1, qkv, out, n2, ff1, _, ff2) = (p.__dict__ for p in parts)
@@ -412,7 +415,7 @@ class SWAEncoder(nn.Module):
             n1w, n1b, eps1, wqkv, bqkv, wo, bo, n2w, n2b, eps2, w1, b1, w2, b2 = parts_
             end, rows = start + n, batch * size
             h = F.layer_norm(x.reshape(rows, d), (d,), n1w, n1b, eps1)
-            qkv = F.linear(h, wqkv, bqkv)
+            qkv = linear(h, wqkv, bqkv)
             rope = attn._modules["rope"]
             table = tables.get((rope.key, end, size))  # the layers ask for a few runs of positions: look up each once
             if table is None:
@@ -427,7 +430,7 @@ class SWAEncoder(nn.Module):
             if fused is not None:  # rotation, ring write and attention in one C call (kernels/cpu_step.c)
                 o, k_ring, v_ring, pending_q = fused
                 layers.append(LayerState(k=k_ring, v=v_ring, pending_x=pending_x, pending_q=pending_q))
-                y = F.linear(o.view(rows, d), wo, bo)
+                y = linear(o.view(rows, d), wo, bo)
             else:
                 qkv = qkv.view(batch, size, 3, attn.n_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
                 q, k = rope.rotate_full(qkv[:2], *table).unbind(0)
@@ -440,10 +443,11 @@ class SWAEncoder(nn.Module):
                                          pending_x=pending_x, pending_q=pending_q))
                 o = ring_window_attention(queries, st.k, st.v, k, v, attn.window, end=end, stream_start=start,
                                           backend=attn.backend)
-                y = F.linear(o.transpose(1, 2).reshape(rows, d), wo, bo)
+                y = linear(o.transpose(1, 2).reshape(rows, d), wo, bo)
             y += resid.reshape(rows, d)
-            f = F.linear(F.layer_norm(y, (d,), n2w, n2b, eps2), w1, b1)
-            y += F.linear(aten_gelu(f), w2, b2)
+            h = F.layer_norm(y, (d,), n2w, n2b, eps2)
+            f = fused_linear(h, w1, b1, gelu=True)
+            y += linear(aten_gelu(F.linear(h, w1, b1)) if f is None else f, w2, b2)
             x = y.view(batch, size, d)[:, min(size, max(0, right - n)) :]
         return self._stepped(x, state, t, layers)
 
