@@ -77,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     fasta.add_argument("--rna", action="store_true", help="read U as T")
     fasta.add_argument("--column", help="CSV/TSV: the sequence column, a header name or a number from 1")
     fasta.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: more threads "
-                       "only pay on an idle machine, and collapse when the cores are busy)")
+                       "only pay on an idle machine, and collapse when the cores are busy; with --rc-average, "
+                       "2 or more step a long record's two strands side by side, half the threads each)")
 
     genes = commands.add_parser("call-genes", help="gene calls (GFF3) from a gene-track model, like Prodigal's")
     genes.add_argument("inputs", nargs="+", metavar="IN.fa", help="FASTA/FASTQ files (gzip, bzip2, xz), or /dev/stdin")
@@ -86,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     genes.add_argument("--model", metavar="DIR", help="gene-track bundle (default: the bundled "
                        f"{DNASchema.default_model})")
     genes.add_argument("--rna", action="store_true", help="read U as T")
-    genes.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    genes.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 2 or more step the "
+                       "two strands side by side, half the threads each)")
     track = commands.add_parser("export-track", help="write a per-position track as bedGraph and/or bigWig")
     track.add_argument("store", metavar="OUT.zarr", help="a finished score-fasta --per-position store")
     track.add_argument("--bedgraph", metavar="FILE", help="bedGraph file to write")
