@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as torch_module
 
@@ -35,22 +36,26 @@ from swa_stream.positions import RotaryPositions
 
 
 def stock(*modules: nn.Module) -> bool:
-    """Are these modules torch's own, with no hooks on them or on every module: then using their tensors
-    directly is what calling them would do."""
+    """Are these modules torch's own, with no hooks on them and no global module hooks: then using their
+    tensors directly is what calling them would do."""
     if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
         return False
     return all(type(m) in (nn.Linear, nn.GELU, nn.LayerNorm, nn.Sequential) and not m._forward_hooks
                and not m._forward_pre_hooks for m in modules)
 
 
-def apply_linear(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """linear(x), by oneDNN's fused linear where that applies (long runs on the CPU without autograd:
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """F.linear, by oneDNN's fused linear where that applies (long runs on the CPU without autograd:
     kernels/linear.py), the same numbers."""
-    if stock(linear) and type(linear) is nn.Linear:
-        y = fused_linear(x, linear.weight, linear.bias)
-        if y is not None:
-            return y
-    return linear(x)
+    y = fused_linear(x, weight, bias)
+    return F.linear(x, weight, bias) if y is None else y
+
+
+def apply_linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """module(x), as `linear` for a stock nn.Linear."""
+    if type(module) is nn.Linear and stock(module):
+        return linear(x, module.weight, module.bias)
+    return module(x)
 
 
 def apply_ffn(ffn: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
@@ -61,7 +66,7 @@ def apply_ffn(ffn: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
             and type(parts[1]) is nn.GELU and parts[1].approximate == "none":
         h = fused_linear(x, parts[0].weight, parts[0].bias, gelu=True)
         if h is not None:
-            return apply_linear(parts[2], h)
+            return linear(h, parts[2].weight, parts[2].bias)
     return ffn(x)
 
 # Parameters that only the variants have; a plain model's weights can start a variant without them.

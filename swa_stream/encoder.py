@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from swa_stream.attention import SWAAttention, apply_ffn, stock
+from swa_stream.attention import SWAAttention, apply_ffn, linear, stock
 from swa_stream.config import SWAConfig
 from swa_stream.errors import SWAStreamError
 from swa_stream.extras import advance_globals, finish_extras, keep_sinks
@@ -46,12 +46,6 @@ def column_major(linear: nn.Linear) -> nn.Linear:
     safetensors all keep the layout; saved weights are the same numbers."""
     linear.weight = nn.Parameter(linear.weight.detach().t().contiguous().t(), linear.weight.requires_grad)
     return linear
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """F.linear, by oneDNN's fused linear where that applies (kernels/linear.py), the same numbers."""
-    y = fused_linear(x, weight, bias)
-    return F.linear(x, weight, bias) if y is None else y
 
 
 def aten_gelu(x: torch.Tensor) -> torch.Tensor:
@@ -81,8 +75,8 @@ class SWABlock(nn.Module):
         self.ffn = nn.Sequential(
             nn.Linear(cfg.d_model, cfg.ffn_dim), nn.GELU(), nn.Linear(cfg.ffn_dim, cfg.d_model)
         )
-        for linear in (self.attn.qkv, self.attn.out, self.ffn[0], self.ffn[2]):
-            column_major(linear)
+        for part in (self.attn.qkv, self.attn.out, self.ffn[0], self.ffn[2]):
+            column_major(part)
         self.drop = nn.Dropout(cfg.dropout)
 
     def _finish(self, resid: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:

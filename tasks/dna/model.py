@@ -259,10 +259,9 @@ def stream_rows(model: DNAModel, rows: list[np.ndarray], chunk_size: int, on_tra
 
 
 def _split(rows, workers: int) -> list:
-    """rows as `workers` equal parts (a list of arrays, or a tensor's first dimension), in order."""
-    if workers == 1:
-        return [rows]
-    return [rows[i : i + 1] for i in range(workers)] if len(rows) == workers else list(torch.chunk(rows, workers))
+    """rows (a list of arrays, or a tensor's first dimension) as one part, or, for one worker per row, one
+    part per row, in order."""
+    return [rows] if workers == 1 else [rows[i : i + 1] for i in range(len(rows))]
 
 
 @contextlib.contextmanager
@@ -303,14 +302,13 @@ def stream_record(model: DNAModel, tokens: np.ndarray, chunk_size: int, on_track
 def stream_strands(model: DNAModel, tokens: np.ndarray, chunk_size: int, on_tracks=None, on_chunk=None
                    ) -> torch.Tensor:
     """`stream_record` of a record and its reverse complement at once, as the two rows of one stream (with two
-    or more torch threads, two streams stepped side by side: `stream_rows`): the whole K-12 chromosome took
-    0.87-0.99 of the time of streaming them one after the other as two rows (five alternating pairs), for about
-    150 MB more peak memory (each step holds chunk_size positions of each strand), and side by side 0.77-0.91
-    of the two rows' time. Returns
-    both rows' class probabilities (2, n_classes). `on_tracks(start, probs, strand)` receives each row's track
-    probabilities as they become final: strand 1 at forward positions start.., strand -1 at positions start..
-    of the reverse complement, the two strands' deliveries interleaved. `on_chunk(n)` hears of each n bases
-    fed."""
+    or more torch threads, two streams stepped side by side: `stream_rows`). On the whole K-12 chromosome the
+    two rows took 0.87-0.99 of the time of streaming the strands one after the other, for about 150 MB more
+    peak memory (each step holds chunk_size positions of each strand), and side by side took 0.77-0.91 of the
+    two rows' time (five alternating pairs each). Returns both rows' class probabilities (2, n_classes).
+    `on_tracks(start, probs, strand)` receives each row's track probabilities as they become final: strand 1
+    at forward positions start.., strand -1 at positions start.. of the reverse complement, the two strands'
+    deliveries interleaved. `on_chunk(n)` hears of each n bases fed."""
     def each(start: int, probs: np.ndarray) -> None:
         on_tracks(start, probs[0], strand=1)
         on_tracks(start, probs[1], strand=-1)
