@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from swa_stream.errors import SWAStreamError
-from swa_stream.pipelines.safe_output import atomic_text, check_output_file, first_line
+from swa_stream.pipelines.safe_output import atomic_text, check_output_file, first_line, is_stdout
 
 DEFAULT_MODEL = "bacteria-genes"
 
@@ -47,10 +47,11 @@ def run(args) -> dict:
     from swa_stream.tasks.dna.track import mask_n, stream_both_strands
 
     inputs = [check_input(p) for p in args.inputs]
-    gff = check_output_file(args.gff, "--gff", inputs, [], _is_gff, "GFF3 file")
+    gff = check_output_file(args.gff, "--gff", inputs, [], _is_gff, "GFF3 file", stdout=True)
     bedgraph = None
     if args.bedgraph is not None:
-        bedgraph = check_output_file(args.bedgraph, "--bedgraph", inputs, [gff], is_bedgraph, "bedGraph file")
+        bedgraph = check_output_file(args.bedgraph, "--bedgraph", inputs, [gff], is_bedgraph, "bedGraph file",
+                                     stdout=True)
     if args.threads < 1:
         raise SWAStreamError(f"--threads: must be at least 1, got {args.threads}")
     torch.set_num_threads(args.threads)
@@ -100,8 +101,10 @@ def run(args) -> dict:
                 summary["seconds"] += seconds
     if not summary["records"]:
         raise SWAStreamError(f"{', '.join(map(str, inputs))}: no sequence records")
-    print(f"wrote {summary['genes']:,} gene calls on {summary['records']:,} record(s) to {gff}"
-          + (f", and the called track to {bedgraph}" if bedgraph else ""))
+    where = lambda path: "stdout" if is_stdout(path) else str(path)  # noqa: E731
+    print(f"wrote {summary['genes']:,} gene calls on {summary['records']:,} record(s) to {where(gff)}"
+          + (f", and the called track to {where(bedgraph)}" if bedgraph else ""),
+          file=sys.stderr if is_stdout(gff) or is_stdout(bedgraph) else sys.stdout)
     return summary
 
 

@@ -53,9 +53,9 @@ def _parser() -> argparse.ArgumentParser:
 
     fasta = commands.add_parser("score-fasta", help="score FASTA records into zarr (and TSV), resumably")
     fasta.add_argument("inputs", nargs="+", metavar="IN.fa",
-                       help="FASTA, FASTQ or CSV/TSV files or streams, plain, gzip, bzip2 or xz")
+                       help="FASTA, FASTQ or CSV/TSV files or streams, plain, gzip, bzip2 or xz; - reads stdin")
     fasta.add_argument("--out", required=True, metavar="OUT.zarr", help="zarr v3 store to create")
-    fasta.add_argument("--tsv", metavar="OUT.tsv", help="also write one row per record")
+    fasta.add_argument("--tsv", metavar="OUT.tsv", help="also write one row per record (- for stdout)")
     fasta.add_argument("--per-position", action="store_true", help="store per-position score tracks")
     fasta.add_argument("--rc-average", action="store_true", help="average with the reverse complement")
     fasta.add_argument("--chunk-size", type=int, default=1 << 14, help="positions per streaming step (of each "
@@ -81,9 +81,10 @@ def _parser() -> argparse.ArgumentParser:
                        "2 or more step a long record's two strands side by side, half the threads each)")
 
     genes = commands.add_parser("call-genes", help="gene calls (GFF3) from a gene-track model, like Prodigal's")
-    genes.add_argument("inputs", nargs="+", metavar="IN.fa", help="FASTA/FASTQ files (gzip, bzip2, xz), or /dev/stdin")
-    genes.add_argument("--gff", required=True, metavar="OUT.gff3", help="GFF3 file of the calls to write")
-    genes.add_argument("--bedgraph", metavar="FILE", help="also write the called track as bedGraph")
+    genes.add_argument("inputs", nargs="+", metavar="IN.fa", help="FASTA/FASTQ files (gzip, bzip2, xz); - reads stdin")
+    genes.add_argument("--gff", required=True, metavar="OUT.gff3",
+                       help="GFF3 file of the calls to write (- for stdout)")
+    genes.add_argument("--bedgraph", metavar="FILE", help="also write the called track as bedGraph (- for stdout)")
     genes.add_argument("--model", metavar="DIR", help="gene-track bundle (default: the bundled "
                        f"{DNASchema.default_model})")
     genes.add_argument("--rna", action="store_true", help="read U as T")
@@ -91,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
                        "two strands side by side, half the threads each)")
     track = commands.add_parser("export-track", help="write a per-position track as bedGraph and/or bigWig")
     track.add_argument("store", metavar="OUT.zarr", help="a finished score-fasta --per-position store")
-    track.add_argument("--bedgraph", metavar="FILE", help="bedGraph file to write")
+    track.add_argument("--bedgraph", metavar="FILE", help="bedGraph file to write (- for stdout)")
     track.add_argument("--bigwig", metavar="FILE", help="bigWig file to write")
     track.add_argument("--track", help="track name (default: the first)")
     track.add_argument("--precision", type=int, default=3, help="decimals kept; equal runs merge")

@@ -4,18 +4,27 @@ Runs of positions whose value rounds to the same `--precision` decimals become o
 positions (NaN in the store) are skipped, so masked regions show as gaps. Tracks are read sequentially in
 bounded pieces, so neither a chromosome nor a million short records has to fit in memory. bigWig is
 written with pyBigWig, its chromosome sizes taken from the store's record lengths. Both outputs go
-through a temp file and a rename; the summary goes to stdout.
+through a temp file and a rename; the summary goes to stdout. `--bedgraph -` writes the bedGraph to stdout
+(for a pipe: `| gzip`, `| bedGraphToBigWig`), and the summary then goes to stderr.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from swa_stream.errors import SWAStreamError
 from swa_stream.pipelines.fasta_store import Store
-from swa_stream.pipelines.safe_output import atomic_path, atomic_text, check_output_file, first_line, os_problem
+from swa_stream.pipelines.safe_output import (
+    atomic_path,
+    atomic_text,
+    check_output_file,
+    first_line,
+    is_stdout,
+    os_problem,
+)
 
 BIGWIG_MAGIC = (0x888FFC26).to_bytes(4, "little")
 MAX_PRECISION = 9
@@ -68,7 +77,7 @@ def write_bedgraph(store: str, out: str, track: str | None = None, precision: in
     check_precision(precision)
     opened = Store(store)
     column = _column(opened, track)
-    target = check_output_file(out, "--bedgraph", [opened.path], [], is_bedgraph, "bedGraph file")
+    target = check_output_file(out, "--bedgraph", [opened.path], [], is_bedgraph, "bedGraph file", stdout=True)
     lines = 0
     with atomic_text(target) as f:
         f.write(f'track type=bedGraph name="{opened.tracks[column]}" description="swa-stream {opened.path.name}"\n')
@@ -140,12 +149,13 @@ def run(args) -> None:
         raise SWAStreamError(f"{bedgraph}: --bedgraph and --bigwig name the same file")
     store = Store(args.store)  # both outputs are checked before either is written
     if bedgraph is not None:
-        check_output_file(bedgraph, "--bedgraph", [store.path], [], is_bedgraph, "bedGraph file")
+        check_output_file(bedgraph, "--bedgraph", [store.path], [], is_bedgraph, "bedGraph file", stdout=True)
     if bigwig is not None:
         check_output_file(bigwig, "--bigwig", [store.path], [], _is_bigwig, "bigWig file")
+    said = sys.stderr if is_stdout(bedgraph) else sys.stdout  # `--bedgraph -`: stdout holds the track
     if bedgraph is not None:
         lines = write_bedgraph(args.store, bedgraph, args.track, args.precision)
-        print(f"wrote {lines} bedGraph intervals to {bedgraph}")
+        print(f"wrote {lines} bedGraph intervals to {'stdout' if is_stdout(bedgraph) else bedgraph}", file=said)
     if bigwig is not None:
         count, chroms = write_bigwig(args.store, bigwig, args.track, args.precision)
-        print(f"wrote {count} bigWig intervals over {chroms} chromosomes to {bigwig}")
+        print(f"wrote {count} bigWig intervals over {chroms} chromosomes to {bigwig}", file=said)

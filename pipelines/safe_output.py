@@ -5,6 +5,9 @@ already exists as something else (a directory, a FIFO, a file that is not this k
 folder's writability is proven by creating a file there, which also works where `os.access` lies (root on a
 read-only mount says yes). Writing goes to `.NAME.tmp-PID` in the same folder, fsynced, then renamed, so a
 crash or a full disk leaves the old file or none, never half of one.
+
+A text output named "-" is standard output (`--gff -`, `--tsv -`, `--bedgraph -`), where the caller allows
+it: written as it goes, with no temp file; the command's own messages then go to stderr.
 """
 
 from __future__ import annotations
@@ -13,11 +16,18 @@ import contextlib
 import errno
 import os
 import stat
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from swa_stream.errors import SWAStreamError
+
+STDOUT = "-"  # an output path meaning standard output
+
+
+def is_stdout(path) -> bool:
+    return path is not None and str(path) == STDOUT
 
 
 def os_problem(path: str | Path, err: OSError) -> SWAStreamError:
@@ -54,15 +64,25 @@ def check_output_file(
     taken: list[Path],
     looks_like: Callable[[Path], bool] | None = None,
     kind: str = "file",
+    stdout: bool = False,
 ) -> Path:
-    """Refuse an output file path that would overwrite an input, another output, or a non-`kind` thing."""
+    """Refuse an output file path that would overwrite an input, another output, or a non-`kind` thing.
+    With `stdout`, "-" is standard output (Path("-")), unless another of `taken` is too."""
     if path is None or str(path) == "":
         raise SWAStreamError(f"{flag}: an empty path; give a file name")
+    if is_stdout(path):
+        if not stdout:
+            raise SWAStreamError(f"{flag} -: a {kind} cannot be written to standard output; give a file name")
+        if any(is_stdout(other) for other in taken):
+            raise SWAStreamError(f"{flag} -: another output already goes to standard output; give one a file name")
+        return Path(STDOUT)
     path = Path(path)
     for other in inputs:
         if path.exists() and _same(path, other) or path.resolve() == other.resolve() or _inside(path, other):
             raise SWAStreamError(f"{path}: {flag} names an input (or a file inside one); refusing to overwrite it")
     for other in taken:
+        if is_stdout(other):
+            continue
         if path.resolve() == other.resolve() or _inside(path, other):
             raise SWAStreamError(f"{path}: {flag} names another output ({other}); choose another path")
     if path.exists() or path.is_symlink():
@@ -130,7 +150,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_text(path: str | Path) -> Iterator:
-    """A text file handle whose content replaces `path` only once it is complete."""
+    """A text file handle whose content replaces `path` only once it is complete; for "-", standard output
+    (flushed at the end; a reader that leaves early raises BrokenPipeError, which the CLI ends quietly)."""
+    if is_stdout(path):
+        yield sys.stdout
+        sys.stdout.flush()
+        return
     with atomic_path(path) as tmp:
         try:
             with open(tmp, "w", encoding="utf-8", newline="\n") as f:

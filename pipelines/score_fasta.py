@@ -41,11 +41,19 @@ from swa_stream.pipelines.fasta_store import (
     mark_complete,
     track_means,
 )
-from swa_stream.pipelines.safe_output import atomic_text, check_output_file, first_line, os_problem, probe_folder
+from swa_stream.pipelines.safe_output import (
+    atomic_text,
+    check_output_file,
+    first_line,
+    is_stdout,
+    os_problem,
+    probe_folder,
+)
 from swa_stream.tasks.dna.formats import read_sequences
 from swa_stream.tasks.dna.model import DNAModel, score_record
 from swa_stream.tasks.dna.tokenizer import (
     N_TOKEN,
+    STDIN,
     FastaRecord,
     check_input,
     fingerprint,
@@ -145,7 +153,7 @@ def check_paths(inputs: list[Path], out: str, tsv: str | None) -> tuple[Path, Pa
     tsv_path = None
     if tsv is not None:
         looks = lambda p: first_line(p).startswith("\t".join(TSV_HEAD).encode())  # noqa: E731
-        tsv_path = check_output_file(tsv, "--tsv", inputs, [out_path, partial], looks, "score-fasta TSV")
+        tsv_path = check_output_file(tsv, "--tsv", inputs, [out_path, partial], looks, "score-fasta TSV", stdout=True)
     return out_path, tsv_path
 
 
@@ -311,7 +319,7 @@ def score(
         raise SWAStreamError(f"{streams[0]}: a stream can be read only once, and each of the {world_size} processes "
                              "reads every input: save it to a file, or use --devices 1")
     out_path, tsv_path = check_paths(paths, out, tsv)
-    manifest = {"inputs": [{"path": str(p.resolve()), "fingerprint": fingerprint(p)} for p in paths],
+    manifest = {"inputs": [{"path": _input_name(p), "fingerprint": fingerprint(p)} for p in paths],
                 "model": str(model_dir), "model_sha256": weights_hash(model_dir), "options": options.record()}
     run = RunFolder(out_path, manifest)
     status = "score"
@@ -346,6 +354,12 @@ def score(
     finally:
         run.unlock()
     return summary
+
+
+def _input_name(path: Path) -> str:
+    """An input as run.json records it: its real path; standard input as "-" when it is a pipe, whose
+    /proc name changes from run to run (a file redirected to it is that file)."""
+    return "-" if path == STDIN and is_stream(path) else str(path.resolve())
 
 
 class _Scorer:
@@ -493,7 +507,8 @@ def run(args) -> None:
     print(
         f"scored {summary['scored']} records ({summary['skipped']} skipped as already done) in "
         f"{summary['seconds']:.1f} s, {rate:,.0f} kbp/s; {summary['records']} records in {args.out}"
-        + (f" and {args.tsv}" if args.tsv else "")
+        + ("" if not args.tsv else " and on stdout" if is_stdout(args.tsv) else f" and {args.tsv}"),
+        file=sys.stderr if is_stdout(args.tsv) else sys.stdout,
     )
 
 

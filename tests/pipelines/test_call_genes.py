@@ -2,6 +2,9 @@
 GFF3 that a GFF3 reader takes back, the same calls as the library, most of RefSeq's genes found by their
 stop codon, a bedGraph of the called track, and outputs that never replace an input."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -15,6 +18,7 @@ from swa_stream.tasks.dna.track import stream_both_strands
 
 pytestmark = pytest.mark.skipif("bacteria-genes" not in bundled_models(), reason="bacteria-genes is not bundled")
 FASTA, GFF = example_files()
+CLI = [sys.executable, "-m", "swa_stream.pipelines.cli"]
 
 
 def test_calls_are_gff3_equal_to_the_library_and_find_refseq_genes(tmp_path, capsys):
@@ -37,6 +41,24 @@ def test_calls_are_gff3_equal_to_the_library_and_find_refseq_genes(tmp_path, cap
     assert all(int(a[2]) == int(b[1]) for a, b in zip(cols, cols[1:], strict=False))  # no gaps: no N here
     values = np.array([float(c[3]) for c in cols])
     assert ((values >= 0) & (values <= 1)).all() and (values > 0.5).any() and (values < 0.5).any()
+
+
+def test_dash_reads_stdin_and_writes_gff3_to_stdout(tmp_path):
+    """`zcat genome.fa.gz | swa-stream call-genes - --gff -`, as Prodigal is run: the GFF3 on stdout is the
+    file run's, and the summary goes to stderr."""
+    file_gff = tmp_path / "file.gff3"
+    assert main(["call-genes", str(FASTA), "--gff", str(file_gff)]) == 0
+    with subprocess.Popen(["cat", str(FASTA)], stdout=subprocess.PIPE) as feed:  # a pipe, read once
+        result = subprocess.run(CLI + ["call-genes", "-", "--gff", "-"], stdin=feed.stdout, capture_output=True,
+                                text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == file_gff.read_text() and "gene calls on 1 record(s) to stdout" in result.stderr
+    assert not (tmp_path / "-").exists()
+    both = subprocess.run(CLI + ["call-genes", str(FASTA), "--gff", "-", "--bedgraph", "-"], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=300)
+    assert both.returncode == 2 and both.stdout == ""
+    assert both.stderr == "swa-stream: error: --bedgraph -: another output already goes to standard output; give " \
+        "one a file name\n"
 
 
 def test_outputs_never_replace_an_input_and_bad_input_is_one_line(tmp_path, capsys):

@@ -51,6 +51,22 @@ def test_bedgraph_rebuilds_the_rounded_track_and_leaves_n_out(tmp_path, store, c
     assert np.isnan(opened.track(0)[:, 0]).any()
 
 
+
+def test_bedgraph_dash_is_stdout_and_bigwig_dash_is_refused(tmp_path, store):
+    """`export-track S --bedgraph - | gzip`: stdout holds exactly the file's bedGraph, the summary goes to
+    stderr; a bigWig needs a seekable file, so `--bigwig -` is one line before any work."""
+    out = tmp_path / "t.bedgraph"
+    assert main(["export-track", str(store), "--bedgraph", str(out)]) == 0
+    result = subprocess.run(CLI + ["export-track", str(store), "--bedgraph", "-"], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=300)
+    assert result.returncode == 0 and result.stdout == out.read_text()
+    assert result.stderr.startswith("wrote ") and "bedGraph intervals to stdout" in result.stderr
+    refused = subprocess.run(CLI + ["export-track", str(store), "--bigwig", "-"], capture_output=True, text=True,
+                             cwd=tmp_path, timeout=300)
+    assert refused.returncode == 2 and refused.stdout == "" and not (tmp_path / "-").exists()
+    assert refused.stderr == ("swa-stream: error: --bigwig -: a bigWig file cannot be written to standard "
+                              "output; give a file name\n")
+
 def test_runs_merge_across_read_boundaries(store):
     opened = Store(store)
     whole = list(intervals(opened, 0, 2))

@@ -3,6 +3,7 @@
 import bz2
 import csv
 import gzip
+import json
 import lzma
 import os
 import shlex
@@ -21,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swa_stream.pipelines.cli import main
-from swa_stream.pipelines.fasta_store import Store
+from swa_stream.pipelines.fasta_store import Store, all_entries
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "fasta"
 REAL_FILES = sorted(str(p) for p in REAL.glob("*") if p.suffix in {".fa", ".fasta", ".fna"})
@@ -364,6 +365,71 @@ def test_a_fifo_stdin_and_process_substitution_are_read_as_streams(tmp_path, mod
     assert substituted.returncode == 0, substituted.stderr
     assert scores_of(from_fifo) == scores_of(expected) == scores_of(read_tsv(tmp_path / "stdin.tsv"))
     assert scores_of(read_tsv(tmp_path / "sub.tsv")) == scores_of(expected)
+
+
+def _piped(argv: list[str], feed: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`gzip -c | swa-stream ARGV`: a real pipe into the command's stdin, its stdout and stderr caught."""
+    with subprocess.Popen(["gzip", "-c"], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as gz:
+        result = subprocess.Popen(CLI + argv, stdin=gz.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, cwd=cwd)
+        gz.stdout.close()  # the command holds the pipe's read end now
+        gz.stdin.write(feed.encode())
+        gz.stdin.close()
+        out, err = result.communicate(timeout=300)
+    return subprocess.CompletedProcess(argv, result.returncode, out, err)
+
+
+def test_dash_reads_stdin_and_tsv_dash_writes_stdout(tmp_path, model_dir):
+    """`zcat | score-fasta - --tsv -`, as genomics pipelines run it: the TSV on stdout equals the file run's,
+    stdout carries nothing else, and the summary goes to stderr."""
+    source = REAL / "ls_orchid.fasta"
+    _, expected = score(tmp_path, model_dir, [str(source)], "file")
+    result = _piped(["score-fasta", "-", "--out", "piped.zarr", "--tsv", "-", "--model", model_dir],
+                    source.read_text(), tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(result.stdout.splitlines(), delimiter="\t"))
+    assert scores_of(rows) == scores_of(expected) and {r["file"] for r in rows} == {"/dev/stdin"}
+    assert "records in piped.zarr and on stdout" in result.stderr and not (tmp_path / "-").exists()
+    assert json.loads((tmp_path / "piped.zarr" / "zarr.json").read_text())["attributes"]["command"].startswith(
+        "swa-stream score-fasta - --out piped.zarr --tsv -")
+
+
+def test_a_piped_run_stopped_by_a_bad_record_resumes_from_the_same_pipe(tmp_path, model_dir):
+    """A pipe has no fingerprint and a new /proc name each run: run.json records it as "-", and resume
+    checks every skipped record's content instead. A changed record is refused, not mixed in."""
+    good = (REAL / "ls_orchid.fasta").read_text()
+    argv = ["score-fasta", "-", "--out", "r.zarr", "--tsv", "r.tsv", "--model", model_dir, "--batch-size", "1"]
+    stopped = _piped(argv, good + ">bad\nACGT1\n", tmp_path)
+    assert stopped.returncode == 2 and stopped.stderr.count("\n") == 1, stopped.stderr
+    logged = len(list(all_entries(tmp_path / "r.zarr.partial")))
+    assert logged == good.count(">") - 1  # kept; the last good one was still waiting for its batch to close
+    assert json.loads((tmp_path / "r.zarr.partial" / "run.json").read_text())["inputs"][0]["path"] == "-"
+    changed = _piped(argv, good.replace("ACG", "TTT", 1) + ">late\nACGT\n", tmp_path)
+    assert changed.returncode == 2 and "is not the one the unfinished run" in changed.stderr
+    resumed = _piped(argv, good + ">late\nACGT\n", tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"skipped {logged} records finished by an earlier run" in resumed.stderr
+    whole = tmp_path / "whole.fa"
+    whole.write_text(good + ">late\nACGT\n")
+    _, fresh = score(tmp_path, model_dir, [str(whole)], "fresh", "--batch-size", "1")
+    assert scores_of(read_tsv(tmp_path / "r.tsv")) == scores_of(fresh)
+
+
+def test_dash_on_a_terminal_or_closed_stdin_is_one_line(tmp_path, model_dir):
+    import pty
+
+    leader, follower = pty.openpty()  # a real terminal as stdin: nothing would ever come
+    try:
+        result = subprocess.run(CLI + ["score-fasta", "-", "--out", str(tmp_path / "t.zarr"), "--model", model_dir],
+                                stdin=follower, capture_output=True, text=True, timeout=120)
+    finally:
+        os.close(follower), os.close(leader)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "-: standard input is a terminal; pipe sequences in" in result.stderr
+    closed = subprocess.run(CLI + ["score-fasta", "-", "--out", str(tmp_path / "c.zarr"), "--model", model_dir],
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert closed.returncode == 2 and "/dev/stdin: empty file, no sequence records" in closed.stderr
+    assert not (tmp_path / "t.zarr").exists() and not (tmp_path / "c.zarr").exists()
 
 
 def test_a_stream_cannot_be_shared_by_several_processes(tmp_path, model_dir, capsys):
