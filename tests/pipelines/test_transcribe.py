@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from swa_stream import SWAConfig
 from swa_stream.bundle import save_bundle
@@ -148,6 +150,29 @@ def test_flac_ogg_and_stereo_files(bundle, audio_files, capsys):
     assert code == code2 == 0 and finals(wav_out) == finals(flac_out)  # lossless: the same samples
     code, out, _ = run(capsys, audio_files / "talk.ogg", "--model", bundle)
     assert code == 0 and out.strip()
+
+
+@pytest.mark.skipif("MP3" not in sf.available_formats(), reason="this libsndfile reads no MP3")
+@settings(max_examples=12, deadline=None)
+@given(chunk_ms=st.floats(5.0, 2000.0))
+def test_an_mp3_read_in_chunks_is_the_mp3_decoded_whole(audio_files, chunk_ms):
+    """python-soundfile's read() seeks after every read, and a seek resets libsndfile's MP3 decoder: the frame
+    after each chunk boundary decoded to noise. Chunks from a file, a redirected stdin and a pipe must
+    join into exactly the samples of one whole decode."""
+    from swa_stream.pipelines.sources import _whole_stream_source, file_source, stdin_source
+
+    path = audio_files / "talk.mp3"
+    if not path.exists():
+        sf.write(path, speechlike(4.0, 44100, seed=5), 44100, format="MP3")
+    whole, rate = sf.read(path, dtype="float32")
+    got_rate, chunks = file_source(path, chunk_ms)
+    assert got_rate == rate == 44100 and np.array_equal(np.concatenate(list(chunks)), whole)
+    _, piped = _whole_stream_source(path.read_bytes(), "stdin", chunk_ms)  # a pipe: decoded from memory
+    assert np.array_equal(np.concatenate(list(piped)), whole)
+    with open(path, "rb") as f, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "stdin", io.TextIOWrapper(f))
+        _, redirected = stdin_source(chunk_ms)
+        assert np.array_equal(np.concatenate(list(redirected)), whole)
 
 
 def test_stdin_wav_pipe_and_redirected_file_match_the_file(bundle, audio_files, capsys, monkeypatch):
