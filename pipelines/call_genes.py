@@ -5,10 +5,13 @@ reverse complement as two rows of one batch, tasks/dna/track.py), and the two st
 probabilities are averaged per base. The open reading frames that this track covers best become the calls
 (tasks/dna/orfs.py). `--bedgraph` also writes the called track (half the track outside calls; inside one,
 0.5 plus a quarter of the track and a quarter of the start coverage, so 0.5 separates called from not).
-Outputs are checked before any work and written through a temp file and a rename, so a failed run leaves
-no half file and never touches an input.
+`--faa` and `--fna` write each call's protein and bases as FASTA, as Prodigal's -a and -d do (the same
+header layout, and the protein ends in "*" as Prodigal's do). Outputs are checked before any work and
+written through a temp file and a rename, so a failed run leaves no half file and never touches an input;
+a text output named "-" goes to stdout.
 
-    swa-stream call-genes genome.fa.gz --gff genes.gff3 [--bedgraph called.bedgraph] [--model bacteria-genes]
+    swa-stream call-genes genome.fa.gz --gff genes.gff3 [--bedgraph called.bedgraph] [--faa proteins.faa]
+        [--fna genes.fna] [--model bacteria-genes]
 """
 
 from __future__ import annotations
@@ -42,16 +45,18 @@ def run(args) -> dict:
     from swa_stream.pipelines.bundles import load_dna_model
     from swa_stream.pipelines.export_track import is_bedgraph
     from swa_stream.tasks.dna.formats import read_sequences
-    from swa_stream.tasks.dna.orfs import call_genes, called_track
+    from swa_stream.tasks.dna.orfs import call_genes, called_track, gene_bases
     from swa_stream.tasks.dna.tokenizer import check_input
     from swa_stream.tasks.dna.track import mask_n, stream_both_strands
 
     inputs = [check_input(p) for p in args.inputs]
     gff = check_output_file(args.gff, "--gff", inputs, [], _is_gff, "GFF3 file", stdout=True)
-    bedgraph = None
-    if args.bedgraph is not None:
-        bedgraph = check_output_file(args.bedgraph, "--bedgraph", inputs, [gff], is_bedgraph, "bedGraph file",
-                                     stdout=True)
+    outputs = {"gff": gff}
+    for flag, looks, kind in (("bedgraph", is_bedgraph, "bedGraph file"), ("faa", _is_fasta, "FASTA file"),
+                              ("fna", _is_fasta, "FASTA file")):
+        if getattr(args, flag, None) is not None:
+            outputs[flag] = check_output_file(getattr(args, flag), f"--{flag}", inputs, list(outputs.values()),
+                                              looks, kind, stdout=True)
     if args.threads < 1:
         raise SWAStreamError(f"--threads: must be at least 1, got {args.threads}")
     torch.set_num_threads(args.threads)
@@ -64,7 +69,9 @@ def run(args) -> dict:
             "as bacteria-genes")
     summary = {"records": 0, "bp": 0, "genes": 0, "seconds": 0.0}
     seen: set[str] = set()
-    with atomic_text(gff) as out, (atomic_text(bedgraph) if bedgraph else contextlib.nullcontext()) as bg:
+    with contextlib.ExitStack() as files:
+        out, bg, faa, fna = (files.enter_context(atomic_text(outputs[k])) if k in outputs else None
+                             for k in ("gff", "bedgraph", "faa", "fna"))
         out.write("##gff-version 3\n")
         out.write(f"# swa-stream call-genes, model {args.model or DEFAULT_MODEL}: gene calls from its coding "
                   "track (tasks/dna/orfs.py)\n")
@@ -89,6 +96,8 @@ def run(args) -> dict:
                 for k, g in enumerate(genes, start=1):
                     out.write(f"{seqid}\tswa-stream\tCDS\t{g.start + 1}\t{g.end}\t{g.mean:.3f}\t{g.strand}\t0\t"
                               f"ID={seqid}_{k};mean_p={g.mean:.3f}\n")
+                    if faa is not None or fna is not None:
+                        _write_sequences(faa, fna, f"{seqid}_{k}", g, gene_bases(record.tokens, g))
                 if bg is not None:
                     _write_bedgraph(bg, seqid, called_track(prob, genes))
                 seconds = time.perf_counter() - began
@@ -102,10 +111,26 @@ def run(args) -> dict:
     if not summary["records"]:
         raise SWAStreamError(f"{', '.join(map(str, inputs))}: no sequence records")
     where = lambda path: "stdout" if is_stdout(path) else str(path)  # noqa: E731
+    also = {"bedgraph": "the called track", "faa": "the proteins", "fna": "the genes' bases"}
     print(f"wrote {summary['genes']:,} gene calls on {summary['records']:,} record(s) to {where(gff)}"
-          + (f", and the called track to {where(bedgraph)}" if bedgraph else ""),
-          file=sys.stderr if is_stdout(gff) or is_stdout(bedgraph) else sys.stdout)
+          + "".join(f", {what} to {where(outputs[k])}" for k, what in also.items() if k in outputs),
+          file=sys.stderr if any(map(is_stdout, outputs.values())) else sys.stdout)
     return summary
+
+
+def _is_fasta(path: Path) -> bool:
+    return first_line(path).startswith(b">")
+
+
+def _write_sequences(faa, fna, name: str, gene, bases: str, width: int = 60) -> None:
+    """A call as Prodigal's -a/-d FASTA: `>ID # start # end # strand # attributes`, 1-based, strand 1 or -1."""
+    from swa_stream.tasks.dna.orfs import translate
+
+    head = (f">{name} # {gene.start + 1} # {gene.end} # {1 if gene.strand == '+' else -1} # ID={name};"
+            f"mean_p={gene.mean:.3f};start_type={bases[:3]}\n")
+    for f, text in ((faa, translate(bases) if faa is not None else ""), (fna, bases)):
+        if f is not None:
+            f.write(head + "".join(text[i : i + width] + "\n" for i in range(0, len(text), width)))
 
 
 def _write_bedgraph(f, seqid: str, values, precision: int = 3) -> None:

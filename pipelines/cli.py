@@ -85,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     genes.add_argument("--gff", required=True, metavar="OUT.gff3",
                        help="GFF3 file of the calls to write (- for stdout)")
     genes.add_argument("--bedgraph", metavar="FILE", help="also write the called track as bedGraph (- for stdout)")
+    genes.add_argument("--faa", metavar="FILE", help="also write each call's protein as FASTA, as Prodigal's -a "
+                       "(bacterial code, table 11; - for stdout)")
+    genes.add_argument("--fna", metavar="FILE", help="also write each call's bases as FASTA, as Prodigal's -d "
+                       "(- for stdout)")
     genes.add_argument("--model", metavar="DIR", help="gene-track bundle (default: the bundled "
                        f"{DNASchema.default_model})")
     genes.add_argument("--rna", action="store_true", help="read U as T")

@@ -144,6 +144,26 @@ def call_genes(tokens: np.ndarray, prob: np.ndarray, theta: float = THETA, min_l
     return sorted(kept, key=lambda g: (g.start, g.end))
 
 
+def gene_bases(tokens: np.ndarray, gene: Gene) -> str:
+    """The gene's bases 5' to 3' on its own strand, start codon to stop codon (A, C, G, T; N where the record
+    had N or an IUPAC code)."""
+    from swa_stream.tasks.dna.tokenizer import ALPHABET, reverse_complement
+
+    piece = tokens[gene.start : gene.end]
+    if gene.strand == "-":
+        piece = reverse_complement(piece)
+    return np.frombuffer(ALPHABET.encode(), np.uint8)[piece].tobytes().decode()
+
+
+def translate(bases: str) -> str:
+    """A called gene's protein, as Prodigal writes it: the bacterial code (NCBI table 11), the start codon read
+    as M whichever it is (GTG and TTG start a protein with methionine too), and the stop as a final "*"."""
+    from Bio.Seq import Seq
+
+    protein = str(Seq(bases).translate(table=11))
+    return "M" + protein[1:] if protein else protein
+
+
 def called_track(prob: np.ndarray, genes: list[Gene], start_temperature: float = START_TEMPERATURE) -> np.ndarray:
     """float32 (T,): step 3 of the module docstring. NaN (N bases) stays NaN, inside calls too: an N is
     unknown, as in every track."""

@@ -61,6 +61,39 @@ def test_dash_reads_stdin_and_writes_gff3_to_stdout(tmp_path):
         "one a file name\n"
 
 
+def test_faa_and_fna_are_the_calls_proteins_and_bases_as_prodigal_writes_them(tmp_path, capsys):
+    """--faa/--fna: one FASTA entry per GFF3 row, the same coordinates; where a call is a RefSeq gene end to
+    end, its bases are the genome's at RefSeq's coordinates (cut and reverse-complemented by Biopython) and its
+    protein is Biopython's CDS translation (table 11, start as M) with Prodigal's final "*"."""
+    from Bio import SeqIO
+    from Bio.SeqIO.FastaIO import SimpleFastaParser
+
+    gff, faa, fna = tmp_path / "c.gff3", tmp_path / "c.faa", tmp_path / "c.fna"
+    assert main(["call-genes", str(FASTA), "--gff", str(gff), "--faa", str(faa), "--fna", str(fna)]) == 0
+    said = capsys.readouterr().out
+    assert f"the proteins to {faa}, the genes' bases to {fna}" in said
+    rows = [(start, end, strand) for _, (start, end, strand), _ in gff3_features(gff, feature="CDS")]
+    with open(faa) as f:
+        proteins = list(SimpleFastaParser(f))
+    with open(fna) as f:
+        bases = list(SimpleFastaParser(f))
+    assert len(rows) == len(proteins) == len(bases) > 20
+    genome = next(SeqIO.parse(str(FASTA), "fasta")).seq
+    refseq = set(read_gff3(GFF)[next(iter(read_fasta(FASTA))).id])
+    exact = 0
+    for (start, end, strand), (p_head, protein), (n_head, dna) in zip(rows, proteins, bases, strict=True):
+        fields = p_head.split(" # ")
+        assert p_head == n_head and fields[1:4] == [str(start + 1), str(end), "1" if strand == "+" else "-1"]
+        assert len(dna) == end - start and len(dna) % 3 == 0 and fields[4].endswith(f"start_type={dna[:3]}")
+        assert protein[0] == "M" and protein[-1] == "*" and "*" not in protein[:-1] and len(protein) == len(dna) // 3
+        if (start, end, strand) in refseq:
+            piece = genome[start:end] if strand == "+" else genome[start:end].reverse_complement()
+            assert dna == str(piece).upper()
+            assert protein == str(piece.translate(table=11, cds=True)) + "*"
+            exact += 1
+    assert exact >= 15
+
+
 def test_outputs_never_replace_an_input_and_bad_input_is_one_line(tmp_path, capsys):
     before = FASTA.read_bytes()
     assert main(["call-genes", str(FASTA), "--gff", str(FASTA)]) == 2
