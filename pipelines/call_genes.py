@@ -79,7 +79,7 @@ def run(args) -> dict:
             bg.write('track type=bedGraph name="called" description="swa-stream call-genes: track/2 outside calls, '
                      '0.5 + track/4 + start coverage/4 inside"\n')
         for path in inputs:
-            for record in read_sequences(path, rna=args.rna, formats=("fasta", "fastq")):
+            for record in read_sequences(path, rna=args.rna, formats=("fasta", "fastq", "genbank", "embl")):
                 began = time.perf_counter()
                 n = len(record.tokens)
                 with tqdm(total=n, desc=record.id[:30], unit=" bp", unit_scale=True, file=sys.stderr,

@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
 
     fasta = commands.add_parser("score-fasta", help="score FASTA records into zarr (and TSV), resumably")
     fasta.add_argument("inputs", nargs="+", metavar="IN.fa",
-                       help="FASTA, FASTQ or CSV/TSV files or streams, plain, gzip, bzip2 or xz; - reads stdin")
+                       help="FASTA, FASTQ, GenBank, EMBL or CSV/TSV files or streams, plain, gzip, bzip2 or xz; "
+                       "- reads stdin")
     fasta.add_argument("--out", required=True, metavar="OUT.zarr", help="zarr v3 store to create")
     fasta.add_argument("--tsv", metavar="OUT.tsv", help="also write one row per record (- for stdout)")
     fasta.add_argument("--per-position", action="store_true", help="store per-position score tracks")
@@ -81,7 +82,8 @@ def _parser() -> argparse.ArgumentParser:
                        "2 or more step a long record's two strands side by side, half the threads each)")
 
     genes = commands.add_parser("call-genes", help="gene calls (GFF3) from a gene-track model, like Prodigal's")
-    genes.add_argument("inputs", nargs="+", metavar="IN.fa", help="FASTA/FASTQ files (gzip, bzip2, xz); - reads stdin")
+    genes.add_argument("inputs", nargs="+", metavar="IN.fa",
+                       help="FASTA, FASTQ, GenBank or EMBL files (gzip, bzip2, xz); - reads stdin")
     genes.add_argument("--gff", required=True, metavar="OUT.gff3",
                        help="GFF3 file of the calls to write (- for stdout)")
     genes.add_argument("--bedgraph", metavar="FILE", help="also write the called track as bedGraph (- for stdout)")

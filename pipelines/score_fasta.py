@@ -1,6 +1,7 @@
 """`swa-stream score-fasta IN [...] --out OUT.zarr`: score every record, resumably, into O(1) files.
 
-Inputs are FASTA, FASTQ or CSV/TSV, plain, gzip, bzip2 or xz (all detected by content), files or streams.
+Inputs are FASTA, FASTQ, GenBank, EMBL or CSV/TSV, plain, gzip, bzip2 or xz (all detected by content), files or
+streams ("-" is stdin).
 Every output path is checked before any work (pipelines/safe_output.py); the run's folder, its lock, its
 append-only logs and finalising are in pipelines/fasta_store.py. Every process cuts the same batches, and
 batch b belongs to the process with b % world_size == rank; each process appends to its own log and track

@@ -3,6 +3,9 @@
 - FASTA: `>` headers (see tokenizer.parse_fasta).
 - FASTQ: `@` headers, sequence lines, a `+` line, then as many quality characters as bases (qualities
   can start with `@`, so they are counted, not pattern-matched). Qualities are ignored.
+- GenBank (`LOCUS`, as NCBI's .gbff and Prokka's .gbk) and EMBL (`ID`, as ENA's): the sequence between
+  `ORIGIN` (`SQ`) and `//`, position numbers dropped; the id is the accession.version, as NCBI's FASTA
+  headers have it, and the title adds the definition. Features are not read.
 - CSV/TSV (`seq,label` as Genomic Benchmarks circulate): the delimiter is the first line's tab or comma.
   The first row is a header if a cell is a known column name (seq, sequence, dna, id, name, label, ...)
   or no cell is a valid sequence. The sequence column is
@@ -41,7 +44,7 @@ from swa_stream.tasks.dna.tokenizer import (
 
 SEQ_NAMES = ("seq", "sequence", "sequences", "dna", "rna")
 ID_NAMES = ("id", "name", "record", "seq_id", "sequence_id")
-FORMATS = ("fasta", "fastq", "table")
+FORMATS = ("fasta", "fastq", "genbank", "embl", "table")
 
 
 def _say(message: str) -> None:
@@ -71,6 +74,8 @@ def read_sequences(
             elif kind == "fastq":
                 notice(f"{name}: FASTQ: base qualities are ignored")
                 yield from parse_fastq(name, lines, rna)
+            elif kind in ("genbank", "embl"):
+                yield from parse_flatfile(name, lines, rna, kind)
             else:
                 yield from parse_table(name, lines, rna, column)
     except (OSError, EOFError, gzip.BadGzipFile, lzma.LZMAError) as err:
@@ -83,6 +88,9 @@ def _detect(name: str, number: int, line: bytes, formats: tuple[str, ...]) -> st
         return "fasta"
     if start == b"@" and "fastq" in formats:
         return "fastq"
+    for kind, opening in (("genbank", b"LOCUS "), ("embl", b"ID   ")):
+        if line.startswith(opening) and kind in formats:
+            return kind
     try:
         line.decode("utf-8")
         binary = b"\x00" in line or any(b < 9 or 13 < b < 32 for b in line[:64])
@@ -92,7 +100,8 @@ def _detect(name: str, number: int, line: bytes, formats: tuple[str, ...]) -> st
         raise SWAStreamError(f"{name}: binary data, not a sequence file")
     if (b"\t" in line or b"," in line) and "table" in formats:
         return "table"
-    wanted = {"fasta": "a '>' header", "fastq": "a FASTQ '@' header", "table": "a CSV/TSV table"}
+    wanted = {"fasta": "a '>' header", "fastq": "a FASTQ '@' header", "genbank": "a GenBank LOCUS line",
+              "embl": "an EMBL ID line", "table": "a CSV/TSV table"}
     raise SWAStreamError(f"{name}: line {number}: expected {' or '.join(wanted[f] for f in formats)}, "
                          f"not a {'FASTA' if formats == ('fasta',) else 'sequence'} file")
 
@@ -128,6 +137,77 @@ def parse_fastq(name: str, lines, rna: bool = False) -> Iterator[FastaRecord]:
             raise SWAStreamError(f"{name}: {where}, line {number}: {quality} quality characters for {bases} bases")
         tokens, iupac = builder.finish(where)
         yield make_record(name, index, title, tokens, iupac)
+
+
+_NUMBERS = bytes.maketrans(b"0123456789", b" " * 10)  # a flat file's position numbers, blanked in place
+# where the sequence starts, the keywords of the id, and of the title; a continuation line starts with spaces
+_FLAT = {"genbank": (b"ORIGIN", b"LOCUS", b"ACCESSION", b"VERSION", b"DEFINITION"),
+         "embl": (b"SQ", b"ID", b"AC", None, b"DE")}
+
+
+def _flat_keyword(line: bytes, kind: str) -> tuple[bytes, bytes]:
+    """(keyword, value) of a header line; (b"", text) for a GenBank continuation line (leading spaces)."""
+    if kind == "embl":
+        return line[:2], line[5:].strip()
+    if line[:1] in b" \t":
+        return b"", line.strip()
+    parts = line.split(None, 1)
+    return parts[0], parts[1].strip() if len(parts) > 1 else b""
+
+
+def _flat_id(kind: str, fields: dict[bytes, list[bytes]]) -> str:
+    """GenBank: VERSION's accession.version, else ACCESSION, else the LOCUS name. EMBL: the ID line's
+    accession and sequence version (`ID   X56734; SV 1; ...` is X56734.1), else AC."""
+    first = lambda key: fields[key][0].replace(b";", b" ").split()[0] if fields.get(key) else b""  # noqa: E731
+    if kind == "genbank":
+        found = first(b"VERSION") or first(b"ACCESSION") or first(b"LOCUS")
+    else:
+        cells = [c.strip() for c in b" ".join(fields.get(b"ID", [b""])).split(b";")]
+        version = next((c[2:].strip() for c in cells[1:] if c.startswith(b"SV")), b"")
+        found = (cells[0] + b"." + version if cells[0] and version else cells[0]) or first(b"AC")
+    return decode_header(found)
+
+
+def parse_flatfile(name: str, lines, rna: bool, kind: str) -> Iterator[FastaRecord]:
+    """GenBank or EMBL records: header lines until ORIGIN (SQ), then the sequence until `//`. Only the
+    lines that name the record are kept (not the features, which can be megabytes)."""
+    sequence_key, opening, *_, title_key = _FLAT[kind]
+    wanted = {k for k in _FLAT[kind][1:] if k}
+    index, fields, last, builder, where = -1, None, b"", None, ""
+    for number, offset, line in lines:
+        if builder is not None:  # inside the sequence
+            if line.startswith(b"//"):
+                tokens, iupac = builder.finish(where)
+                record_id = _flat_id(kind, fields)
+                title = " ".join(filter(None, [record_id, decode_header(b" ".join(fields.get(title_key, [])))]))
+                yield make_record(name, index, title, tokens, iupac)
+                fields, builder = None, None
+            elif line.strip():
+                builder.add(number, offset, line.translate(_NUMBERS), where)
+            continue
+        if not line.strip():
+            continue
+        key, value = _flat_keyword(line, kind)
+        if fields is None:
+            if key != opening:
+                expected = "a GenBank LOCUS line" if kind == "genbank" else "an EMBL ID line"
+                raise SWAStreamError(f"{name}: line {number}: expected {expected} (a record starts there)")
+            index, fields = index + 1, {}
+        if key == b"//":
+            raise SWAStreamError(f"{name}: {record_label(index, _flat_id(kind, fields))}, line {number}: the "
+                                 f"record ends with no sequence (no {sequence_key.decode()} section): a CON or WGS "
+                                 "master record lists contigs; get the records with their sequence")
+        if key == sequence_key:
+            where = record_label(index, _flat_id(kind, fields))
+            builder = SequenceBuilder(name, rna)
+            continue
+        key = key or last  # a GenBank continuation line belongs to the keyword above it
+        if key in wanted:
+            fields.setdefault(key, []).append(value)
+        last = key
+    if fields is not None:
+        raise SWAStreamError(f"{name}: {record_label(index, _flat_id(kind, fields))}: ends before its '//' line "
+                             "(a truncated file?)")
 
 
 def _is_sequence(cell: str, rna: bool) -> bool:

@@ -94,6 +94,30 @@ def test_faa_and_fna_are_the_calls_proteins_and_bases_as_prodigal_writes_them(tm
     assert exact >= 15
 
 
+def test_a_genbank_file_gives_the_calls_of_its_fasta(tmp_path, capsys):
+    """The region as NCBI would ship it, GenBank with features (Biopython's writer), gzipped: the same calls."""
+    import gzip
+
+    from Bio import SeqIO
+    from Bio.SeqFeature import FeatureLocation, SeqFeature
+
+    record = next(SeqIO.parse(str(FASTA), "fasta"))
+    record.id, record.name, record.description = "NC_000913.3", "NC_000913", "Escherichia coli K-12 MG1655"
+    record.annotations["molecule_type"] = "DNA"
+    record.features = [SeqFeature(FeatureLocation(s, e, strand=1 if t == "+" else -1), type="CDS")
+                       for s, e, t in read_gff3(GFF)[next(iter(read_fasta(FASTA))).id]]
+    gbk = tmp_path / "region.gbk.gz"
+    with gzip.open(gbk, "wt") as f:
+        SeqIO.write([record], f, "genbank")
+    from_fasta, from_gbk = tmp_path / "a.gff3", tmp_path / "b.gff3"
+    assert main(["call-genes", str(FASTA), "--gff", str(from_fasta)]) == 0
+    assert main(["call-genes", str(gbk), "--gff", str(from_gbk)]) == 0
+    capsys.readouterr()
+    calls = lambda path: [interval for _, interval, _ in gff3_features(path, feature="CDS")]  # noqa: E731
+    assert calls(from_gbk) == calls(from_fasta) and len(calls(from_gbk)) >= 24
+    assert set(read_gff3(from_gbk)) == {"NC_000913.3"}
+
+
 def test_outputs_never_replace_an_input_and_bad_input_is_one_line(tmp_path, capsys):
     before = FASTA.read_bytes()
     assert main(["call-genes", str(FASTA), "--gff", str(FASTA)]) == 2

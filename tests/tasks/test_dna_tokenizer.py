@@ -82,6 +82,60 @@ def test_tables_detect_a_header_and_keep_labels_as_metadata(tmp_path):
         list(read_sequences(write(tmp_path, "seq,label\nAC,1\n", "d.csv"), column="nope"))
 
 
+def _flatfiles(tmp_path, source: Path) -> tuple[list, Path, Path]:
+    """`source`'s records written by Biopython as GenBank and as EMBL, with a definition long enough to wrap
+    and a feature whose qualifier wraps, as NCBI's and ENA's files have."""
+    from Bio import SeqIO
+    from Bio.SeqFeature import FeatureLocation, SeqFeature
+
+    records = list(SeqIO.parse(str(source), "fasta"))
+    for i, r in enumerate(records):
+        r.id, r.name = f"ACC{i:04d}.{i % 3 + 1}", f"REC{i}"
+        r.description = f"record {i} of {source.name}, " + " ".join(["a definition that wraps onto further lines"] * 3)
+        r.annotations["molecule_type"] = "DNA"
+        r.features.append(SeqFeature(FeatureLocation(0, min(len(r), 90), strand=-1), type="CDS",
+                                     qualifiers={"note": ["12345 a qualifier with digits, long enough to wrap " * 4]}))
+    gbk, embl = tmp_path / "x.gbk", tmp_path / "x.embl"
+    SeqIO.write(records, str(gbk), "genbank")
+    SeqIO.write(records, str(embl), "embl")
+    return records, gbk, embl
+
+
+@pytest.mark.parametrize("name", ["ls_orchid.fasta", "NC_005816.fna", "sequence.fa"])
+def test_genbank_and_embl_read_as_the_fasta_they_were_written_from(tmp_path, name):
+    """Records from Biopython's GenBank and EMBL writers: the FASTA's bases (N and IUPAC codes as N, soft
+    masking as upper case), the accession.version as id, the definition in the title."""
+    records, gbk, embl = _flatfiles(tmp_path, REAL / name)
+    fasta = list(read_fasta(REAL / name))
+    norm = lambda text: " ".join(text.split()).rstrip(".")  # noqa: E731
+    for path in (gbk, embl):
+        got = list(read_sequences(path))
+        assert [r.id for r in got] == [r.id for r in records] and [r.index for r in got] == list(range(len(got)))
+        for mine, theirs, written in zip(got, fasta, records, strict=True):
+            assert np.array_equal(mine.tokens, theirs.tokens) and mine.had_iupac == theirs.had_iupac
+            assert norm(mine.description) == norm(f"{written.id} {written.description}")  # GenBank adds a "."
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("LOCUS       X 8 bp DNA\nVERSION     X.1\nORIGIN\n        1 acgtEcgt\n//\n",
+         "x.gbk: record 1 (X.1), line 4, byte 60: 'E' is not a nucleotide"),  # 46 bytes before line 4
+        ("LOCUS       X 8 bp DNA\nACCESSION   X\nCONTIG      join(A:1..8)\n//\n",
+         "x.gbk: record 1 (X), line 4: the record ends with no sequence (no ORIGIN section): a CON"),
+        ("LOCUS       X 8 bp DNA\nORIGIN\n        1 acgtacgt\n", "x.gbk: record 1 (X): ends before its '//' line"),
+        ("LOCUS       X 4 bp DNA\nORIGIN\n        1 acgt\n//\nFEATURES\n", "x.gbk: line 5: expected a GenBank LOCUS"),
+        ("ID   Y; SV 2; linear; DNA\nSQ   Sequence 4 BP;\n     acgu 4\n//\n", "x.gbk: record 1 (Y.2), line 3, byte"),
+    ],
+    ids=["bad-base", "no-origin", "truncated", "junk-after", "embl-rna"],
+)
+def test_flatfile_errors_name_the_record_and_line(tmp_path, content, message):
+    path = write(tmp_path, content, "x.gbk")
+    with pytest.raises(SWAStreamError) as err:
+        list(read_sequences(path))
+    assert str(err.value).startswith(f"{path.parent}/{message}"), str(err.value)
+
+
 def test_fingerprint_sees_an_edit_that_keeps_size_and_mtime(tmp_path):
     path = write(tmp_path, ">x\n" + "A" * 5000 + "\n")
     before, stat = fingerprint(path), path.stat()
