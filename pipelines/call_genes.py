@@ -6,7 +6,9 @@ probabilities are averaged per base. The open reading frames that this track cov
 (tasks/dna/orfs.py). `--bedgraph` also writes the called track (half the track outside calls; inside one,
 0.5 plus a quarter of the track and a quarter of the start coverage, so 0.5 separates called from not).
 `--faa` and `--fna` write each call's protein and bases as FASTA, as Prodigal's -a and -d do (the same
-header layout, and the protein ends in "*" as Prodigal's do). Outputs are checked before any work and
+header layout, and the protein ends in "*" as Prodigal's do). As in Prodigal, a gene may run off a record's
+end (a draft assembly's contigs cut genes): its GFF3 row and headers say `partial=10` (left end), `01`
+(right end) or `11`; `--closed-ends` forbids that, as prodigal -c. Outputs are checked before any work and
 written through a temp file and a rename, so a failed run leaves no half file and never touches an input;
 a text output named "-" goes to stdout.
 
@@ -85,7 +87,7 @@ def run(args) -> dict:
                 with tqdm(total=n, desc=record.id[:30], unit=" bp", unit_scale=True, file=sys.stderr,
                           leave=False, mininterval=0.5, disable=None) as bar:
                     prob = mask_n(stream_both_strands(model, record.tokens, on_chunk=bar.update), record.tokens)
-                genes = call_genes(record.tokens, prob)
+                genes = call_genes(record.tokens, prob, edges=not args.closed_ends)
                 seqid = _seqid(record.id)
                 if seqid in seen:
                     raise SWAStreamError(f"{record.file}: record id {record.id!r} occurs twice; GFF3 needs unique "
@@ -95,7 +97,7 @@ def run(args) -> dict:
                     out.write(f"##sequence-region {seqid} 1 {n}\n")
                 for k, g in enumerate(genes, start=1):
                     out.write(f"{seqid}\tswa-stream\tCDS\t{g.start + 1}\t{g.end}\t{g.mean:.3f}\t{g.strand}\t0\t"
-                              f"ID={seqid}_{k};mean_p={g.mean:.3f}\n")
+                              f"ID={seqid}_{k};partial={g.partial};mean_p={g.mean:.3f}\n")
                     if faa is not None or fna is not None:
                         _write_sequences(faa, fna, f"{seqid}_{k}", g, gene_bases(record.tokens, g))
                 if bg is not None:
@@ -123,12 +125,14 @@ def _is_fasta(path: Path) -> bool:
 
 
 def _write_sequences(faa, fna, name: str, gene, bases: str, width: int = 60) -> None:
-    """A call as Prodigal's -a/-d FASTA: `>ID # start # end # strand # attributes`, 1-based, strand 1 or -1."""
+    """A call as Prodigal's -a/-d FASTA: `>ID # start # end # strand # attributes`, 1-based, strand 1 or -1;
+    a gene whose 5' end lies off the record has start_type=Edge, and its protein no initial M."""
     from swa_stream.tasks.dna.orfs import translate
 
+    edge = gene.partial[0 if gene.strand == "+" else 1] == "1"
     head = (f">{name} # {gene.start + 1} # {gene.end} # {1 if gene.strand == '+' else -1} # ID={name};"
-            f"mean_p={gene.mean:.3f};start_type={bases[:3]}\n")
-    for f, text in ((faa, translate(bases) if faa is not None else ""), (fna, bases)):
+            f"partial={gene.partial};mean_p={gene.mean:.3f};start_type={'Edge' if edge else bases[:3]}\n")
+    for f, text in ((faa, translate(bases, start=not edge) if faa is not None else ""), (fna, bases)):
         if f is not None:
             f.write(head + "".join(text[i : i + width] + "\n" for i in range(0, len(text), width)))
 

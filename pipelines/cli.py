@@ -91,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
                        "(bacterial code, table 11; - for stdout)")
     genes.add_argument("--fna", metavar="FILE", help="also write each call's bases as FASTA, as Prodigal's -d "
                        "(- for stdout)")
+    genes.add_argument("--closed-ends", action="store_true", help="genes may not run off a record's ends "
+                       "(prodigal -c); by default a gene cut by a contig's edge is called, flagged partial")
     genes.add_argument("--model", metavar="DIR", help="gene-track bundle (default: the bundled "
                        f"{DNASchema.default_model})")
     genes.add_argument("--rna", action="store_true", help="read U as T")

@@ -109,10 +109,13 @@ def run(model_name: str = "bacteria-genes", png: str = "out/bacteria-genes-demo.
     print(f"{found} of {len(rows)} annotated genes called (mean P > 0.5); {len(extra)} called stretch(es) of 300+ bp "
           f"outside the annotation; per-base accuracy {scores['accuracy']:.1%}, AUROC {scores['auroc']:.3f} "
           f"(region only; docs/dna.md has the whole genome beside Prodigal)")
-    calls = [(g.start, g.end, g.strand) for g in call_genes(record.tokens, prob)]
-    match = stop_matches(calls, [(a, b, s) for a, b, s, _ in genes])
-    print(f"call-genes: {len(calls)} genes called from the track, {match['found']} of {match['genes']} annotated genes "
-          f"found by their stop codon (precision {match['precision']:.2f})")
+    called = call_genes(record.tokens, prob)
+    calls = [(g.start, g.end, g.strand) for g in called]
+    complete = [(g.start, g.end, g.strand) for g in called if g.partial == "00"]  # a cut gene has no stop to match
+    match = stop_matches(complete, [(a, b, s) for a, b, s, _ in genes])
+    print(f"call-genes: {len(calls)} genes called from the track ({len(calls) - len(complete)} of them cut by the "
+          f"region's ends, flagged partial), {match['found']} of {match['genes']} annotated genes found by their stop "
+          f"codon (precision of the complete calls {match['precision']:.2f})")
     plot(prob, genes, out, f"{model_name}: {record.description}", calls)
     print(f"picture of the track against the annotation: {out}\n")
     return {"scores": scores, "genes": rows, "calls": match}

@@ -63,6 +63,9 @@ class Gene:
     # and its score as above; empty: the call's own start only
     five_primes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), compare=False, repr=False)
     start_scores: np.ndarray = field(default_factory=lambda: np.zeros(0), compare=False, repr=False)
+    # Prodigal's partial flag, left end then right end of the record's strand: "1" where the gene runs off
+    # the record (no start codon, or no stop codon, there); "00" a complete gene
+    partial: str = "00"
 
 
 def codon_table(tokens: np.ndarray) -> np.ndarray:
@@ -78,8 +81,12 @@ def codon_table(tokens: np.ndarray) -> np.ndarray:
 
 
 def candidates(tokens: np.ndarray, prob: np.ndarray, theta: float = THETA, min_length: int = MIN_LENGTH,
-               alt_start_penalty: float = ALT_START_PENALTY) -> list[Gene]:
-    """Every stop-to-stop stretch's best gene on the six frames (step 1 of the module docstring)."""
+               alt_start_penalty: float = ALT_START_PENALTY, edges: bool = True) -> list[Gene]:
+    """Every stop-to-stop stretch's best gene on the six frames (step 1 of the module docstring). With
+    `edges` (Prodigal's default; its -c turns it off), a stretch may also run off an end of the record: the
+    frame's first whole codon is then one more start, with no penalty, for a gene whose 5' end lies before
+    the record, and a stretch with no stop before the record's end ends at the frame's last whole codon, as
+    a draft assembly's contig edges cut genes."""
     if len(tokens) != len(prob):
         raise ValueError(f"candidates: {len(tokens)} bases but {len(prob)} track values")
     codes = codon_table(tokens)
@@ -96,44 +103,64 @@ def candidates(tokens: np.ndarray, prob: np.ndarray, theta: float = THETA, min_l
     is_start_r, is_stop_r = np.isin(codes, _START_R), np.isin(codes, _STOP_R)
     out: list[Gene] = []
 
-    def keep(lo: int, hi: int, strand: str, score: float, five_primes: np.ndarray, scores: np.ndarray) -> None:
-        mean = (evidence[hi] - evidence[lo]) / (hi - lo) + theta
-        out.append(Gene(int(lo), int(hi), strand, float(mean), float(score), five_primes, scores))
+    def best(lo, hi, strand, five, gain, open_end: str, virtual) -> None:
+        """Keep the stretch's best start: `five` the 5' ends, `gain` their scores; `open_end` the partial flag
+        of a stretch whose 3' end lies off the record ("" if it has its stop); `virtual` the 5' end that is
+        the record's edge, if the stretch has one."""
+        if not len(five):
+            return
+        k = int(np.argmax(gain))
+        a, b = (five[k], hi) if strand == "+" else (lo, five[k])
+        if gain[k] > 0 and b - a >= min_length:
+            edge = open_end or "00"
+            if virtual is not None and five[k] == virtual:  # the 5' end is the record's edge
+                edge = ("1" + edge[1]) if strand == "+" else (edge[0] + "1")
+            mean = (evidence[b] - evidence[a]) / (b - a) + theta
+            out.append(Gene(int(a), int(b), strand, float(mean), float(gain[k]), five, gain, edge))
 
     for frame in range(3):
         pos = np.arange(frame, n - 2, 3)
+        if not len(pos):
+            continue
+        last_end = int(pos[-1]) + 3  # the end of the frame's last whole codon
         # + strand: a gene runs from a start codon to the frame's next stop, stop included
         stops, starts = pos[is_stop_f[pos]], pos[is_start_f[pos]]
         penalty = np.where(np.isin(codes[starts], _ALT_F), alt_start_penalty, 0.0)  # per start codon
-        previous = np.concatenate([[frame - 3], stops])[:-1]
-        first = np.searchsorted(starts, previous + 3)
-        last = np.searchsorted(starts, stops)
-        for a, b, stop in zip(first, last, stops, strict=True):
-            if b > a and stop + 3 - starts[a] >= min_length:
-                # each start's sum to the stop's end, less the penalty of a rarer start codon
-                gain = evidence[stop + 3] - evidence[starts[a:b]] - penalty[a:b]
-                k = int(np.argmax(gain))
-                if gain[k] > 0 and stop + 3 - starts[a + k] >= min_length:
-                    keep(starts[a + k], stop + 3, "+", gain[k], starts[a:b], gain)
+        lows = np.concatenate([[frame], stops + 3])[: len(stops)]  # each stretch begins after the stop before it
+        bounds = [(int(lo), int(stop) + 3, "") for lo, stop in zip(lows, stops, strict=True)]  # (lo, hi, open end)
+        if edges and (not len(stops) or stops[-1] + 3 < last_end):  # the last stretch runs off the end
+            bounds.append((frame if not len(stops) else int(stops[-1]) + 3, last_end, "01"))
+        for number, (lo, hi, open_end) in enumerate(bounds):
+            a, b = np.searchsorted(starts, lo), np.searchsorted(starts, hi - 2)
+            five, cost = starts[a:b], penalty[a:b]
+            virtual = lo if edges and number == 0 and not (is_start_f[lo] or is_stop_f[lo]) else None
+            if virtual is not None:
+                five, cost = np.concatenate([[lo], five]), np.concatenate([[0.0], cost])
+            best(lo, hi, "+", five, evidence[hi] - evidence[five] - cost, open_end, virtual)
         # - strand: read right to left, so the stop comes first here and the start codon at the right end
         stops, starts = pos[is_stop_r[pos]], pos[is_start_r[pos]]
         penalty = np.where(np.isin(codes[starts], _ALT_R), alt_start_penalty, 0.0)
-        following = np.concatenate([stops, [n]])[1:]
-        first = np.searchsorted(starts, stops + 3)
-        last = np.searchsorted(starts, following)
-        for a, b, stop in zip(first, last, stops, strict=True):
-            if b > a and starts[b - 1] + 3 - stop >= min_length:
-                gain = evidence[starts[a:b] + 3] - evidence[stop] - penalty[a:b]
-                k = int(np.argmax(gain))
-                if gain[k] > 0 and starts[a + k] + 3 - stop >= min_length:
-                    keep(stop, starts[a + k] + 3, "-", gain[k], starts[a:b] + 3, gain)
+        rights = np.concatenate([stops[1:], [n]])[: len(stops)]  # each stretch ends before the next stop
+        bounds = [(int(stop), int(right), "") for stop, right in zip(stops, rights, strict=True)]
+        if edges and (not len(stops) or stops[0] > frame):  # the first stretch's 3' end lies before the record
+            bounds.insert(0, (frame, int(stops[0]) if len(stops) else n, "10"))
+        for number, (lo, right, open_end) in enumerate(bounds):
+            a, b = np.searchsorted(starts, lo + (0 if open_end else 3)), np.searchsorted(starts, right)
+            five, cost = starts[a:b] + 3, penalty[a:b]
+            at_end = number == len(bounds) - 1 and right == n
+            edge_codon = last_end - 3
+            virtual = last_end if edges and at_end and not (is_start_r[edge_codon] or is_stop_r[edge_codon]) else None
+            if virtual is not None:
+                five, cost = np.concatenate([five, [last_end]]), np.concatenate([cost, [0.0]])
+            best(lo, None, "-", five, evidence[five] - evidence[lo] - cost, open_end, virtual)
     return out
 
 
 def call_genes(tokens: np.ndarray, prob: np.ndarray, theta: float = THETA, min_length: int = MIN_LENGTH,
-               max_overlap: int = MAX_OVERLAP, alt_start_penalty: float = ALT_START_PENALTY) -> list[Gene]:
-    """Gene calls (steps 1 and 2), sorted by start."""
-    cands = candidates(tokens, prob, theta, min_length, alt_start_penalty)
+               max_overlap: int = MAX_OVERLAP, alt_start_penalty: float = ALT_START_PENALTY,
+               edges: bool = True) -> list[Gene]:
+    """Gene calls (steps 1 and 2), sorted by start; `edges`: genes may run off the record's ends."""
+    cands = candidates(tokens, prob, theta, min_length, alt_start_penalty, edges)
     covered = np.zeros(len(tokens), bool)
     kept = []
     for gene in sorted(cands, key=lambda g: -g.score):
@@ -155,13 +182,15 @@ def gene_bases(tokens: np.ndarray, gene: Gene) -> str:
     return np.frombuffer(ALPHABET.encode(), np.uint8)[piece].tobytes().decode()
 
 
-def translate(bases: str) -> str:
+def translate(bases: str, start: bool = True) -> str:
     """A called gene's protein, as Prodigal writes it: the bacterial code (NCBI table 11), the start codon read
-    as M whichever it is (GTG and TTG start a protein with methionine too), and the stop as a final "*"."""
+    as M whichever it is (GTG and TTG start a protein with methionine too; `start=False` for a gene whose 5'
+    end lies off the record, which has no start codon), and the stop as a final "*" (none where the 3' end
+    lies off the record)."""
     from Bio.Seq import Seq
 
     protein = str(Seq(bases).translate(table=11))
-    return "M" + protein[1:] if protein else protein
+    return "M" + protein[1:] if protein and start else protein
 
 
 def called_track(prob: np.ndarray, genes: list[Gene], start_temperature: float = START_TEMPERATURE) -> np.ndarray:

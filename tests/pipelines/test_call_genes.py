@@ -66,6 +66,7 @@ def test_faa_and_fna_are_the_calls_proteins_and_bases_as_prodigal_writes_them(tm
     end, its bases are the genome's at RefSeq's coordinates (cut and reverse-complemented by Biopython) and its
     protein is Biopython's CDS translation (table 11, start as M) with Prodigal's final "*"."""
     from Bio import SeqIO
+    from Bio.Seq import Seq
     from Bio.SeqIO.FastaIO import SimpleFastaParser
 
     gff, faa, fna = tmp_path / "c.gff3", tmp_path / "c.faa", tmp_path / "c.fna"
@@ -80,18 +81,40 @@ def test_faa_and_fna_are_the_calls_proteins_and_bases_as_prodigal_writes_them(tm
     assert len(rows) == len(proteins) == len(bases) > 20
     genome = next(SeqIO.parse(str(FASTA), "fasta")).seq
     refseq = set(read_gff3(GFF)[next(iter(read_fasta(FASTA))).id])
-    exact = 0
+    exact = edges = 0
     for (start, end, strand), (p_head, protein), (n_head, dna) in zip(rows, proteins, bases, strict=True):
         fields = p_head.split(" # ")
         assert p_head == n_head and fields[1:4] == [str(start + 1), str(end), "1" if strand == "+" else "-1"]
-        assert len(dna) == end - start and len(dna) % 3 == 0 and fields[4].endswith(f"start_type={dna[:3]}")
-        assert protein[0] == "M" and protein[-1] == "*" and "*" not in protein[:-1] and len(protein) == len(dna) // 3
+        attrs = dict(kv.split("=") for kv in fields[4].split(";"))
+        five_off, three_off = (attrs["partial"][i] == "1" for i in ((0, 1) if strand == "+" else (1, 0)))
+        edges += five_off or three_off
+        assert len(dna) == end - start and len(dna) % 3 == 0
+        assert attrs["start_type"] == ("Edge" if five_off else dna[:3])
+        assert protein[0] == (str(Seq(dna[:3]).translate(table=11)) if five_off else "M")  # no start codon: as coded
+        assert protein.endswith("*") != three_off and "*" not in protein[:-1] and len(protein) == len(dna) // 3
         if (start, end, strand) in refseq:
             piece = genome[start:end] if strand == "+" else genome[start:end].reverse_complement()
             assert dna == str(piece).upper()
             assert protein == str(piece.translate(table=11, cds=True)) + "*"
             exact += 1
-    assert exact >= 15
+    assert exact >= 15 and edges == 2  # the region's cut ends: one gene runs off each
+
+
+def test_closed_ends_drops_the_two_genes_the_region_cuts(tmp_path, capsys):
+    """The region's ends cut two RefSeq genes; by default each is called from the cut (partial=10 at the left
+    end, 01 at the right), with --closed-ends neither is, and every other call is the same."""
+    open_gff, closed_gff = tmp_path / "open.gff3", tmp_path / "closed.gff3"
+    assert main(["call-genes", str(FASTA), "--gff", str(open_gff)]) == 0
+    assert main(["call-genes", str(FASTA), "--gff", str(closed_gff), "--closed-ends"]) == 0
+    capsys.readouterr()
+    rows = lambda path: {(i, a["partial"]) for _, i, a in gff3_features(path, feature="CDS")}  # noqa: E731
+    opened, closed = rows(open_gff), rows(closed_gff)
+    n = len(next(iter(read_fasta(FASTA))).tokens)
+    cut = opened - closed
+    assert sorted(flag for _, flag in cut) == ["01", "10"] and {flag for _, flag in closed} == {"00"}
+    assert {i[0] for i, flag in cut if flag == "10"} == {1} and {i[1] for i, flag in cut if flag == "01"} == {n}
+    refseq = read_gff3(GFF)[next(iter(read_fasta(FASTA))).id]
+    assert closed == opened - cut and all(i not in refseq for i, _ in cut)  # RefSeq's region file holds whole genes
 
 
 def test_a_genbank_file_gives_the_calls_of_its_fasta(tmp_path, capsys):

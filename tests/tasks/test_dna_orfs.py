@@ -18,27 +18,38 @@ def rc(s: str) -> str:
     return s.translate(COMP)[::-1]
 
 
-def brute_force(seq: str, prob: np.ndarray, theta: float, min_length: int, penalty: float) -> set:
-    """Every frame's stop-to-stop stretches, read codon by codon, on the sequence and its reverse complement."""
+def brute_force(seq: str, prob: np.ndarray, theta: float, min_length: int, penalty: float,
+                edges: bool = False) -> set:
+    """Every frame's stop-to-stop stretches, read codon by codon, on the sequence and its reverse complement.
+    With `edges`, the frame's first codon also starts the stretch before the first stop (a 5' end off the
+    record), and the stretch after the last stop ends at the frame's last whole codon (a 3' end off it).
+    (start, end, strand, partial) in the forward strand's coordinates, partial as Prodigal flags it."""
     out = set()
     n = len(seq)
     for strand, s, p in (("+", seq, prob), ("-", rc(seq), prob[::-1])):
         for frame in range(3):
-            starts = []  # start codons since the last stop
-            for i in range(frame, n - 2, 3):
+            codons = range(frame, n - 2, 3)
+            stretches = []  # (start codons as (position, is the edge), end, 3' end off the record)
+            starts = [(frame, True)] if edges and codons and s[frame : frame + 3] not in STOPS | STARTS else []
+            for i in codons:
                 codon = s[i : i + 3]
                 if codon in STOPS:
-                    best = None
-                    for a in starts:
-                        gain = float(np.sum(p[a : i + 3] - theta)) - (penalty if s[a : a + 3] != "ATG" else 0.0)
-                        if best is None or gain > best[0] + 1e-9:
-                            best = (gain, a)
-                    if best and best[0] > 1e-9 and i + 3 - best[1] >= min_length:
-                        a, b = best[1], i + 3
-                        out.add((a, b, "+") if strand == "+" else (n - b, n - a, "-"))
+                    stretches.append((starts, i + 3, False))
                     starts = []
                 elif codon in STARTS:
-                    starts.append(i)
+                    starts.append((i, False))
+            if edges and codons:
+                stretches.append((starts, codons[-1] + 3, True))
+            for found, end, open_3 in stretches:
+                best = None
+                for a, virtual in found:
+                    cost = 0.0 if virtual or s[a : a + 3] == "ATG" else penalty
+                    gain = float(np.sum(p[a:end] - theta)) - cost
+                    if best is None or gain > best[0] + 1e-9:
+                        best = (gain, a, virtual)
+                if best and best[0] > 1e-9 and end - best[1] >= min_length:
+                    a, flag = best[1], ("1" if best[2] else "0") + ("1" if open_3 else "0")  # 5', 3' of this strand
+                    out.add((a, end, "+", flag) if strand == "+" else (n - end, n - a, "-", flag[::-1]))
     return out
 
 
@@ -49,8 +60,10 @@ def test_candidates_equal_a_brute_force_enumeration(seed, n, theta, min_length, 
     rng = np.random.default_rng(seed)
     seq = "".join(rng.choice(list("ACGT"), n))
     prob = rng.random(n).astype(np.float32)
-    got = {(g.start, g.end, g.strand) for g in candidates(encode(seq), prob, theta, min_length, penalty)}
-    assert got == brute_force(seq, prob.astype(np.float64), theta, min_length, penalty)
+    for edges in (False, True):
+        got = {(g.start, g.end, g.strand, g.partial)
+               for g in candidates(encode(seq), prob, theta, min_length, penalty, edges=edges)}
+        assert got == brute_force(seq, prob.astype(np.float64), theta, min_length, penalty, edges)
 
 
 def _gene(rng, codons: int) -> str:
@@ -94,12 +107,12 @@ def test_the_overlap_limit():
     a, b = 30, 30 + len(one)
     prob = np.full(len(seq), 0.9, np.float32)
     tokens = encode(seq)
-    tight = call_genes(tokens, prob, max_overlap=0)
+    tight = call_genes(tokens, prob, max_overlap=0, edges=False)  # poly-C has no stop: an edge gene would win
     spans = sorted((g.start, g.end) for g in tight)
     assert all(e1 <= s2 for (_, e1), (s2, _) in zip(spans, spans[1:], strict=False))
     assert (a, b, "+") in {(g.start, g.end, g.strand) for g in tight}
-    loose = call_genes(tokens, prob, max_overlap=len(seq))
-    assert set(loose) == set(candidates(tokens, prob)) and len(loose) > len(tight)
+    loose = call_genes(tokens, prob, max_overlap=len(seq), edges=False)
+    assert set(loose) == set(candidates(tokens, prob, edges=False)) and len(loose) > len(tight)
 
 
 def test_n_never_makes_a_codon_and_nan_stays_unknown():
@@ -112,6 +125,40 @@ def test_n_never_makes_a_codon_and_nan_stays_unknown():
     assert np.isnan(out[303:306]).all() and out[0] == pytest.approx(0.45)
     inside = called_track(prob, [gene])
     assert np.isnan(inside[303:306]).all() and (inside[:303] > 0.5).all()  # unknown inside a call too
+
+
+@pytest.mark.parametrize("strand", ["+", "-"])
+def test_genes_cut_by_the_record_edges_are_called_partial(strand):
+    """A contig cut through two genes, as a draft assembly's edges cut them: the gene whose start lies before
+    the contig is called from the frame's first whole codon (its 5' end flagged partial), the gene whose stop
+    lies after it ends at the frame's last whole codon (3' end flagged), in Prodigal's left-right notation;
+    with closed ends (prodigal -c) no call touches an edge, and the gene between them is called the same."""
+    rng = np.random.default_rng(4)
+    head, middle, tail = _gene(rng, 200), _gene(rng, 150), _gene(rng, 180)
+    cut_head, cut_tail = head[91:], tail[: len(tail) - 47]  # 91 bp of the first gene's 5' end lie before the contig
+    seq = cut_head + "CTAGTTAGCTTAG" * 20 + middle + "CTAGTTAGCTTAG" * 20 + cut_tail
+    prob = np.full(len(seq), 0.1, np.float32)
+    mid = len(cut_head) + 260
+    spans = {"head": (0, len(cut_head)), "middle": (mid, mid + len(middle)),
+             "tail": (len(seq) - len(cut_tail), len(seq))}
+    for a, b in spans.values():
+        prob[a:b] = 0.9
+    if strand == "-":
+        seq, prob = rc(seq), prob[::-1].copy()
+        spans = {k: (len(seq) - b, len(seq) - a) for k, (a, b) in spans.items()}
+    got = {(g.start, g.end, g.partial) for g in call_genes(encode(seq), prob) if g.strand == strand}
+    head_frame = len(cut_head) % 3  # the head's stop closes the frame whose first whole codon starts here
+    tail_end = spans["tail"][0] + 3 * ((len(cut_tail)) // 3)
+    if strand == "+":
+        expected = {(head_frame, spans["head"][1], "10"), spans["middle"] + ("00",), (spans["tail"][0], tail_end, "01")}
+    else:
+        n = len(seq)
+        expected = {(spans["tail"][1] - 3 * (len(cut_tail) // 3), spans["tail"][1], "10"), spans["middle"] + ("00",),
+                    (spans["head"][0], n - head_frame, "01")}
+    assert got == expected
+    closed = {(g.start, g.end, g.partial) for g in call_genes(encode(seq), prob, edges=False) if g.strand == strand}
+    assert spans["middle"] + ("00",) in closed and {flag for *_, flag in closed} == {"00"}
+    assert not any(0 in (a, len(seq) - b) for a, b, _ in closed)  # the head's internal ATG at most, never an edge
 
 
 def test_a_track_of_another_length_is_refused():
@@ -128,9 +175,10 @@ def test_a_rarer_start_needs_more_evidence():
     prob = np.full(len(seq), 0.9, np.float32)
     atg = 40 + 3 + 27
     assert seq[atg : atg + 3] == "ATG"
-    (called,) = [g for g in call_genes(encode(seq), prob) if g.strand == "+" and g.end == atg + len(gene)]
+    calls = lambda **kw: call_genes(encode(seq), prob, edges=False, **kw)  # noqa: E731 - poly-C runs to the edge
+    (called,) = [g for g in calls() if g.strand == "+" and g.end == atg + len(gene)]
     assert called.start == atg
-    (loose,) = [g for g in call_genes(encode(seq), prob, alt_start_penalty=0.0) if g.end == atg + len(gene)]
+    (loose,) = [g for g in calls(alt_start_penalty=0.0) if g.end == atg + len(gene)]
     assert loose.start == 40
 
 
@@ -145,7 +193,7 @@ def test_bases_only_a_farther_start_reaches_rank_by_that_starts_share(strand):
     if strand == "-":
         seq = rc(seq)
     prob = np.full(len(seq), 0.9, np.float32)
-    (called,) = [g for g in call_genes(encode(seq), prob) if g.strand == strand]
+    (called,) = [g for g in call_genes(encode(seq), prob, edges=False) if g.strand == strand]  # poly-C: no edge
     assert (called.start, called.end) == (40, 40 + len(gene))
     for temperature in (10.0, 75.0):
         track = called_track(prob, [called], start_temperature=temperature)
