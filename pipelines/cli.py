@@ -106,7 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     track.add_argument("--precision", type=int, default=3, help="decimals kept; equal runs merge")
 
     tr = commands.add_parser("transcribe", help="speech to text from a file, stdin or the microphone, streamed")
-    tr.add_argument("input", nargs="?", metavar="PATH|-", help="wav/flac/ogg/mp3 at any rate; - reads stdin")
+    tr.add_argument("input", nargs="?", metavar="PATH|-",
+                    help="wav/flac/ogg/mp3 at any rate (m4a, webm, mp4 with ffmpeg); - reads stdin")
     tr.add_argument("--model", metavar="DIR", help="ASR bundle folder or bundled model name "
                     f"(default: {ASRSchema.default_model})")
     tr.add_argument("--mic", action="store_true", help="record from the default input device (Ctrl-C stops)")

@@ -2,14 +2,21 @@
 mono float32 chunks of about --chunk-ms) and fails with one line naming the input.
 
 A file is read through soundfile; a FIFO, /dev/stdin or <(...) is read once, in order, as a stream: WAV
-with PCM or float samples is decoded on the fly, other formats once the stream has ended.
+with PCM or float samples is decoded on the fly, other formats once the stream has ended. What libsndfile
+does not read (m4a/AAC voice memos, mp4 and webm recordings, Opus) is decoded by ffmpeg where it is
+installed, as it runs, to 16 kHz mono 16-bit PCM.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
+import shutil
 import struct
+import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,8 +41,50 @@ def file_source(path: str | Path, chunk_ms: float) -> tuple[int, Iterator[np.nda
         f = sf.SoundFile(stream)
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
         stream.close()
-        raise SWAStreamError(f"{path}: not a readable audio file ({_reason(err)})") from None
+        return ffmpeg_source(path, str(path), chunk_ms, _reason(err))
     return f.samplerate, _soundfile_chunks(f, chunk_ms, str(path), stream)
+
+
+FFMPEG_RATE = 16000  # what ffmpeg decodes to: the demo models' rate, so the resampler has nothing to do
+
+
+def ffmpeg_source(path: Path, name: str, chunk_ms: float, why: str, cleanup=None):
+    """A file libsndfile refused (`why`), decoded by ffmpeg as it runs: 16 kHz mono s16le on a pipe. Without
+    ffmpeg, or if ffmpeg finds no audio in it, one line. `cleanup` runs when the chunks are done."""
+    ffmpeg, ffprobe = shutil.which("ffmpeg"), shutil.which("ffprobe")
+    if ffmpeg is None or ffprobe is None:
+        if cleanup:
+            cleanup()
+        raise SWAStreamError(f"{name}: not a readable audio file ({why}); m4a, mp4, webm and Opus need ffmpeg "
+                             "(apt-get install ffmpeg)")
+    probe = subprocess.run([ffprobe, "-v", "error", "-select_streams", "a:0", "-show_entries", "stream=codec_name",
+                            "-of", "csv=p=0", str(path)], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if probe.returncode or not probe.stdout.strip():
+        if cleanup:
+            cleanup()
+        said = (probe.stderr.strip().splitlines() or ["no audio stream"])[-1]
+        raise SWAStreamError(f"{name}: not a readable audio file ({why}; ffmpeg: {_reason(RuntimeError(said))})")
+    proc = subprocess.Popen([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path), "-vn",
+                             "-ac", "1", "-ar", str(FFMPEG_RATE), "-f", "s16le", "-"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, chunks = raw_source(proc.stdout, name, FFMPEG_RATE, 1, chunk_ms)
+
+    def run():
+        try:
+            yield from chunks
+            err = proc.stderr.read().decode("utf-8", "replace").strip()
+            if proc.wait() != 0:
+                raise SWAStreamError(f"{name}: damaged audio (ffmpeg: {(err.splitlines() or ['failed'])[-1]})")
+        finally:
+            if proc.poll() is None:  # stopped early (Ctrl-C, an error downstream): ffmpeg goes too
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
+            if cleanup:
+                cleanup()
+
+    return FFMPEG_RATE, run()
 
 
 def open_input(path: Path):
@@ -189,6 +238,12 @@ def _whole_stream_source(data: bytes, name: str, chunk_ms: float):
     try:
         f = sf.SoundFile(io.BytesIO(data))
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        if data and shutil.which("ffmpeg"):  # m4a and mp4 need seeking: ffmpeg reads them from a file
+            fd, tmp = tempfile.mkstemp(prefix="swa-stream-", suffix=".audio")
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            with contextlib.suppress(SWAStreamError):
+                return ffmpeg_source(Path(tmp), name, chunk_ms, _reason(err), cleanup=lambda: os.unlink(tmp))
         raise SWAStreamError(f"{name}: not a WAV stream nor other audio that libsndfile reads ({_reason(err)}; use "
                              "--raw --sample-rate N for headerless s16le PCM)") from None
     return f.samplerate, _soundfile_chunks(f, chunk_ms, name)
@@ -202,7 +257,10 @@ def stdin_source(chunk_ms: float):
         try:
             f = sf.SoundFile(stream)
         except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-            raise SWAStreamError(f"{STDIN}: not a readable audio stream ({_reason(err)})") from None
+            if shutil.which("ffmpeg") is None:
+                raise SWAStreamError(f"{STDIN}: not a readable audio stream ({_reason(err)})") from None
+            # ffmpeg opens the redirected file itself, from its start, through this process's descriptor
+            return ffmpeg_source(Path(f"/proc/{os.getpid()}/fd/0"), STDIN, chunk_ms, _reason(err))
         return f.samplerate, _soundfile_chunks(f, chunk_ms, STDIN)
     return wav_stream_source(stream, STDIN, chunk_ms)
 

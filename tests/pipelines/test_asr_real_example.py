@@ -3,6 +3,8 @@
 each. The shipped asr-demo transcribes it exactly, at any chunk size."""
 
 import json
+import shutil
+import sys
 from importlib import resources
 
 import pytest
@@ -46,6 +48,23 @@ def test_the_example_as_a_44k_mp3_transcribes_as_the_wav(tmp_path, capsys):
     sf.write(mp3, resample_poly(audio, 441, 80), 44100, format="MP3")
     assert main(["transcribe", str(mp3)]) == 0
     assert capsys.readouterr().out.splitlines() == EXPECTED
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed (make installs it)")
+@pytest.mark.parametrize(("suffix", "codec"), [(".m4a", ["-c:a", "aac", "-b:a", "48k"]),
+                                               (".webm", ["-ar", "48000", "-c:a", "libopus", "-b:a", "24k"])])
+def test_the_example_as_a_voice_memo_or_a_browser_recording(tmp_path, capsys, suffix, codec):
+    """AAC in m4a (a phone's voice memo) and Opus in webm (a browser's MediaRecorder), encoded by ffmpeg: the
+    same words, from the file and from a pipe."""
+    import subprocess
+
+    path = tmp_path / f"asr_fsdd{suffix}"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(EXAMPLE), *codec, str(path)], check=True)
+    assert main(["transcribe", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines() == EXPECTED
+    piped = subprocess.run([sys.executable, "-m", "swa_stream.pipelines.cli", "transcribe", "-"],
+                           stdin=open(path, "rb"), capture_output=True, text=True, timeout=300)
+    assert piped.returncode == 0 and piped.stdout.splitlines() == EXPECTED, piped.stderr
 
 
 def test_the_lexicon_mends_misspelt_real_words(tmp_path, capsys):

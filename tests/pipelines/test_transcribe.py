@@ -6,6 +6,8 @@ what exactness and the CLI's plumbing need; accuracy belongs to the trained demo
 
 import io
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -25,6 +27,8 @@ from swa_stream.tasks.asr.decoder import CTCDecoder, EndpointConfig
 from swa_stream.tasks.asr.frontend import FrontendConfig
 from swa_stream.tasks.asr.model import ASRModel
 from swa_stream.tasks.asr.text import VOCABULARY
+
+CLI = [sys.executable, "-m", "swa_stream.pipelines.cli"]
 
 
 def random_model() -> ASRModel:
@@ -173,6 +177,42 @@ def test_an_mp3_read_in_chunks_is_the_mp3_decoded_whole(audio_files, chunk_ms):
         mp.setattr(sys, "stdin", io.TextIOWrapper(f))
         _, redirected = stdin_source(chunk_ms)
         assert np.array_equal(np.concatenate(list(redirected)), whole)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed (make installs it)")
+def test_formats_only_ffmpeg_reads_stream_at_any_chunk_size_and_stop_ffmpeg_early(bundle, audio_files, capsys,
+                                                                                   tmp_path):
+    """An m4a (AAC) file goes through ffmpeg as it decodes: identical finals for any --chunk-ms, and a
+    stream stopped early leaves no ffmpeg behind. Without ffmpeg on PATH, one line says what to install."""
+    from swa_stream.pipelines.sources import file_source
+
+    path = tmp_path / "talk.m4a"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(audio_files / "talk.wav"), "-c:a", "aac", str(path)],
+                   check=True)
+    results = []
+    for chunk_ms in (20, 160, 5000):
+        code, out, _ = run(capsys, path, "--model", bundle, "--format", "jsonl", "--chunk-ms", chunk_ms)
+        assert code == 0
+        results.append(finals(out))
+    assert results[0] and all(r == results[0] for r in results)
+    rate, chunks = file_source(path, 160.0)
+    assert rate == 16000 and len(next(chunks)) == 2560
+    chunks.close()  # as transcribe does on Ctrl-C
+    assert not [p for p in os.listdir("/proc") if p.isdigit() and _is_ffmpeg_child(int(p))]
+    bare = subprocess.run(CLI + ["transcribe", str(path), "--model", str(bundle)], capture_output=True, text=True,
+                          env={**os.environ, "PATH": str(tmp_path)}, timeout=300)
+    assert bare.returncode == 2 and bare.stderr.count("\n") == 1
+    assert "m4a, mp4, webm and Opus need ffmpeg (apt-get install ffmpeg)" in bare.stderr
+
+
+def _is_ffmpeg_child(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip() == "ffmpeg" and int(fields[1]) == os.getpid() and fields[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_stdin_wav_pipe_and_redirected_file_match_the_file(bundle, audio_files, capsys, monkeypatch):
