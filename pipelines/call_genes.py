@@ -19,6 +19,7 @@ a text output named "-" goes to stdout.
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import time
 from pathlib import Path
@@ -31,7 +32,10 @@ DEFAULT_MODEL = "bacteria-genes"
 
 
 def _is_gff(path: Path) -> bool:
-    return first_line(path).startswith(b"##gff-version")
+    """A GFF3 file call-genes wrote (its second line says so): only those are replaced, never an annotation."""
+    with open(path, "rb") as f:
+        head = f.read(512).split(b"\n")
+    return head[0].startswith(b"##gff-version") and len(head) > 1 and head[1].startswith(b"# swa-stream call-genes")
 
 
 def _seqid(text: str) -> str:
@@ -48,14 +52,15 @@ def run(args) -> dict:
     from swa_stream.pipelines.export_track import is_bedgraph
     from swa_stream.tasks.dna.formats import read_sequences
     from swa_stream.tasks.dna.orfs import call_genes, called_track, gene_bases
-    from swa_stream.tasks.dna.tokenizer import check_input
+    from swa_stream.tasks.dna.tokenizer import check_inputs
     from swa_stream.tasks.dna.track import mask_n, stream_both_strands
 
-    inputs = [check_input(p) for p in args.inputs]
-    gff = check_output_file(args.gff, "--gff", inputs, [], _is_gff, "GFF3 file", stdout=True)
+    inputs = check_inputs(args.inputs)
+    gff = check_output_file(args.gff, "--gff", inputs, [], _is_gff, "GFF3 file that call-genes wrote", stdout=True)
     outputs = {"gff": gff}
-    for flag, looks, kind in (("bedgraph", is_bedgraph, "bedGraph file"), ("faa", _is_fasta, "FASTA file"),
-                              ("fna", _is_fasta, "FASTA file")):
+    for flag, looks, kind in (("bedgraph", is_bedgraph, "bedGraph file that swa-stream wrote"),
+                              ("faa", _is_fasta, "FASTA file of call-genes' calls"),
+                              ("fna", _is_fasta, "FASTA file of call-genes' calls")):
         if getattr(args, flag, None) is not None:
             outputs[flag] = check_output_file(getattr(args, flag), f"--{flag}", inputs, list(outputs.values()),
                                               looks, kind, stdout=True)
@@ -120,8 +125,12 @@ def run(args) -> dict:
     return summary
 
 
+_OUR_FASTA = re.compile(rb">\S+ # \d+ # \d+ # -?1 # ID=")  # the header layout of --faa and --fna
+
+
 def _is_fasta(path: Path) -> bool:
-    return first_line(path).startswith(b">")
+    """A FASTA file --faa or --fna wrote: only those are replaced, never a genome that sits beside the input."""
+    return bool(_OUR_FASTA.match(first_line(path)))
 
 
 def _write_sequences(faa, fna, name: str, gene, bases: str, width: int = 60) -> None:

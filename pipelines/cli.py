@@ -141,13 +141,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def printable(text: str) -> str:
+    """`text` with a file name's bytes that are not UTF-8 (Python's surrogate escapes) shown as \\xNN: a
+    terminal could not print them, and the error line itself would fail."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _guarded(action, debug: bool) -> int:
     try:
         action()
     except SWAStreamError as err:
         if debug:
             raise
-        print(f"swa-stream: error: {err}", file=sys.stderr)
+        print(f"swa-stream: error: {printable(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("swa-stream: interrupted", file=sys.stderr)

@@ -77,7 +77,8 @@ def write_bedgraph(store: str, out: str, track: str | None = None, precision: in
     check_precision(precision)
     opened = Store(store)
     column = _column(opened, track)
-    target = check_output_file(out, "--bedgraph", [opened.path], [], is_bedgraph, "bedGraph file", stdout=True)
+    target = check_output_file(out, "--bedgraph", [opened.path], [], is_bedgraph, "bedGraph file that swa-stream wrote",
+                               stdout=True)
     lines = 0
     with atomic_text(target) as f:
         f.write(f'track type=bedGraph name="{opened.tracks[column]}" description="swa-stream {opened.path.name}"\n')
@@ -132,7 +133,9 @@ def _add(bw, store: Store, batch: list) -> int:
 
 
 def is_bedgraph(path: Path) -> bool:
-    return first_line(path).startswith(b"track type=bedGraph")
+    """A bedGraph file swa-stream wrote (its track line says so): only those are replaced, never a user's own."""
+    line = first_line(path)
+    return line.startswith(b"track type=bedGraph") and b' description="swa-stream ' in line
 
 
 def _is_bigwig(path: Path) -> bool:
@@ -145,11 +148,13 @@ def run(args) -> None:
     if bedgraph is None and bigwig is None:
         raise SWAStreamError(f"{args.store}: give --bedgraph FILE and/or --bigwig FILE")
     check_precision(args.precision)
-    if bedgraph is not None and bigwig is not None and Path(bedgraph).resolve() == Path(bigwig).resolve():
+    if bedgraph is not None and bigwig is not None and not is_stdout(bigwig) and \
+            Path(bedgraph).resolve() == Path(bigwig).resolve():
         raise SWAStreamError(f"{bedgraph}: --bedgraph and --bigwig name the same file")
     store = Store(args.store)  # both outputs are checked before either is written
     if bedgraph is not None:
-        check_output_file(bedgraph, "--bedgraph", [store.path], [], is_bedgraph, "bedGraph file", stdout=True)
+        check_output_file(bedgraph, "--bedgraph", [store.path], [], is_bedgraph, "bedGraph file that swa-stream wrote",
+                               stdout=True)
     if bigwig is not None:
         check_output_file(bigwig, "--bigwig", [store.path], [], _is_bigwig, "bigWig file")
     said = sys.stderr if is_stdout(bedgraph) else sys.stdout  # `--bedgraph -`: stdout holds the track

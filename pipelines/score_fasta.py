@@ -56,7 +56,7 @@ from swa_stream.tasks.dna.tokenizer import (
     N_TOKEN,
     STDIN,
     FastaRecord,
-    check_input,
+    check_inputs,
     fingerprint,
     is_stream,
     n_fraction,
@@ -314,7 +314,7 @@ def score(
     broadcast=lambda value: value,
 ) -> dict:
     """Score every record of `inputs` into `out`; this process takes batches b with b % world_size == rank."""
-    paths = [check_input(p) for p in inputs]
+    paths = check_inputs(inputs)
     streams = [p for p in paths if is_stream(p)]
     if streams and world_size > 1:
         raise SWAStreamError(f"{streams[0]}: a stream can be read only once, and each of the {world_size} processes "
@@ -542,7 +542,7 @@ def _run_distributed(inputs, devices: int, nodes: int, threads: int, model, kwar
     """Lightning Fabric over `nodes` machines of `devices` processes: one process per device is started here
     on a single machine; across machines torchrun or SLURM starts them and Fabric reads their environment.
     The summary on rank 0, None elsewhere."""
-    for path in map(check_input, inputs):  # refused here, before any process is started
+    for path in check_inputs(inputs):  # refused here, before any process is started
         if is_stream(path):
             raise SWAStreamError(f"{path}: a stream can be read only once, and each of the {devices * nodes} "
                                  "processes reads every input: save it to a file first")

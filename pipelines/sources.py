@@ -48,41 +48,62 @@ def file_source(path: str | Path, chunk_ms: float) -> tuple[int, Iterator[np.nda
 FFMPEG_RATE = 16000  # what ffmpeg decodes to: the demo models' rate, so the resampler has nothing to do
 
 
-def ffmpeg_source(path: Path, name: str, chunk_ms: float, why: str, cleanup=None):
+def _ffmpeg_url(path: Path) -> str:
+    """ffmpeg's name for a local file: "file:" and the absolute path, so that a name starting with "-" is no
+    option and one holding ":" ("voice:1.m4a", "2024-05-01T10:30:00.m4a") no protocol."""
+    return "file:" + os.path.abspath(path)
+
+
+def ffmpeg_source(path: Path, name: str, chunk_ms: float, why: str, keep=None):
     """A file libsndfile refused (`why`), decoded by ffmpeg as it runs: 16 kHz mono s16le on a pipe. Without
-    ffmpeg, or if ffmpeg finds no audio in it, one line. `cleanup` runs when the chunks are done."""
+    ffmpeg, or if ffprobe finds no audio in it, one line. ffmpeg starts with the first chunk asked for and
+    stops when the chunks end or are closed; `keep` (an open file that `path` names through /dev/fd) is
+    passed to both tools and closed then too."""
     ffmpeg, ffprobe = shutil.which("ffmpeg"), shutil.which("ffprobe")
-    if ffmpeg is None or ffprobe is None:
-        if cleanup:
-            cleanup()
-        raise SWAStreamError(f"{name}: not a readable audio file ({why}); m4a, mp4, webm and Opus need ffmpeg "
-                             "(apt-get install ffmpeg)")
-    probe = subprocess.run([ffprobe, "-v", "error", "-select_streams", "a:0", "-show_entries", "stream=codec_name",
-                            "-of", "csv=p=0", str(path)], capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if probe.returncode or not probe.stdout.strip():
-        if cleanup:
-            cleanup()
-        said = (probe.stderr.strip().splitlines() or ["no audio stream"])[-1]
-        raise SWAStreamError(f"{name}: not a readable audio file ({why}; ffmpeg: {_reason(RuntimeError(said))})")
-    proc = subprocess.Popen([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path), "-vn",
-                             "-ac", "1", "-ar", str(FFMPEG_RATE), "-f", "s16le", "-"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, chunks = raw_source(proc.stdout, name, FFMPEG_RATE, 1, chunk_ms)
+    fds = (keep.fileno(),) if keep is not None else ()
+    url = _ffmpeg_url(path)
+
+    def said(text: str, fallback: str) -> str:  # ffmpeg's last line, naming the input as the user named it
+        last = (text.strip().splitlines() or [fallback])[-1]
+        for shown in (url, str(path)):  # as ffmpeg printed it: its bytes read as UTF-8, bad ones replaced
+            last = last.replace(os.fsencode(shown).decode("utf-8", "replace"), name)
+        return _reason(RuntimeError(last))
+
+    try:
+        if ffmpeg is None or ffprobe is None:
+            raise SWAStreamError(f"{name}: not a readable audio file ({why}); m4a, mp4, webm and Opus need ffmpeg "
+                                 "and ffprobe (apt-get install ffmpeg)")
+        probe = subprocess.run([ffprobe, "-v", "error", "-select_streams", "a:0", "-show_entries",
+                                "stream=codec_name", "-of", "csv=p=0", url], capture_output=True, text=True,
+                               encoding="utf-8", errors="replace", stdin=subprocess.DEVNULL, pass_fds=fds)
+        if probe.returncode or not probe.stdout.strip():
+            raise SWAStreamError(f"{name}: not a readable audio file ({why}; ffmpeg: "
+                                 f"{said(probe.stderr, 'no audio stream')})")
+    except BaseException:
+        if keep is not None:
+            keep.close()
+        raise
 
     def run():
-        try:
-            yield from chunks
-            err = proc.stderr.read().decode("utf-8", "replace").strip()
-            if proc.wait() != 0:
-                raise SWAStreamError(f"{name}: damaged audio (ffmpeg: {(err.splitlines() or ['failed'])[-1]})")
-        finally:
-            if proc.poll() is None:  # stopped early (Ctrl-C, an error downstream): ffmpeg goes too
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
-            proc.stderr.close()
-            if cleanup:
-                cleanup()
+        # ffmpeg's messages go to a file, not a pipe: a damaged file makes it write one line per frame, and a
+        # full pipe would stop it, and this reader with it
+        with tempfile.TemporaryFile() as log:
+            proc = subprocess.Popen([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", url, "-vn",
+                                     "-ac", "1", "-ar", str(FFMPEG_RATE), "-f", "s16le", "-"],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, pass_fds=fds)
+            try:
+                yield from raw_source(proc.stdout, name, FFMPEG_RATE, 1, chunk_ms)[1]
+                if proc.wait() != 0:
+                    log.seek(0)
+                    raise SWAStreamError(f"{name}: damaged audio (ffmpeg: "
+                                         f"{said(log.read().decode('utf-8', 'replace'), 'failed')})")
+            finally:
+                if proc.poll() is None:  # stopped early (Ctrl-C, an error downstream): ffmpeg goes too
+                    proc.kill()
+                    proc.wait()
+                proc.stdout.close()
+                if keep is not None:
+                    keep.close()
 
     return FFMPEG_RATE, run()
 
@@ -239,11 +260,15 @@ def _whole_stream_source(data: bytes, name: str, chunk_ms: float):
         f = sf.SoundFile(io.BytesIO(data))
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
         if data and shutil.which("ffmpeg"):  # m4a and mp4 need seeking: ffmpeg reads them from a file
-            fd, tmp = tempfile.mkstemp(prefix="swa-stream-", suffix=".audio")
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
+            try:  # unlinked at once: nothing is left on disk, however this process ends
+                kept = tempfile.TemporaryFile()
+                kept.write(data)
+                kept.flush()
+            except OSError as problem:
+                raise SWAStreamError(f"{name}: cannot hold the stream for ffmpeg in a temporary file "
+                                     f"({problem.strerror or problem})") from None
             with contextlib.suppress(SWAStreamError):
-                return ffmpeg_source(Path(tmp), name, chunk_ms, _reason(err), cleanup=lambda: os.unlink(tmp))
+                return ffmpeg_source(Path(f"/dev/fd/{kept.fileno()}"), name, chunk_ms, _reason(err), keep=kept)
         raise SWAStreamError(f"{name}: not a WAV stream nor other audio that libsndfile reads ({_reason(err)}; use "
                              "--raw --sample-rate N for headerless s16le PCM)") from None
     return f.samplerate, _soundfile_chunks(f, chunk_ms, name)

@@ -142,7 +142,7 @@ def parse_fastq(name: str, lines, rna: bool = False) -> Iterator[FastaRecord]:
 _NUMBERS = bytes.maketrans(b"0123456789", b" " * 10)  # a flat file's position numbers, blanked in place
 # where the sequence starts, the keywords of the id, and of the title; a continuation line starts with spaces
 _FLAT = {"genbank": (b"ORIGIN", b"LOCUS", b"ACCESSION", b"VERSION", b"DEFINITION"),
-         "embl": (b"SQ", b"ID", b"AC", None, b"DE")}
+         "embl": (b"SQ", b"ID", b"AC", b"SV", b"DE")}
 
 
 def _flat_keyword(line: bytes, kind: str) -> tuple[bytes, bytes]:
@@ -156,16 +156,21 @@ def _flat_keyword(line: bytes, kind: str) -> tuple[bytes, bytes]:
 
 
 def _flat_id(kind: str, fields: dict[bytes, list[bytes]]) -> str:
-    """GenBank: VERSION's accession.version, else ACCESSION, else the LOCUS name. EMBL: the ID line's
-    accession and sequence version (`ID   X56734; SV 1; ...` is X56734.1), else AC."""
-    first = lambda key: fields[key][0].replace(b";", b" ").split()[0] if fields.get(key) else b""  # noqa: E731
+    """GenBank: VERSION's accession.version, else ACCESSION, else the LOCUS name (Prokka leaves ACCESSION and
+    VERSION empty, and its .fna names records by LOCUS too). EMBL: the ID line's accession and sequence
+    version (`ID   X56734; SV 1; ...` is X56734.1); in the older layout (`ID   TRBG361 standard; ...`) the
+    SV line's accession.version, else the first AC accession, else the entry name."""
+    def first(key: bytes) -> bytes:  # the first word of the first non-empty line of `key`
+        return next((v.replace(b";", b" ").split()[0] for v in fields.get(key, []) if v.replace(b";", b" ").split()),
+                    b"")
+
     if kind == "genbank":
-        found = first(b"VERSION") or first(b"ACCESSION") or first(b"LOCUS")
-    else:
-        cells = [c.strip() for c in b" ".join(fields.get(b"ID", [b""])).split(b";")]
-        version = next((c[2:].strip() for c in cells[1:] if c.startswith(b"SV")), b"")
-        found = (cells[0] + b"." + version if cells[0] and version else cells[0]) or first(b"AC")
-    return decode_header(found)
+        return decode_header(first(b"VERSION") or first(b"ACCESSION") or first(b"LOCUS"))
+    cells = [c.strip() for c in b" ".join(fields.get(b"ID", [b""])).split(b";")]
+    version = next((c[2:].strip() for c in cells[1:] if c.startswith(b"SV")), b"")
+    if version and cells[0]:
+        return decode_header(cells[0].split()[0] + b"." + version)
+    return decode_header(first(b"SV") or first(b"AC") or first(b"ID"))
 
 
 def parse_flatfile(name: str, lines, rna: bool, kind: str) -> Iterator[FastaRecord]:

@@ -156,6 +156,13 @@ def check_input(path: str | Path) -> Path:
     return path
 
 
+def check_inputs(paths) -> list[Path]:
+    """`check_input` for each, and "-" at most once: standard input can be read only once."""
+    if sum(str(p) == "-" for p in paths) > 1:
+        raise SWAStreamError("-: given more than once; standard input can be read only once")
+    return [check_input(p) for p in paths]
+
+
 def is_stream(path: Path) -> bool:
     return not stat.S_ISREG(os.stat(path).st_mode)
 

@@ -158,6 +158,28 @@ def test_outputs_never_replace_an_input_and_bad_input_is_one_line(tmp_path, caps
         assert not out.exists()
 
 
+def test_outputs_replace_only_what_call_genes_wrote(tmp_path, capsys):
+    """A genome, an annotation or a bedGraph that sits beside the input is never replaced, even when it is
+    the kind of file asked for (`--fna genome.fna` next to genome.fna.gz); call-genes' own outputs are, by a
+    rerun. stdin can be read once: "-" twice is refused before any work."""
+    genome, annotation, track = tmp_path / "genome.fna", tmp_path / "refseq.gff3", tmp_path / "mine.bedgraph"
+    genome.write_text(FASTA.read_text())
+    annotation.write_text("##gff-version 3\nNC_1\tRefSeq\tCDS\t1\t9\t.\t+\t0\tID=a\n")
+    track.write_text("track type=bedGraph name=lab\nchr1\t0\t5\t1.0\n")
+    out = tmp_path / "calls.gff3"
+    for flag, path in (("--fna", genome), ("--faa", genome), ("--gff", annotation), ("--bedgraph", track)):
+        before = path.read_bytes()
+        argv = ["call-genes", str(FASTA), "--gff", str(out)] if flag != "--gff" else ["call-genes", str(FASTA)]
+        assert main([*argv, flag, str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "refusing to overwrite it" in err and path.read_bytes() == before, err
+    argv = ["call-genes", str(FASTA), "--gff", str(out), "--faa", str(tmp_path / "p.faa"), "--bedgraph",
+            str(tmp_path / "c.bedgraph")]
+    assert main(argv) == 0 and main(argv) == 0  # a rerun replaces its own outputs
+    assert main(["call-genes", "-", "-", "--gff", str(tmp_path / "twice.gff3")]) == 2
+    assert "-: given more than once; standard input can be read only once" in capsys.readouterr().err
+
+
 def test_short_empty_and_n_records_give_no_calls_and_valid_gff3(tmp_path, capsys):
     fasta = tmp_path / "odd.fa"
     fasta.write_text(">short\nAC\n>all_n\nNNNNNNNNNN\n>empty\n\n")

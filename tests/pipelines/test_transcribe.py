@@ -10,6 +10,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -202,7 +204,47 @@ def test_formats_only_ffmpeg_reads_stream_at_any_chunk_size_and_stop_ffmpeg_earl
     bare = subprocess.run(CLI + ["transcribe", str(path), "--model", str(bundle)], capture_output=True, text=True,
                           env={**os.environ, "PATH": str(tmp_path)}, timeout=300)
     assert bare.returncode == 2 and bare.stderr.count("\n") == 1
-    assert "m4a, mp4, webm and Opus need ffmpeg (apt-get install ffmpeg)" in bare.stderr
+    assert "m4a, mp4, webm and Opus need ffmpeg and ffprobe (apt-get install ffmpeg)" in bare.stderr
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed (make installs it)")
+def test_ffmpeg_inputs_a_user_might_have(bundle, audio_files, capsys, tmp_path, monkeypatch):
+    """Names that ffmpeg would read as an option or a protocol ("-memo.m4a", "voice:1.m4a"), a name that is
+    not UTF-8, a damaged file whose decoder errors overflow a pipe (ffmpeg once blocked on them, and the reader
+    with it), and an m4a piped in whose chunks are never read (no ffmpeg starts, no temp file stays)."""
+    from swa_stream.pipelines.sources import _whole_stream_source
+
+    memo = tmp_path / "memo.m4a"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(audio_files / "talk.wav"), "-c:a", "aac", str(memo)],
+                   check=True)
+    _, expected, _ = run(capsys, memo, "--model", bundle)
+    assert expected.strip()
+    monkeypatch.chdir(tmp_path)  # names as a user types them, relative to where they are
+    for name in ("./-memo.m4a", "voice:1.m4a", "2024-05-01T10:30:00.m4a"):
+        (tmp_path / name).write_bytes(memo.read_bytes())
+        code, out, err = run(capsys, name, "--model", bundle)
+        assert code == 0 and out == expected, err
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9.m4a"))
+    odd.write_bytes(b"not audio at all\n" * 50)
+    code, _, err = run(capsys, odd, "--model", bundle)
+    assert code == 2 and err.count("\n") == 1 and "not a readable audio file" in err
+    long = (speechlike(90.0, 16000, seed=7) * 32767).astype("<i2")
+    sf.write(tmp_path / "long.wav", long, 16000)
+    damaged = tmp_path / "damaged.m4a"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(tmp_path / "long.wav"), "-c:a", "aac", "-movflags",
+                    "+faststart", str(damaged)], check=True)  # the index first, the audio after it
+    data = bytearray(damaged.read_bytes())
+    audio = data.index(b"mdat") + 1000
+    data[audio::40] = bytes(len(data[audio::40]))  # every 40th byte of the audio zeroed: an error per frame
+    damaged.write_bytes(bytes(data))
+    result = subprocess.run(CLI + ["transcribe", str(damaged), "--model", str(bundle)], capture_output=True,
+                            text=True, timeout=240)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "damaged audio (ffmpeg: " in result.stderr
+    before = set(os.listdir(tempfile.gettempdir()))
+    rate, chunks = _whole_stream_source(memo.read_bytes(), "stdin", 160.0)
+    assert rate == 16000 and not [p for p in os.listdir("/proc") if p.isdigit() and _is_ffmpeg_child(int(p))]
+    del chunks
+    assert set(os.listdir(tempfile.gettempdir())) == before
 
 
 def _is_ffmpeg_child(pid: int) -> bool:

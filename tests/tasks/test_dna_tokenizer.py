@@ -117,6 +117,26 @@ def test_genbank_and_embl_read_as_the_fasta_they_were_written_from(tmp_path, nam
 
 
 @pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        # Prokka 1.14 leaves ACCESSION and VERSION empty; its .fna names the record by the LOCUS name too
+        ("LOCUS       contig_1                  12 bp    DNA     linear       20-MAY-2024\nDEFINITION  Genus "
+         "species.\nACCESSION   \nVERSION\nFEATURES             Location/Qualifiers\nORIGIN\n        1 acgtacgtac "
+         "gt\n//\n", ("contig_1", "contig_1 Genus species.", 12)),
+        # EMBL's older ID line names the entry; the SV line holds the accession.version
+        ("ID   TRBG361    standard; mRNA; PLN; 8 BP.\nXX\nAC   X56734;\nXX\nSV   X56734.1\nXX\nDE   Trifolium repens "
+         "mRNA\nSQ   Sequence 8 BP;\n     acgtacgt        8\n//\n", ("X56734.1", "X56734.1 Trifolium repens mRNA", 8)),
+        ("LOCUS       X 4 bp DNA\r\nVERSION     X.2  GI:123\r\nORIGIN      \r\n        1 ACGT\r\n//\r\n",
+         ("X.2", "X.2", 4)),
+    ],
+    ids=["prokka", "embl-old-id", "crlf-gi"],
+)
+def test_flatfile_ids_as_the_tools_that_write_them(tmp_path, content, expected):
+    (record,) = read_sequences(write(tmp_path, content, "x.gbk"))
+    assert (record.id, record.description, record.length) == expected
+
+
+@pytest.mark.parametrize(
     ("content", "message"),
     [
         ("LOCUS       X 8 bp DNA\nVERSION     X.1\nORIGIN\n        1 acgtEcgt\n//\n",
