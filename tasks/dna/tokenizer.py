@@ -33,6 +33,7 @@ N_TOKEN = 4
 IUPAC = "RYKMSWBDHV"
 INVALID = 255
 WHITESPACE = b" \t\r\n\v\f"
+AMINO_ONLY = b"EFILPQXZJOefilpqxzjo*"  # one-letter amino acid codes (and the stop) that no nucleotide code uses
 VALIDATE_BYTES = 1 << 20  # sequence lines are validated in blocks of this size, so errors keep their line
 
 _TABLE = np.full(256, INVALID, dtype=np.uint8)
@@ -253,6 +254,8 @@ class SequenceBuilder:
         if bad.size:
             number, offset, byte = _locate(self.block, int(bad[0]))
             hint = "; RNA? pass --rna" if byte in b"Uu" and not self.rna else ""
+            if byte in AMINO_ONLY:  # letters that are amino acids and no nucleotide code
+                hint = "; a protein sequence? this reads DNA (or RNA with --rna), not amino acids"
             raise SWAStreamError(
                 f"{self.name}: {where}, line {number}, byte {offset:,}: {describe_byte(byte)} is not a nucleotide "
                 f"(A, C, G, T, N or an IUPAC code){hint}"

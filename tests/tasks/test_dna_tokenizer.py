@@ -191,6 +191,18 @@ def test_bad_input_names_the_file_and_the_problem(tmp_path, content, message):
     assert str(err.value).startswith(str(path))
 
 
+def test_a_protein_fasta_is_told_apart(tmp_path):
+    """A protein FASTA (call-genes' own --faa layout) given where DNA is read: M, K and R are nucleotide codes
+    too, so the first letter that cannot be one, I, is named, and the line says what the file probably is."""
+    head = ">gene_1 # 1 # 30 # 1 # ID=gene_1\n"
+    path = write(tmp_path, head + "MKRISTTITTTITITTGNGAG*\n", "p.faa")
+    with pytest.raises(SWAStreamError) as err:
+        list(read_fasta(path))
+    assert str(err.value) == (f"{path}: record 1 (gene_1), line 2, byte {len(head) + 3}: 'I' is not a nucleotide "
+                              "(A, C, G, T, N or an IUPAC code); a protein sequence? this reads DNA (or RNA with "
+                              "--rna), not amino acids")
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(SWAStreamError, match="no such file"):
         list(read_fasta(tmp_path / "nope.fa"))
