@@ -81,7 +81,8 @@ def run(args) -> dict:
                              for k in ("gff", "bedgraph", "faa", "fna"))
         out.write("##gff-version 3\n")
         out.write(f"# swa-stream call-genes, model {args.model or DEFAULT_MODEL}: gene calls from its coding "
-                  "track (tasks/dna/orfs.py)\n")
+                  f"track (tasks/dna/orfs.py); transl_table={args.table}; "
+                  f"{'closed ends' if args.closed_ends else 'genes may run off the ends'}\n")
         if bg is not None:
             bg.write('track type=bedGraph name="called" description="swa-stream call-genes: track/2 outside calls, '
                      '0.5 + track/4 + start coverage/4 inside"\n')
@@ -92,7 +93,7 @@ def run(args) -> dict:
                 with tqdm(total=n, desc=record.id[:30], unit=" bp", unit_scale=True, file=sys.stderr,
                           leave=False, mininterval=0.5, disable=None) as bar:
                     prob = mask_n(stream_both_strands(model, record.tokens, on_chunk=bar.update), record.tokens)
-                genes = call_genes(record.tokens, prob, edges=not args.closed_ends)
+                genes = call_genes(record.tokens, prob, edges=not args.closed_ends, table=args.table)
                 seqid = _seqid(record.id)
                 if seqid in seen:
                     raise SWAStreamError(f"{record.file}: record id {record.id!r} occurs twice; GFF3 needs unique "
@@ -104,7 +105,7 @@ def run(args) -> dict:
                     out.write(f"{seqid}\tswa-stream\tCDS\t{g.start + 1}\t{g.end}\t{g.mean:.3f}\t{g.strand}\t0\t"
                               f"ID={seqid}_{k};partial={g.partial};mean_p={g.mean:.3f}\n")
                     if faa is not None or fna is not None:
-                        _write_sequences(faa, fna, f"{seqid}_{k}", g, gene_bases(record.tokens, g))
+                        _write_sequences(faa, fna, f"{seqid}_{k}", g, gene_bases(record.tokens, g), args.table)
                 if bg is not None:
                     _write_bedgraph(bg, seqid, called_track(prob, genes))
                 seconds = time.perf_counter() - began
@@ -133,7 +134,7 @@ def _is_fasta(path: Path) -> bool:
     return bool(_OUR_FASTA.match(first_line(path)))
 
 
-def _write_sequences(faa, fna, name: str, gene, bases: str, width: int = 60) -> None:
+def _write_sequences(faa, fna, name: str, gene, bases: str, table: int = 11, width: int = 60) -> None:
     """A call as Prodigal's -a/-d FASTA: `>ID # start # end # strand # attributes`, 1-based, strand 1 or -1;
     a gene whose 5' end lies off the record has start_type=Edge, and its protein no initial M."""
     from swa_stream.tasks.dna.orfs import translate
@@ -141,7 +142,7 @@ def _write_sequences(faa, fna, name: str, gene, bases: str, width: int = 60) -> 
     edge = gene.partial[0 if gene.strand == "+" else 1] == "1"
     head = (f">{name} # {gene.start + 1} # {gene.end} # {1 if gene.strand == '+' else -1} # ID={name};"
             f"partial={gene.partial};mean_p={gene.mean:.3f};start_type={'Edge' if edge else bases[:3]}\n")
-    for f, text in ((faa, translate(bases, start=not edge) if faa is not None else ""), (fna, bases)):
+    for f, text in ((faa, translate(bases, start=not edge, table=table) if faa is not None else ""), (fna, bases)):
         if f is not None:
             f.write(head + "".join(text[i : i + width] + "\n" for i in range(0, len(text), width)))
 

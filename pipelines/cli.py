@@ -91,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
                        "(bacterial code, table 11; - for stdout)")
     genes.add_argument("--fna", metavar="FILE", help="also write each call's bases as FASTA, as Prodigal's -d "
                        "(- for stdout)")
+    genes.add_argument("--table", type=int, choices=[11, 4, 25], default=11, help="genetic code, as prodigal -g: "
+                       "11 bacterial (default), 4 Mycoplasma and Spiroplasma (TGA is Trp), 25 SR1 (TGA is Gly)")
     genes.add_argument("--closed-ends", action="store_true", help="genes may not run off a record's ends "
                        "(prodigal -c); by default a gene cut by a contig's edge is called, flagged partial")
     genes.add_argument("--model", metavar="DIR", help="gene-track bundle (default: the bundled "

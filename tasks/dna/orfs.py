@@ -43,11 +43,26 @@ def _codes(codons: tuple[str, ...]) -> list[int]:
     return [_BASE[a] * 16 + _BASE[b] * 4 + _BASE[c] for a, b, c in codons]
 
 
-STARTS, STOPS = ("ATG", "GTG", "TTG"), ("TAA", "TAG", "TGA")
-_START_F, _STOP_F = _codes(STARTS), _codes(STOPS)
+def _reverse_complement(codon: str) -> str:
+    return codon[::-1].translate(str.maketrans("ACGT", "TGCA"))
+
+
+STARTS = ("ATG", "GTG", "TTG")
+# The genetic codes a bacterial gene finder is asked for (Prodigal's -g): their stop codons. Table 11 is the
+# bacterial code; in table 4 (Mycoplasma, Spiroplasma) TGA is tryptophan, in table 25 (SR1, Gracilibacteria)
+# glycine, so genes read through it.
+STOPS = {11: ("TAA", "TAG", "TGA"), 4: ("TAA", "TAG"), 25: ("TAA", "TAG")}
+_START_F = _codes(STARTS)
 # the same codons read on the other strand, as they appear on this one (reverse complements)
-_START_R, _STOP_R = _codes(("CAT", "CAC", "CAA")), _codes(("TTA", "CTA", "TCA"))
+_START_R = _codes(tuple(map(_reverse_complement, STARTS)))
 _ALT_F, _ALT_R = _codes(("GTG", "TTG")), _codes(("CAC", "CAA"))  # the rarer starts, both strands
+
+
+def _stops(table: int) -> tuple[list[int], list[int]]:
+    """The stop codons of genetic code `table`, on this strand and as the other strand's read on this one."""
+    if table not in STOPS:
+        raise ValueError(f"genetic code {table}: not one of {sorted(STOPS)}")
+    return _codes(STOPS[table]), _codes(tuple(map(_reverse_complement, STOPS[table])))
 
 
 @dataclass(frozen=True)
@@ -81,8 +96,9 @@ def codon_table(tokens: np.ndarray) -> np.ndarray:
 
 
 def candidates(tokens: np.ndarray, prob: np.ndarray, theta: float = THETA, min_length: int = MIN_LENGTH,
-               alt_start_penalty: float = ALT_START_PENALTY, edges: bool = True) -> list[Gene]:
-    """Every stop-to-stop stretch's best gene on the six frames (step 1 of the module docstring). With
+               alt_start_penalty: float = ALT_START_PENALTY, edges: bool = True, table: int = 11) -> list[Gene]:
+    """Every stop-to-stop stretch's best gene on the six frames (step 1 of the module docstring), the stops
+    those of genetic code `table` (11, 4 or 25). With
     `edges` (Prodigal's default; its -c turns it off), a stretch may also run off an end of the record: the
     frame's first whole codon is then one more start, with no penalty, for a gene whose 5' end lies before
     the record, and a stretch with no stop before the record's end ends at the frame's last whole codon, as
@@ -99,8 +115,9 @@ def candidates(tokens: np.ndarray, prob: np.ndarray, theta: float = THETA, min_l
     evidence = np.zeros(n + 1)
     np.cumsum(shifted, out=evidence[1:])
     del shifted
-    is_start_f, is_stop_f = np.isin(codes, _START_F), np.isin(codes, _STOP_F)
-    is_start_r, is_stop_r = np.isin(codes, _START_R), np.isin(codes, _STOP_R)
+    stop_f, stop_r = _stops(table)
+    is_start_f, is_stop_f = np.isin(codes, _START_F), np.isin(codes, stop_f)
+    is_start_r, is_stop_r = np.isin(codes, _START_R), np.isin(codes, stop_r)
     out: list[Gene] = []
 
     def best(lo, hi, strand, five, gain, open_end: str, virtual) -> None:
@@ -158,9 +175,10 @@ def candidates(tokens: np.ndarray, prob: np.ndarray, theta: float = THETA, min_l
 
 def call_genes(tokens: np.ndarray, prob: np.ndarray, theta: float = THETA, min_length: int = MIN_LENGTH,
                max_overlap: int = MAX_OVERLAP, alt_start_penalty: float = ALT_START_PENALTY,
-               edges: bool = True) -> list[Gene]:
-    """Gene calls (steps 1 and 2), sorted by start; `edges`: genes may run off the record's ends."""
-    cands = candidates(tokens, prob, theta, min_length, alt_start_penalty, edges)
+               edges: bool = True, table: int = 11) -> list[Gene]:
+    """Gene calls (steps 1 and 2), sorted by start; `edges`: genes may run off the record's ends; `table`: the
+    genetic code, whose stops end genes."""
+    cands = candidates(tokens, prob, theta, min_length, alt_start_penalty, edges, table)
     covered = np.zeros(len(tokens), bool)
     kept = []
     for gene in sorted(cands, key=lambda g: -g.score):
@@ -182,14 +200,14 @@ def gene_bases(tokens: np.ndarray, gene: Gene) -> str:
     return np.frombuffer(ALPHABET.encode(), np.uint8)[piece].tobytes().decode()
 
 
-def translate(bases: str, start: bool = True) -> str:
-    """A called gene's protein, as Prodigal writes it: the bacterial code (NCBI table 11), the start codon read
-    as M whichever it is (GTG and TTG start a protein with methionine too; `start=False` for a gene whose 5'
-    end lies off the record, which has no start codon), and the stop as a final "*" (none where the 3' end
-    lies off the record)."""
+def translate(bases: str, start: bool = True, table: int = 11) -> str:
+    """A called gene's protein, as Prodigal writes it: genetic code `table` (NCBI's numbering; 11 the
+    bacterial code), the start codon read as M whichever it is (GTG and TTG start a protein with methionine
+    too; `start=False` for a gene whose 5' end lies off the record, which has no start codon), and the stop
+    as a final "*" (none where the 3' end lies off the record)."""
     from Bio.Seq import Seq
 
-    protein = str(Seq(bases).translate(table=11))
+    protein = str(Seq(bases).translate(table=table))
     return "M" + protein[1:] if protein and start else protein
 
 

@@ -115,6 +115,12 @@ def test_closed_ends_drops_the_two_genes_the_region_cuts(tmp_path, capsys):
     assert {i[0] for i, flag in cut if flag == "10"} == {1} and {i[1] for i, flag in cut if flag == "01"} == {n}
     refseq = read_gff3(GFF)[next(iter(read_fasta(FASTA))).id]
     assert closed == opened - cut and all(i not in refseq for i, _ in cut)  # RefSeq's region file holds whole genes
+    lines = closed_gff.read_text().splitlines()
+    assert lines[1].endswith("; transl_table=11; closed ends")
+    table4 = tmp_path / "t4.gff3"
+    assert main(["call-genes", str(FASTA), "--gff", str(table4), "--table", "4"]) == 0  # E. coli is table 11:
+    assert "transl_table=4" in table4.read_text().splitlines()[1]  # TGA read through, genes fuse and shift
+    assert rows(table4) != opened
 
 
 def test_a_genbank_file_gives_the_calls_of_its_fasta(tmp_path, capsys):

@@ -19,7 +19,7 @@ def rc(s: str) -> str:
 
 
 def brute_force(seq: str, prob: np.ndarray, theta: float, min_length: int, penalty: float,
-                edges: bool = False) -> set:
+                edges: bool = False, stops: set = STOPS) -> set:
     """Every frame's stop-to-stop stretches, read codon by codon, on the sequence and its reverse complement.
     With `edges`, the frame's first codon also starts the stretch before the first stop (a 5' end off the
     record), and the stretch after the last stop ends at the frame's last whole codon (a 3' end off it).
@@ -30,10 +30,10 @@ def brute_force(seq: str, prob: np.ndarray, theta: float, min_length: int, penal
         for frame in range(3):
             codons = range(frame, n - 2, 3)
             stretches = []  # (start codons as (position, is the edge), end, 3' end off the record)
-            starts = [(frame, True)] if edges and codons and s[frame : frame + 3] not in STOPS | STARTS else []
+            starts = [(frame, True)] if edges and codons and s[frame : frame + 3] not in stops | STARTS else []
             for i in codons:
                 codon = s[i : i + 3]
-                if codon in STOPS:
+                if codon in stops:
                     stretches.append((starts, i + 3, False))
                     starts = []
                 elif codon in STARTS:
@@ -55,15 +55,17 @@ def brute_force(seq: str, prob: np.ndarray, theta: float, min_length: int, penal
 
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), n=st.integers(3, 1500), theta=st.sampled_from([0.2, 0.5]),
-       min_length=st.sampled_from([3, 30, 90]), penalty=st.sampled_from([0.0, 3.0, 40.0]))
-def test_candidates_equal_a_brute_force_enumeration(seed, n, theta, min_length, penalty):
+       min_length=st.sampled_from([3, 30, 90]), penalty=st.sampled_from([0.0, 3.0, 40.0]),
+       table=st.sampled_from([11, 4]))
+def test_candidates_equal_a_brute_force_enumeration(seed, n, theta, min_length, penalty, table):
     rng = np.random.default_rng(seed)
     seq = "".join(rng.choice(list("ACGT"), n))
     prob = rng.random(n).astype(np.float32)
     for edges in (False, True):
         got = {(g.start, g.end, g.strand, g.partial)
-               for g in candidates(encode(seq), prob, theta, min_length, penalty, edges=edges)}
-        assert got == brute_force(seq, prob.astype(np.float64), theta, min_length, penalty, edges)
+               for g in candidates(encode(seq), prob, theta, min_length, penalty, edges=edges, table=table)}
+        stops = STOPS if table == 11 else STOPS - {"TGA"}  # table 4 reads TGA as tryptophan
+        assert got == brute_force(seq, prob.astype(np.float64), theta, min_length, penalty, edges, stops)
 
 
 def _gene(rng, codons: int) -> str:
@@ -159,6 +161,30 @@ def test_genes_cut_by_the_record_edges_are_called_partial(strand):
     closed = {(g.start, g.end, g.partial) for g in call_genes(encode(seq), prob, edges=False) if g.strand == strand}
     assert spans["middle"] + ("00",) in closed and {flag for *_, flag in closed} == {"00"}
     assert not any(0 in (a, len(seq) - b) for a, b, _ in closed)  # the head's internal ATG at most, never an edge
+
+
+@pytest.mark.parametrize("strand", ["+", "-"])
+def test_genetic_code_4_reads_through_tga(strand):
+    """A Mycoplasma-style gene with an in-frame TGA: the bacterial code (11) stops there, code 4 (prodigal -g 4)
+    calls the whole gene, and its protein has tryptophan where the TGA is."""
+    from swa_stream.tasks.dna.orfs import gene_bases, translate
+
+    rng = np.random.default_rng(5)
+    gene = _gene(rng, 240)
+    gene = gene[:300] + "TGA" + gene[303:]  # codon 100 becomes TGA
+    seq = "CTAGTTAGCTTAG" * 30 + gene + "CTAGTTAGCTTAG" * 30
+    a, b = 390, 390 + len(gene)
+    if strand == "-":
+        seq, (a, b) = rc(seq), (len(seq) - b, len(seq) - a)
+    prob = np.full(len(seq), 0.1, np.float32)
+    prob[a:b] = 0.9
+    calls = {t: [g for g in call_genes(encode(seq), prob, table=t) if g.strand == strand] for t in (11, 4)}
+    assert (a, b) not in {(g.start, g.end) for g in calls[11]}
+    (whole,) = [g for g in calls[4] if (g.start, g.end) == (a, b)]
+    protein = translate(gene_bases(encode(seq), whole), table=4)
+    assert protein[0] == "M" and protein[100] == "W" and protein.endswith("*") and protein.count("*") == 1
+    with pytest.raises(ValueError, match="genetic code 5: not one of"):
+        call_genes(encode(seq), prob, table=5)
 
 
 def test_a_track_of_another_length_is_refused():
