@@ -11,7 +11,7 @@ import errno
 import os
 import sys
 
-from swa_stream.errors import SWAStreamError
+from swa_stream.errors import SWAStreamError, printable
 from swa_stream.tasks.asr.schema import ASRSchema
 from swa_stream.tasks.dna.schema import DNASchema
 
@@ -108,8 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     track.add_argument("--precision", type=int, default=3, help="decimals kept; equal runs merge")
 
     tr = commands.add_parser("transcribe", help="speech to text from a file, stdin or the microphone, streamed")
-    tr.add_argument("input", nargs="?", metavar="PATH|-",
-                    help="wav/flac/ogg/mp3 at any rate (m4a, webm, mp4 with ffmpeg); - reads stdin")
+    tr.add_argument("inputs", nargs="*", metavar="PATH|-",
+                    help="wav/flac/ogg/mp3 at any rate (m4a, webm, mp4 with ffmpeg); - reads stdin; several: one "
+                    "after another in one process, each line labelled with its file")
     tr.add_argument("--model", metavar="DIR", help="ASR bundle folder or bundled model name "
                     f"(default: {ASRSchema.default_model})")
     tr.add_argument("--mic", action="store_true", help="record from the default input device (Ctrl-C stops)")
@@ -141,12 +142,6 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint", help="a Lightning .ckpt that you trained (loaded safely: no code in it runs)")
     export.add_argument("--out", required=True, help="bundle folder: config.json + model.safetensors")
     return parser
-
-
-def printable(text: str) -> str:
-    """`text` with a file name's bytes that are not UTF-8 (Python's surrogate escapes) shown as \\xNN: a
-    terminal could not print them, and the error line itself would fail."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _guarded(action, debug: bool) -> int:

@@ -1,4 +1,4 @@
-"""`swa-stream transcribe PATH|- [--raw --sample-rate N] [--mic]`: speech to text, streamed.
+"""`swa-stream transcribe PATH|- [PATH ...] [--raw --sample-rate N] [--mic]`: speech to text, streamed.
 
 source (file, stdin WAV, raw s16le PCM, microphone) -> mono chunks of --chunk-ms at the source's rate
 -> exact streaming resampler -> ASRModel.step -> CTCDecoder.step -> partial and final lines.
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from swa_stream.errors import SWAStreamError
+from swa_stream.errors import SWAStreamError, printable
 from swa_stream.pipelines.sources import (  # noqa: F401 - file_source and mic_source are used from here too
     STDIN,
     file_source,
@@ -41,8 +41,10 @@ def _clock(seconds: float, sep: str) -> str:
 class Writer:
     """Partial and final results to stdout in one of the formats; flushed line by line for live use."""
 
-    def __init__(self, fmt: str, out=None, err=None):
-        self.fmt, self.out, self.err = fmt, out or sys.stdout, err or sys.stderr
+    def __init__(self, fmt: str, out=None, err=None, label: str | None = None):
+        """`label`: the input's name, when several are transcribed: text lines start with it and a tab, and
+        jsonl lines carry it as "file"."""
+        self.fmt, self.out, self.err, self.label = fmt, out or sys.stdout, err or sys.stderr, label
         self.count, self.last_partial = 0, ""
         self.live = fmt == "text" and getattr(self.err, "isatty", lambda: False)()
         if fmt == "vtt":
@@ -57,7 +59,7 @@ class Writer:
             return
         self.last_partial = text
         if self.fmt == "jsonl" and text:
-            self._write(json.dumps({"type": "partial", "text": text}))
+            self._write(json.dumps(self._labelled({"type": "partial", "text": text})))
         elif self.live:
             self.err.write("\r\033[K" + text)
             self.err.flush()
@@ -67,13 +69,27 @@ class Writer:
         if self.live:
             self.err.write("\r\033[K")
         if self.fmt == "text":
-            self._write(seg.text)
+            self._write(seg.text if self.label is None else f"{self.label}\t{seg.text}")
         elif self.fmt == "jsonl":
-            self._write(json.dumps(seg.to_dict()))
+            self._write(json.dumps(self._labelled(seg.to_dict())))
         else:
             sep = "," if self.fmt == "srt" else "."
             cue = f"{_clock(seg.start, sep)} --> {_clock(seg.end, sep)}\n{seg.text}\n"
             self._write(f"{self.count}\n{cue}" if self.fmt == "srt" else cue)
+
+
+    def done(self) -> None:
+        """The input has ended. With several inputs, say so: text gives an input that held no words its
+        name and an empty transcript, and jsonl ends each input with {"file", "type": "done", "segments"}."""
+        if self.label is None:
+            return
+        if self.fmt == "jsonl":
+            self._write(json.dumps({"file": self.label, "type": "done", "segments": self.count}))
+        elif self.fmt == "text" and not self.count:
+            self._write(f"{self.label}\t")
+
+    def _labelled(self, line: dict) -> dict:
+        return line if self.label is None else {"file": self.label, **line}
 
 
 # ---- the stream ---------------------------------------------------------------------------------------
@@ -135,20 +151,32 @@ def _check_args(args) -> EndpointConfig | None:
     return None if args.no_endpoint else EndpointConfig(*rules)
 
 
-def _source(args):
+def _source(args, path: str | None):
     if args.mic:
-        if args.input is not None or args.raw:
-            raise SWAStreamError("transcribe: --mic takes no PATH and no --raw")
         return mic_source(args.chunk_ms), "microphone"
-    if args.input is None:
-        raise SWAStreamError("transcribe: give a PATH, - for stdin, or --mic")
-    name = STDIN if args.input == "-" else args.input
+    name = STDIN if path == "-" else path
     if args.raw:
-        stream = stdin_stream() if args.input == "-" else open_input(Path(args.input))
+        stream = stdin_stream() if path == "-" else open_input(Path(path))
         return raw_source(stream, name, args.sample_rate, args.channels, args.chunk_ms), name
-    if args.input == "-":
+    if path == "-":
         return stdin_source(args.chunk_ms), name
-    return file_source(args.input, args.chunk_ms), name
+    return file_source(path, args.chunk_ms), name
+
+
+def _check_inputs(args) -> list[str | None]:
+    """The inputs to transcribe in turn ([None] for the microphone), refused before any model loads."""
+    if args.mic:
+        if args.inputs or args.raw:
+            raise SWAStreamError("transcribe: --mic takes no PATH and no --raw")
+        return [None]
+    if not args.inputs:
+        raise SWAStreamError("transcribe: give a PATH, - for stdin, or --mic")
+    if args.inputs.count("-") > 1:
+        raise SWAStreamError("-: given more than once; standard input can be read only once")
+    if len(args.inputs) > 1 and args.format in ("srt", "vtt"):
+        raise SWAStreamError(f"--format {args.format}: subtitles are one file per input; give one PATH, or use "
+                             "--format text or jsonl, which label each line with its file")
+    return list(args.inputs)
 
 
 def run(args) -> None:
@@ -162,10 +190,28 @@ def run(args) -> None:
 
 
 def _transcribe(args, endpoint: EndpointConfig | None) -> None:
+    """Each input in turn, in one process (the model loads once). With several, a bad one is one error line
+    and the rest go on; the exit status then says that one failed."""
     from swa_stream.pipelines.bundles import load_asr_model
 
+    inputs = _check_inputs(args)
     model = load_asr_model(args.model)
-    (rate, chunks), name = _source(args)
+    if len(inputs) == 1:
+        return _transcribe_one(args, endpoint, model, inputs[0], None)
+    failed = 0
+    for path in inputs:
+        try:
+            if _transcribe_one(args, endpoint, model, path, STDIN if path == "-" else path) == "reader left":
+                return
+        except SWAStreamError as err:
+            failed += 1
+            print(f"swa-stream: error: {printable(str(err))}", file=sys.stderr, flush=True)
+    if failed:
+        raise SWAStreamError(f"{failed} of {len(inputs)} inputs could not be transcribed (each is named above)")
+
+
+def _transcribe_one(args, endpoint: EndpointConfig | None, model, path: str | None, label: str | None):
+    (rate, chunks), name = _source(args, path)
     check_sample_rate(rate, name)  # a file's header may say anything
     orig, new = resample_ratio(rate, model.sample_rate)
     effective = model.sample_rate * orig / new
@@ -174,14 +220,16 @@ def _transcribe(args, endpoint: EndpointConfig | None) -> None:
               "off), which keeps the resampling filter small", file=sys.stderr)
     decoder = CTCDecoder.for_model(model, endpoint, args.open_vocabulary)
     checked = _Checked(chunks)
+    writer = Writer(args.format, label=label)
     try:
-        transcribe_chunks(model, checked, rate, decoder, Writer(args.format))
+        transcribe_chunks(model, checked, rate, decoder, writer)
+        writer.done()
     except KeyboardInterrupt:
         if not args.mic:  # Ctrl-C ends a microphone session normally; elsewhere it interrupts (exit 130)
             raise
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return
+        return "reader left"
     finally:
         if checked.repaired:
             print(f"swa-stream: warning: {name}: {checked.repaired} samples were NaN or infinite (the first at "

@@ -11,3 +11,9 @@ class SWAStreamError(Exception):
 
 class ConfigError(SWAStreamError, ValueError):
     """An invalid configuration value. The message starts with the field's name."""
+
+
+def printable(text: str) -> str:
+    """`text` with a file name's bytes that are not UTF-8 (Python's surrogate escapes) shown as \\xNN: a
+    terminal could not print them, and the error line itself would fail."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

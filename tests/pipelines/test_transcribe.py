@@ -293,6 +293,38 @@ def test_real_pipe_through_the_console_script(bundle, audio_files):
 
 
 # ---- formats --------------------------------------------------------------------------------------
+def test_several_inputs_in_one_process_are_each_their_own_stream(bundle, audio_files, capsys, tmp_path):
+    """transcribe A B C: each input's lines are what transcribing it alone gives, labelled with its name; a bad
+    input in the middle is one error line and the rest go on (exit 2, and a last line counting failures);
+    subtitles, which are one file per input, are refused for several."""
+    files = [audio_files / "talk.wav", audio_files / "talk8k.wav", audio_files / "talk.ogg"]
+    alone = []
+    for f in files:
+        code, out, _ = run(capsys, f, "--model", bundle, "--format", "jsonl")
+        assert code == 0
+        alone.append(finals(out))
+    bad = tmp_path / "notes.wav"
+    bad.write_text("not audio\n")
+    code, out, err = run(capsys, files[0], bad, *files[1:], "--model", bundle, "--format", "jsonl")
+    assert code == 2 and err.splitlines() == [
+        f"swa-stream: error: {bad}: not a readable audio file (Format not recognised; ffmpeg: {bad}: Invalid data "
+        "found when processing input)" if shutil.which("ffmpeg") else
+        f"swa-stream: error: {bad}: not a readable audio file (Format not recognised); m4a, mp4, webm and Opus "
+        "need ffmpeg and ffprobe (apt-get install ffmpeg)",
+        "swa-stream: error: 1 of 4 inputs could not be transcribed (each is named above)"]
+    lines = [json.loads(line) for line in out.splitlines()]
+    for f, expected in zip(files, alone, strict=True):
+        mine = [{k: v for k, v in d.items() if k != "file"} for d in lines if d["file"] == str(f)]
+        assert [d for d in mine if d["type"] == "final"] == expected
+        assert mine[-1] == {"type": "done", "segments": len(expected)}
+    code, text, _ = run(capsys, *files, "--model", bundle)
+    assert code == 0 and {line.split("\t")[0] for line in text.splitlines()} == {str(f) for f in files}
+    code, _, err = run(capsys, *files, "--model", bundle, "--format", "srt")
+    assert code == 2 and "--format srt: subtitles are one file per input" in err
+    code, _, err = run(capsys, "-", "-", "--model", bundle)
+    assert code == 2 and "-: given more than once" in err
+
+
 def test_jsonl_has_partial_and_final_lines(bundle, audio_files, capsys):
     _, out, _ = run(capsys, audio_files / "talk.wav", "--model", bundle, "--format", "jsonl", "--max-segment", "2")
     lines = [json.loads(line) for line in out.splitlines()]
