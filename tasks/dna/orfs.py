@@ -36,6 +36,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 THETA, MIN_LENGTH, MAX_OVERLAP, ALT_START_PENALTY, START_TEMPERATURE = 0.2, 250, 100, 40.0, 75.0
+# Genes of SHORT_LENGTH to MIN_LENGTH bp are called only where the track's mean over them is SHORT_MEAN or
+# more and they overlap the genes already kept by at most SHORT_OVERLAP of their length (chosen on the
+# validation genome: docs/dna.md, "Short genes")
+SHORT_LENGTH, SHORT_MEAN, SHORT_OVERLAP = 200, 0.8, 0.1
 _BASE = {"A": 0, "C": 1, "G": 2, "T": 3}
 
 
@@ -96,7 +100,8 @@ def codon_table(tokens: np.ndarray) -> np.ndarray:
 
 
 def candidates(tokens: np.ndarray, prob: np.ndarray, theta: float = THETA, min_length: int = MIN_LENGTH,
-               alt_start_penalty: float = ALT_START_PENALTY, edges: bool = True, table: int = 11) -> list[Gene]:
+               alt_start_penalty: float = ALT_START_PENALTY, edges: bool = True, table: int = 11,
+               short_length: int | None = SHORT_LENGTH, short_mean: float = SHORT_MEAN) -> list[Gene]:
     """Every stop-to-stop stretch's best gene on the six frames (step 1 of the module docstring), the stops
     those of genetic code `table` (11, 4 or 25). With
     `edges` (Prodigal's default; its -c turns it off), a stretch may also run off an end of the record: the
@@ -128,12 +133,15 @@ def candidates(tokens: np.ndarray, prob: np.ndarray, theta: float = THETA, min_l
             return
         k = int(np.argmax(gain))
         a, b = (five[k], hi) if strand == "+" else (lo, five[k])
-        if gain[k] > 0 and b - a >= min_length:
-            edge = open_end or "00"
-            if virtual is not None and five[k] == virtual:  # the 5' end is the record's edge
-                edge = ("1" + edge[1]) if strand == "+" else (edge[0] + "1")
-            mean = (evidence[b] - evidence[a]) / (b - a) + theta
-            out.append(Gene(int(a), int(b), strand, float(mean), float(gain[k]), five, gain, edge))
+        if gain[k] <= 0 or b - a < min(min_length, short_length or min_length):
+            return
+        mean = (evidence[b] - evidence[a]) / (b - a) + theta
+        if b - a < min_length and mean < short_mean:  # a short gene needs a higher track throughout
+            return
+        edge = open_end or "00"
+        if virtual is not None and five[k] == virtual:  # the 5' end is the record's edge
+            edge = ("1" + edge[1]) if strand == "+" else (edge[0] + "1")
+        out.append(Gene(int(a), int(b), strand, float(mean), float(gain[k]), five, gain, edge))
 
     for frame in range(3):
         pos = np.arange(frame, n - 2, 3)
@@ -175,14 +183,17 @@ def candidates(tokens: np.ndarray, prob: np.ndarray, theta: float = THETA, min_l
 
 def call_genes(tokens: np.ndarray, prob: np.ndarray, theta: float = THETA, min_length: int = MIN_LENGTH,
                max_overlap: int = MAX_OVERLAP, alt_start_penalty: float = ALT_START_PENALTY,
-               edges: bool = True, table: int = 11) -> list[Gene]:
+               edges: bool = True, table: int = 11, short_length: int | None = SHORT_LENGTH,
+               short_mean: float = SHORT_MEAN, short_overlap: float = SHORT_OVERLAP) -> list[Gene]:
     """Gene calls (steps 1 and 2), sorted by start; `edges`: genes may run off the record's ends; `table`: the
     genetic code, whose stops end genes."""
-    cands = candidates(tokens, prob, theta, min_length, alt_start_penalty, edges, table)
+    cands = candidates(tokens, prob, theta, min_length, alt_start_penalty, edges, table, short_length, short_mean)
     covered = np.zeros(len(tokens), bool)
     kept = []
     for gene in sorted(cands, key=lambda g: -g.score):
-        if np.count_nonzero(covered[gene.start : gene.end]) > max_overlap:
+        length = gene.end - gene.start
+        limit = max_overlap if length >= min_length else min(max_overlap, short_overlap * length)
+        if np.count_nonzero(covered[gene.start : gene.end]) > limit:
             continue
         covered[gene.start : gene.end] = True
         kept.append(gene)

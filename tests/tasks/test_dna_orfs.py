@@ -113,7 +113,7 @@ def test_the_overlap_limit():
     spans = sorted((g.start, g.end) for g in tight)
     assert all(e1 <= s2 for (_, e1), (s2, _) in zip(spans, spans[1:], strict=False))
     assert (a, b, "+") in {(g.start, g.end, g.strand) for g in tight}
-    loose = call_genes(tokens, prob, max_overlap=len(seq), edges=False)
+    loose = call_genes(tokens, prob, max_overlap=len(seq), edges=False, short_overlap=1.0)  # short genes too
     assert set(loose) == set(candidates(tokens, prob, edges=False)) and len(loose) > len(tight)
 
 
@@ -185,6 +185,22 @@ def test_genetic_code_4_reads_through_tga(strand):
     assert protein[0] == "M" and protein[100] == "W" and protein.endswith("*") and protein.count("*") == 1
     with pytest.raises(ValueError, match="genetic code 5: not one of"):
         call_genes(encode(seq), prob, table=5)
+
+
+def test_a_short_gene_needs_a_high_track():
+    """A planted 210 bp gene (under the 250 bp minimum, over the 200 bp short one) is called where the track
+    over it averages 0.8 or more, not at 0.7, and never without the short rule."""
+    rng = np.random.default_rng(6)
+    short = _gene(rng, 68)  # 3 + 204 + 3 = 210 bp
+    spacer = "CTAGTTAGCTTAG" * 20
+    seq = spacer + short + spacer
+    a, b = len(spacer), len(spacer) + len(short)
+    for level, called in ((0.85, True), (0.7, False)):
+        prob = np.full(len(seq), 0.1, np.float32)
+        prob[a:b] = level
+        got = {(g.start, g.end) for g in call_genes(encode(seq), prob) if g.strand == "+"}
+        assert ((a, b) in got) == called, level
+        assert (a, b) not in {(g.start, g.end) for g in call_genes(encode(seq), prob, short_length=None)}
 
 
 def test_a_track_of_another_length_is_refused():
