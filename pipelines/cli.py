@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="GFF3 file of the calls to write (- for stdout)")
     genes.add_argument("--bedgraph", metavar="FILE", help="also write the called track as bedGraph (- for stdout)")
     genes.add_argument("--faa", metavar="FILE", help="also write each call's protein as FASTA, as Prodigal's -a "
-                       "(bacterial code, table 11; - for stdout)")
+                       "(translated by --table's code; - for stdout)")
     genes.add_argument("--fna", metavar="FILE", help="also write each call's bases as FASTA, as Prodigal's -d "
                        "(- for stdout)")
     genes.add_argument("--table", type=int, choices=[11, 4, 25], default=11, help="genetic code, as prodigal -g: "

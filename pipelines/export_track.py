@@ -77,8 +77,7 @@ def write_bedgraph(store: str, out: str, track: str | None = None, precision: in
     check_precision(precision)
     opened = Store(store)
     column = _column(opened, track)
-    target = check_output_file(out, "--bedgraph", [opened.path], [], is_bedgraph, "bedGraph file that swa-stream wrote",
-                               stdout=True)
+    target = _check_bedgraph(out, opened)
     lines = 0
     with atomic_text(target) as f:
         f.write(f'track type=bedGraph name="{opened.tracks[column]}" description="swa-stream {opened.path.name}"\n')
@@ -132,6 +131,12 @@ def _add(bw, store: Store, batch: list) -> int:
     return count
 
 
+def _check_bedgraph(out: str, store: Store) -> Path:
+    """--bedgraph's path, checked: stdout ("-"), or a file that is no input and no one else's bedGraph."""
+    return check_output_file(out, "--bedgraph", [store.path], [], is_bedgraph, "bedGraph file that swa-stream wrote",
+                             stdout=True)
+
+
 def is_bedgraph(path: Path) -> bool:
     """A bedGraph file swa-stream wrote (its track line says so): only those are replaced, never a user's own."""
     line = first_line(path)
@@ -153,8 +158,7 @@ def run(args) -> None:
         raise SWAStreamError(f"{bedgraph}: --bedgraph and --bigwig name the same file")
     store = Store(args.store)  # both outputs are checked before either is written
     if bedgraph is not None:
-        check_output_file(bedgraph, "--bedgraph", [store.path], [], is_bedgraph, "bedGraph file that swa-stream wrote",
-                               stdout=True)
+        _check_bedgraph(bedgraph, store)
     if bigwig is not None:
         check_output_file(bigwig, "--bigwig", [store.path], [], _is_bigwig, "bigWig file")
     said = sys.stderr if is_stdout(bedgraph) else sys.stdout  # `--bedgraph -`: stdout holds the track

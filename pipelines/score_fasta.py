@@ -54,7 +54,7 @@ from swa_stream.tasks.dna.formats import read_sequences
 from swa_stream.tasks.dna.model import DNAModel, score_record
 from swa_stream.tasks.dna.tokenizer import (
     N_TOKEN,
-    STDIN,
+    STDIN_PATH,
     FastaRecord,
     check_inputs,
     fingerprint,
@@ -360,7 +360,7 @@ def score(
 def _input_name(path: Path) -> str:
     """An input as run.json records it: its real path; standard input as "-" when it is a pipe, whose
     /proc name changes from run to run (a file redirected to it is that file)."""
-    return "-" if path == STDIN and is_stream(path) else str(path.resolve())
+    return "-" if path == STDIN_PATH and is_stream(path) else str(path.resolve())
 
 
 class _Scorer:

@@ -77,7 +77,6 @@ class Writer:
             cue = f"{_clock(seg.start, sep)} --> {_clock(seg.end, sep)}\n{seg.text}\n"
             self._write(f"{self.count}\n{cue}" if self.fmt == "srt" else cue)
 
-
     def done(self) -> None:
         """The input has ended. With several inputs, say so: text gives an input that held no words its
         name and an empty transcript, and jsonl ends each input with {"file", "type": "done", "segments"}."""
@@ -201,8 +200,8 @@ def _transcribe(args, endpoint: EndpointConfig | None) -> None:
     failed = 0
     for path in inputs:
         try:
-            if _transcribe_one(args, endpoint, model, path, STDIN if path == "-" else path) == "reader left":
-                return
+            if not _transcribe_one(args, endpoint, model, path, STDIN if path == "-" else path):
+                return  # the reader left
         except SWAStreamError as err:
             failed += 1
             print(f"swa-stream: error: {printable(str(err))}", file=sys.stderr, flush=True)
@@ -210,7 +209,8 @@ def _transcribe(args, endpoint: EndpointConfig | None) -> None:
         raise SWAStreamError(f"{failed} of {len(inputs)} inputs could not be transcribed (each is named above)")
 
 
-def _transcribe_one(args, endpoint: EndpointConfig | None, model, path: str | None, label: str | None):
+def _transcribe_one(args, endpoint: EndpointConfig | None, model, path: str | None, label: str | None) -> bool:
+    """One input through the model; False when the reader of stdout has left (`| head`), so stop."""
     (rate, chunks), name = _source(args, path)
     check_sample_rate(rate, name)  # a file's header may say anything
     orig, new = resample_ratio(rate, model.sample_rate)
@@ -229,13 +229,14 @@ def _transcribe_one(args, endpoint: EndpointConfig | None, model, path: str | No
             raise
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return "reader left"
+        return False
     finally:
         if checked.repaired:
             print(f"swa-stream: warning: {name}: {checked.repaired} samples were NaN or infinite (the first at "
                   f"{checked.first_bad / rate:.3f} s); they were transcribed as silence", file=sys.stderr)
     if checked.samples == 0 and not args.mic:
         raise SWAStreamError(f"{name}: no audio samples")
+    return True
 
 
 class _Checked:

@@ -59,7 +59,8 @@ STOPS = {11: ("TAA", "TAG", "TGA"), 4: ("TAA", "TAG"), 25: ("TAA", "TAG")}
 _START_F = _codes(STARTS)
 # the same codons read on the other strand, as they appear on this one (reverse complements)
 _START_R = _codes(tuple(map(_reverse_complement, STARTS)))
-_ALT_F, _ALT_R = _codes(("GTG", "TTG")), _codes(("CAC", "CAA"))  # the rarer starts, both strands
+ALT_STARTS = ("GTG", "TTG")  # the rarer starts
+_ALT_F, _ALT_R = _codes(ALT_STARTS), _codes(tuple(map(_reverse_complement, ALT_STARTS)))
 
 
 def _stops(table: int) -> tuple[list[int], list[int]]:
@@ -148,6 +149,7 @@ def candidates(tokens: np.ndarray, prob: np.ndarray, theta: float = THETA, min_l
         if not len(pos):
             continue
         last_end = int(pos[-1]) + 3  # the end of the frame's last whole codon
+        right_edge_free = not (is_start_r[last_end - 3] or is_stop_r[last_end - 3])  # may a - gene start there?
         # + strand: a gene runs from a start codon to the frame's next stop, stop included
         stops, starts = pos[is_stop_f[pos]], pos[is_start_f[pos]]
         penalty = np.where(np.isin(codes[starts], _ALT_F), alt_start_penalty, 0.0)  # per start codon
@@ -173,8 +175,7 @@ def candidates(tokens: np.ndarray, prob: np.ndarray, theta: float = THETA, min_l
             a, b = np.searchsorted(starts, lo + (0 if open_end else 3)), np.searchsorted(starts, right)
             five, cost = starts[a:b] + 3, penalty[a:b]
             at_end = number == len(bounds) - 1 and right == n
-            edge_codon = last_end - 3
-            virtual = last_end if edges and at_end and not (is_start_r[edge_codon] or is_stop_r[edge_codon]) else None
+            virtual = last_end if edges and at_end and right_edge_free else None
             if virtual is not None:
                 five, cost = np.concatenate([five, [last_end]]), np.concatenate([cost, [0.0]])
             best(lo, None, "-", five, evidence[five] - evidence[lo] - cost, open_end, virtual)

@@ -130,19 +130,19 @@ class _Prefixed(io.RawIOBase):
         super().close()
 
 
-STDIN = Path("/dev/stdin")  # what an input named "-" reads
+STDIN_PATH = Path("/dev/stdin")  # what an input named "-" reads
 
 
 def check_input(path: str | Path) -> Path:
     """A readable input: a regular file or a stream (FIFO, /dev/stdin, <(...)); never a directory. "-" is
     standard input (a pipe, or a file redirected to it), refused when it is a terminal: nothing would come."""
     if str(path) == "-":
-        if sys.stdin is None or not os.path.exists(STDIN):
+        if sys.stdin is None or not os.path.exists(STDIN_PATH):
             raise SWAStreamError("-: standard input is not open (nothing is connected to it)")
         if os.isatty(0):
             raise SWAStreamError("-: standard input is a terminal; pipe sequences in, e.g. "
                                  "zcat genome.fa.gz | swa-stream score-fasta - --out scores.zarr")
-        path = STDIN
+        path = STDIN_PATH
     path = Path(path)
     try:
         mode = os.stat(path).st_mode
