@@ -268,6 +268,12 @@ def build_store(run: RunFolder, total: int, classes: list[str], tracks: list[str
 def _build_store(run, total, classes, tracks, attrs, on_block, mean_tracks) -> int:
     index = LogIndex(run.partial)
     if not np.array_equal(index.n, np.arange(total)):
+        beyond = int((index.n >= total).sum())
+        if beyond:  # the logs hold records that this input does not reach: it is shorter than the first run's
+            raise SWAStreamError(
+                f"{run.partial}: holds {beyond} finished record(s) beyond this input's {total} record(s): the "
+                f"input ended earlier than in the run being resumed; give the whole input again, or remove "
+                f"{run.partial} to start over")
         raise SWAStreamError(f"{run.partial}: some records are not finished; rerun the same command")
     if run.store_path.exists():
         shutil.rmtree(run.store_path)  # an earlier finalise that did not complete

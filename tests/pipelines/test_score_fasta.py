@@ -406,6 +406,11 @@ def test_a_piped_run_stopped_by_a_bad_record_resumes_from_the_same_pipe(tmp_path
     assert json.loads((tmp_path / "r.zarr.partial" / "run.json").read_text())["inputs"][0]["path"] == "-"
     changed = _piped(argv, good.replace("ACG", "TTT", 1) + ">late\nACGT\n", tmp_path)
     assert changed.returncode == 2 and "is not the one the unfinished run" in changed.stderr
+    first = good[: good.index(">", 1)]  # the first record only: the stream ends before the logged ones do
+    shorter = _piped(argv, first, tmp_path)
+    assert shorter.returncode == 2 and shorter.stderr.count("\n") == 2, shorter.stderr  # "skipped 1", the error
+    assert f"holds {logged - 1} finished record(s) beyond this input's 1 record(s)" in shorter.stderr
+    assert "give the whole input again" in shorter.stderr and not (tmp_path / "r.tsv").exists()
     resumed = _piped(argv, good + ">late\nACGT\n", tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert f"skipped {logged} records finished by an earlier run" in resumed.stderr
