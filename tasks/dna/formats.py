@@ -5,7 +5,9 @@
   can start with `@`, so they are counted, not pattern-matched). Qualities are ignored.
 - GenBank (`LOCUS`, as NCBI's .gbff and Prokka's .gbk) and EMBL (`ID`, as ENA's): the sequence between
   `ORIGIN` (`SQ`) and `//`, position numbers dropped; the id is the accession.version, as NCBI's FASTA
-  headers have it, and the title adds the definition. Features are not read.
+  headers have it, and the title adds the definition. Features are not read. An NCBI release file
+  (`gbbct1.seq`: a "Genetic Sequence Data Bank" title page before the first LOCUS) is read from its first
+  LOCUS line.
 - CSV/TSV (`seq,label` as Genomic Benchmarks circulate): the delimiter is the first line's tab or comma.
   The first row is a header if a cell is a known column name (seq, sequence, dna, id, name, label, ...)
   or no cell is a valid sequence. The sequence column is
@@ -45,6 +47,7 @@ from swa_stream.tasks.dna.tokenizer import (
 SEQ_NAMES = ("seq", "sequence", "sequences", "dna", "rna")
 ID_NAMES = ("id", "name", "record", "seq_id", "sequence_id")
 FORMATS = ("fasta", "fastq", "genbank", "embl", "table")
+_RELEASE = b"Genetic Sequence Data Bank"  # the first line of an NCBI GenBank release file (gbbct1.seq ...)
 
 
 def _say(message: str) -> None:
@@ -67,6 +70,10 @@ def read_sequences(
             first = next(((n, o, line) for n, o, line in lines if line.strip()), None)
             if first is None:
                 raise SWAStreamError(f"{name}: empty file, no sequence records")
+            if _RELEASE in first[2] and "genbank" in formats:  # a release's title page: skip to its records
+                first = next(((n, o, line) for n, o, line in lines if line.startswith(b"LOCUS ")), None)
+                if first is None:
+                    raise SWAStreamError(f"{name}: a GenBank release file with no LOCUS record")
             lines = itertools.chain([first], lines)
             kind = _detect(name, first[0], first[2], formats)
             if kind == "fasta":

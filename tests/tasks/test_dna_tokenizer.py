@@ -116,6 +116,32 @@ def test_genbank_and_embl_read_as_the_fasta_they_were_written_from(tmp_path, nam
             assert norm(mine.description) == norm(f"{written.id} {written.description}")  # GenBank adds a "."
 
 
+RELEASE_TITLE = """GBBCT1.SEQ          Genetic Sequence Data Bank
+                          October 15 2024
+
+                NCBI-GenBank Flat File Release 264.0
+
+                         Bacterial Sequences (Part 1)
+
+   28373 loci,    93006520 bases, from    28373 reported sequences
+
+
+"""  # the title page of an NCBI release file, as gbrel.txt (section 3.4.4) lays it out
+
+
+def test_an_ncbi_release_file_reads_from_its_first_locus(tmp_path):
+    records, gbk, _ = _flatfiles(tmp_path, REAL / "ls_orchid.fasta")
+    release = tmp_path / "gbbct1.seq"
+    release.write_text(RELEASE_TITLE + gbk.read_text())
+    got, plain = list(read_sequences(release)), list(read_sequences(gbk))
+    assert [(r.id, r.index, r.description) for r in got] == [(r.id, r.index, r.description) for r in plain]
+    assert all(np.array_equal(a.tokens, b.tokens) for a, b in zip(got, plain, strict=True))
+    with pytest.raises(SWAStreamError, match="gbbct2.seq: a GenBank release file with no LOCUS record"):
+        list(read_sequences(write(tmp_path, RELEASE_TITLE, "gbbct2.seq")))
+    with pytest.raises(SWAStreamError, match="line 1: expected a '>' header"):  # a FASTA-only reader stays one
+        list(read_sequences(release, formats=("fasta",)))
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
