@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -96,24 +96,32 @@ class DNAState(RowsMixin):
     pooled: torch.Tensor  # (B, d_model) running max of the pooled projection; -inf before any position
     total: torch.Tensor  # (B, d_model) float64 running sum of the pooled projection
     seen: torch.Tensor  # (B,) int64 positions emitted so far
+    fed: torch.Tensor  # (B,) int64 tokens received so far (where the next one sits in its record)
 
 
 class DNAModel(nn.Module):
     """tokens (B, T) in 0..4 -> (class logits (B, n_classes), track logits (B, T, n_tracks)).
     A track-only model has no classes: its class logits are (B, 0). `record_length`: the one length of the
-    records a classifier was trained on, if they had one (score-fasta's note on longer records names it)."""
+    records a classifier was trained on, if they had one (score-fasta's note on longer records names it).
+    `absolute_positions` (needs `record_length`): a learned vector per position of the record is added to
+    each base's embedding, so a classifier of aligned windows (a splice junction at base 30) can tell where
+    in the window a pattern lies; the max/mean pooling alone cannot. Bases past `record_length` get the
+    last position's vector. It streams exactly: the state counts the bases each row has received."""
 
     def __init__(
         self, encoder: SWAConfig, classes: list[str], tracks: list[str] | None = None, stem_kernel: int = 0,
-        record_length: int | None = None,
+        record_length: int | None = None, absolute_positions: bool = False,
     ):
         super().__init__()
         self.record_length = record_length
+        if absolute_positions and record_length is None:
+            raise ValueError("absolute_positions: needs record_length, the one length of the records")
         if len(classes) == 1:  # none is a track-only model; one class would be no classification at all
             raise ValueError(f"classes: need two or more class names, or none (track only), got {classes!r}")
         self.classes, self.tracks = list(classes), list(tracks or [DEFAULT_TRACK])
         d = encoder.d_model
         self.embed = nn.Embedding(len(ALPHABET), d)
+        self.positions = nn.Embedding(record_length, d) if absolute_positions else None
         self.stem = ConvStem(d, stem_kernel) if stem_kernel else None
         self.encoder = SWAEncoder(encoder)
         self.track_head = nn.Linear(d, len(self.tracks))
@@ -139,9 +147,23 @@ class DNAModel(nn.Module):
         maximum = torch.where(torch.isinf(maximum), torch.zeros_like(maximum), maximum)
         return self.class_head(torch.cat([maximum, mean.to(maximum.dtype)], dim=-1))
 
+    @property
+    def absolute_positions(self) -> bool:
+        return self.positions is not None
+
+    def _embed(self, tokens: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (B, t) -> (B, t, d); with absolute positions, column j of row b is base first[b] + j."""
+        x = self.embed(tokens)
+        if self.positions is None:
+            return x
+        where = torch.arange(tokens.shape[1], device=tokens.device)[None]
+        if first is not None:
+            where = where + first.to(tokens.device)[:, None]
+        return x + self.positions(where.clamp(max=self.record_length - 1))
+
     def encode(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """tokens (B, T) -> encoder output (B, T, d_model), offline."""
-        x = self.embed(tokens)
+        x = self._embed(tokens)
         if self.stem is not None:
             x = self.stem(x, lengths)
         return self.encoder(x, lengths)
@@ -171,8 +193,8 @@ class DNAModel(nn.Module):
         pooled = torch.full((batch_size, self.cfg.d_model), float("-inf"), device=ref.device, dtype=ref.dtype)
         total = torch.zeros((batch_size, self.cfg.d_model), device=ref.device, dtype=torch.float64)
         stem = None if self.stem is None else self.stem.init_state(batch_size, ref.device, ref.dtype)
-        seen = torch.zeros(batch_size, dtype=torch.int64)
-        return DNAState(stem, self.encoder.init_state(batch_size, start_position), pooled, total, seen)
+        seen, fed = torch.zeros(batch_size, dtype=torch.int64), torch.zeros(batch_size, dtype=torch.int64)
+        return DNAState(stem, self.encoder.init_state(batch_size, start_position), pooled, total, seen, fed)
 
     def _absorb(self, h: torch.Tensor, lengths: torch.Tensor, state: DNAState, stem_state, encoder_state):
         """Fold h (B, t, d), row b's first lengths[b] valid, into the running max and sum."""
@@ -182,14 +204,15 @@ class DNAModel(nn.Module):
             valid = valid_mask(lengths.tolist(), h.shape[1], h.device)[..., None]
             pooled = torch.maximum(pooled, features.masked_fill(~valid, float("-inf")).amax(dim=1))
             total = total + (features * valid).sum(dim=1, dtype=torch.float64)
-        return self.track_head(h), DNAState(stem_state, encoder_state, pooled, total, state.seen + lengths)
+        return self.track_head(h), DNAState(stem_state, encoder_state, pooled, total, state.seen + lengths, state.fed)
 
     def step(self, tokens: torch.Tensor, state: DNAState, counts=None):
         """tokens (B, t) -> (track logits (B, t', n_tracks) of the positions that became final, next state).
         With counts (B,) (row b's first counts[b] tokens are valid, 0 allowed): (track logits, lengths (B,),
         state); row b's first lengths[b] rows are its new positions."""
         counted = as_counts(counts, *tokens.shape)
-        x, stem_state = self.embed(tokens), state.stem
+        x, stem_state = self._embed(tokens, state.fed), state.stem
+        state = replace(state, fed=state.fed + torch.tensor(counted, dtype=torch.int64))
         if self.stem is not None:
             x, counted, stem_state = self.stem.step(x, state.stem, counted)
         h, lengths, encoder_state = self.encoder.step(x, state.encoder, counts=counted)

@@ -36,7 +36,9 @@ class GenomicsTask(L.LightningModule):
     `training_data` (a list of {name, licence, source}) says what the model learned from; `export` copies
     it into the bundle. `track_name` names the per-position track in the bundle, the store and the TSV
     (bacteria-genes: "coding"). `record_length`, for a classifier trained on records of one length (81 bp
-    windows for ecoli-promoters), goes into the bundle too: `score-fasta --windows` scans by it."""
+    windows for ecoli-promoters), goes into the bundle too: `score-fasta --windows` scans by it.
+    `absolute_positions` (with `record_length`) adds a learned vector per position of the record to the
+    base embeddings, for aligned windows whose signal sits at a fixed place (tasks/dna/model.py)."""
 
     def __init__(
         self,
@@ -51,6 +53,7 @@ class GenomicsTask(L.LightningModule):
         training_data: list[dict] | None = None,
         track_name: str = DEFAULT_TRACK,
         record_length: int | None = None,
+        absolute_positions: bool = False,
     ):
         super().__init__()
         if labels is None:
@@ -63,7 +66,7 @@ class GenomicsTask(L.LightningModule):
         self.save_hyperparameters()
         in_range("record_length", record_length, 1, integer=True, none_ok=True)
         self.model = DNAModel(encoder, labels, tracks=[track_name], stem_kernel=stem_kernel,
-                              record_length=record_length)
+                              record_length=record_length, absolute_positions=absolute_positions)
         if init_from:
             self._load_initial_weights(init_from)
         n = len(labels)

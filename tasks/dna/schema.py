@@ -5,7 +5,8 @@ checkpoint or config becomes one (with the task's defaults), how the model is bu
 A bundle config: {"encoder": SWAConfig fields, "classes": the record classes, "tracks": the per-position
 tracks (default one, DEFAULT_TRACK "signal"), "stem_kernel": the width of the convolutional stem (0: none),
 optionally "record_length": the one length of the records a classifier was trained on (81 for ecoli-promoters),
-which `score-fasta --windows` scans longer sequences with}.
+which `score-fasta --windows` scans longer sequences with, and "absolute_positions": true where the model adds a
+learned vector per position of such a record (default false)}.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class DNASchema(TaskSchema):
             config["tracks"] = [args["track_name"]]
         if args.get("record_length") is not None:
             config["record_length"] = args["record_length"]
+        if args.get("absolute_positions"):
+            config["absolute_positions"] = True
         return config
 
     def parse(self, config: dict) -> dict:
@@ -55,6 +58,7 @@ class DNASchema(TaskSchema):
             "tracks": field(config, "tracks", string_list, list, default=None),
             "stem_kernel": self.stem_kernel(config),
             "record_length": field(config, "record_length", _record_length, default=None),
+            "absolute_positions": field(config, "absolute_positions", None, bool, default=False),
         }
 
     def stem_kernel(self, config: dict) -> int:
@@ -65,13 +69,15 @@ class DNASchema(TaskSchema):
 
         c = self.parse(config)
         return DNAModel(c["encoder"], c["classes"], c["tracks"], stem_kernel=c["stem_kernel"],
-                        record_length=c["record_length"])
+                        record_length=c["record_length"], absolute_positions=c["absolute_positions"])
 
     def model_config(self, model) -> dict:
         config = {"encoder": model.cfg.to_dict(), "classes": list(model.classes), "tracks": list(model.tracks),
                   "stem_kernel": 0 if model.stem is None else model.stem.kernel}
         if model.record_length is not None:
             config["record_length"] = model.record_length
+        if model.absolute_positions:
+            config["absolute_positions"] = True
         return config
 
     def describe(self, config: dict, chunk_ms: float) -> list[str]:
@@ -86,6 +92,9 @@ class DNASchema(TaskSchema):
         if n:
             lines.append(f"trained on        {n} bp records; score-fasta --windows scans longer sequences "
                          f"{n} bp at a time")
+            if field(config, "absolute_positions", None, bool, default=False):
+                lines.append(f"positions         a learned vector for each of the {n} positions joins each base's "
+                             "embedding (aligned windows)")
         if not kernel:
             return lines
         half = kernel // 2

@@ -210,7 +210,7 @@ def test_export_carries_the_training_data_and_a_track_only_bundle_loads(tmp_path
     card = [{"name": "runs of C", "licence": "CC0", "source": "this test"}]
     dm = DNADataModule(root=str(tmp_path), batch_size=4)
     task = GenomicsTask(encoder=SWAConfig(d_model=16, n_heads=2, n_layers=1, window=(8, 8)), labels=dm.labels,
-                        stem_kernel=3, training_data=card, record_length=81)
+                        stem_kernel=3, training_data=card, record_length=81, absolute_positions=True)
     trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=tmp_path / "run", limit_val_batches=1)
     trainer.fit(task, dm)
@@ -218,10 +218,26 @@ def test_export_carries_the_training_data_and_a_track_only_bundle_loads(tmp_path
     export.run(str(ckpt), str(tmp_path / "bundle"))
     config = json.loads((tmp_path / "bundle" / "config.json").read_text())["config"]
     assert config["training_data"] == card and config["classes"] == [] and config["record_length"] == 81
+    assert config["absolute_positions"] is True
     model = load_model(tmp_path / "bundle", "dna")
-    assert model.record_length == 81
+    assert model.record_length == 81 and model.absolute_positions
+    assert torch.equal(model.positions.weight, task.model.positions.weight)  # the trained vectors travel
     tokens = next(iter(read_fasta(tmp_path / "test.fa"))).tokens
     assert stream_both_strands(model, tokens, chunk=50).shape == tokens.shape
+
+
+def test_absolute_positions_need_a_record_length_and_a_boolean():
+    from swa_stream.errors import SWAStreamError
+    from swa_stream.tasks.dna.module import GenomicsTask
+    from swa_stream.tasks.dna.schema import DNASchema
+
+    with pytest.raises(ValueError, match="absolute_positions: needs record_length"):
+        GenomicsTask(encoder=SWAConfig(d_model=16, n_heads=2, n_layers=1, window=(8, 8)), labels=["a", "b"],
+                     absolute_positions=True)
+    config = {"encoder": {"d_model": 16, "n_heads": 2, "n_layers": 1, "window": [8, 8]}, "classes": ["a", "b"],
+              "record_length": 60, "absolute_positions": "yes"}
+    with pytest.raises(SWAStreamError, match="absolute_positions: expected"):
+        DNASchema().parse(config)
 
 
 @pytest.mark.parametrize("value", [0, -5, 2.5, "81", True])

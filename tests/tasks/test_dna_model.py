@@ -13,11 +13,20 @@ from swa_stream.tasks.dna.model import DNAModel, score_record, stream_record, st
 from swa_stream.tasks.dna.tokenizer import reverse_complement
 
 
-@pytest.fixture(scope="module", params=[0, 5], ids=["no-stem", "conv-stem-5"])
+@pytest.fixture(scope="module", params=[(0, False), (5, False), (5, True)],
+                ids=["no-stem", "conv-stem-5", "stem-absolute-positions"])
 def model(request):
+    """With absolute positions, records of 60 bp: the tests' records of up to 150 bp also cover the bases
+    past record_length, which share the last position's vector."""
     torch.manual_seed(0)
     cfg = SWAConfig(d_model=16, n_heads=2, n_layers=2, window=(6, 6))
-    return DNAModel(cfg, ["a", "b", "c"], stem_kernel=request.param).eval()
+    stem, absolute = request.param
+    model = DNAModel(cfg, ["a", "b", "c"], stem_kernel=stem, record_length=60 if absolute else None,
+                     absolute_positions=absolute).eval()
+    if absolute:
+        with torch.no_grad():
+            model.positions.weight.mul_(5.0)  # loud enough that a misplaced position would show
+    return model
 
 
 @settings(deadline=None, max_examples=15)
