@@ -179,6 +179,25 @@ def test_bacillus_joins_only_the_training_parts(tmp_path):
                                           .splitlines()[1:]).values()) + 373
 
 
+@pytest.mark.skipif(not (SHARED / "splice").is_dir(), reason="../shared/data/splice is not beside the checkout")
+def test_splice_keeps_statlogs_split(tmp_path):
+    from swa_stream.tasks.dna.splice import build as build_splice
+
+    assert build_splice(SHARED, tmp_path) == {"train": 1800, "val": 200, "test": 1186}
+    given = {}  # the shared FASTA's own split and class per sequence
+    for record in read_fasta(SHARED / "splice" / "statlog_dna_splice.fa"):
+        fields = dict(f.split("=") for f in record.description.split()[1:])
+        given.setdefault(fields["split"], []).append((record.tokens.tobytes(), fields["class"]))
+
+    def written(split):
+        labels = dict(line.split("\t") for line in (tmp_path / f"{split}.labels.tsv").read_text().splitlines()[1:])
+        return [(r.tokens.tobytes(), labels[r.id]) for r in read_fasta(tmp_path / f"{split}.fa")]
+
+    assert written("test") == given["test"]  # StatLog's test sequences, in order, with their classes
+    assert sorted(written("train") + written("val")) == sorted(given["train"])
+    assert (tmp_path / "classes.txt").read_text().split() == ["n", "ei", "ie"]
+
+
 def test_genome_negatives_come_from_convergent_gaps_and_gene_interiors_only():
     import random
 
