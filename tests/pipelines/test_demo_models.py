@@ -89,3 +89,14 @@ def test_primate_splice_on_held_out_junctions_streams_exactly(tmp_path):
     predicted = [classes[max(range(3), key=p.__getitem__)] for p in probs["whole"]]
     accuracy = sum(p == t for p, t in zip(predicted, truth, strict=True)) / len(truth)
     assert accuracy > 0.94  # 96.9% on all 1,186 (docs/dna.md); logistic regression on one-hot bases: 95.6%
+
+
+def test_the_demo_prints_primate_splice_on_its_bundled_junctions(capsys):
+    """The twelve held-out junctions that ship with the model (first four of each class, not picked)."""
+    from swa_stream.pipelines.demo import score_classifier_example
+
+    score_classifier_example("primate-splice", "primate_splice.fa", "splice junctions", 20, "see docs")
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.startswith("dna_")]
+    assert len(rows) == 12 and {row[1] for row in rows} == {"truth=n", "truth=ei", "truth=ie"}
+    assert all(row[1] == f"truth={row[-1]}" for row in rows) and "12 of 12 right (see docs)" in out
