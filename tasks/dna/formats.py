@@ -22,6 +22,7 @@ import csv
 import gzip
 import itertools
 import lzma
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,7 +48,7 @@ from swa_stream.tasks.dna.tokenizer import (
 SEQ_NAMES = ("seq", "sequence", "sequences", "dna", "rna")
 ID_NAMES = ("id", "name", "record", "seq_id", "sequence_id")
 FORMATS = ("fasta", "fastq", "genbank", "embl", "table")
-_RELEASE = b"Genetic Sequence Data Bank"  # the first line of an NCBI GenBank release file (gbbct1.seq ...)
+_RELEASE = re.compile(rb"\S+\.SEQ\s+Genetic Sequence Data Bank")  # line 1 of an NCBI release file (GBBCT1.SEQ)
 
 
 def _say(message: str) -> None:
@@ -70,7 +71,7 @@ def read_sequences(
             first = next(((n, o, line) for n, o, line in lines if line.strip()), None)
             if first is None:
                 raise SWAStreamError(f"{name}: empty file, no sequence records")
-            if _RELEASE in first[2] and "genbank" in formats:  # a release's title page: skip to its records
+            if _RELEASE.match(first[2]) and "genbank" in formats:  # a release's title page: skip to its records
                 first = next(((n, o, line) for n, o, line in lines if line.startswith(b"LOCUS ")), None)
                 if first is None:
                     raise SWAStreamError(f"{name}: a GenBank release file with no LOCUS record")

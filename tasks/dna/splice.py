@@ -1,7 +1,8 @@
 """The UCI primate splice-junction set (StatLog version: 3,186 sequences of 60 bp, -30..+30 around a
 candidate junction; classes `ei` donor, `ie` acceptor, `n` neither) in the FASTA layout of
-`DNADataModule`, keeping StatLog's split: its 2,000 training sequences train (a seeded tenth of them
-validates, for model selection) and its 1,186 test sequences test, as the published figures were measured.
+`DNADataModule`, keeping the shared file's split (`split=train|test` in its headers: 2,000 and 1,186, StatLog's
+sizes; ../shared/data/splice/SOURCES.md says the order is not confirmed to be StatLog's own split): the training
+sequences train (a seeded tenth of them validates, for model selection) and the test sequences test.
 
     python -m swa_stream.tasks.dna.splice --shared ../shared/data --out data/primate_splice
 """

@@ -140,6 +140,8 @@ def test_an_ncbi_release_file_reads_from_its_first_locus(tmp_path):
         list(read_sequences(write(tmp_path, RELEASE_TITLE, "gbbct2.seq")))
     with pytest.raises(SWAStreamError, match="line 1: expected a '>' header"):  # a FASTA-only reader stays one
         list(read_sequences(release, formats=("fasta",)))
+    quoting = write(tmp_path, ">s1 from the Genetic Sequence Data Bank\nACGT\n", "quoting.fa")  # only the title page
+    assert [r.id for r in read_sequences(quoting)] == ["s1"]
 
 
 @pytest.mark.parametrize(
