@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import lightning as L
 import torch
@@ -134,7 +135,35 @@ class ASRTask(L.LightningModule):
             if old != new[: len(old)]:
                 raise SWAStreamError(f"{directory}: init_from has other labels than the data")
             weights = self._grow_head(weights, len(new) - len(old))
+        weights = self._grow_layers(weights, config, directory)
         load_weights(self.model, weights, f"{directory} (init_from)", may_lack=VARIANT_PARAMETERS)
+
+    def _grow_layers(self, weights: dict, config: dict, directory: str) -> dict:
+        """A bundle with fewer encoder layers than ours, whose windows are the first of ours: keep its
+        layers and append ours as identities (each new block's attention output and second ffn product start
+        at zero, so its residual adds nothing), so the deeper model begins by transcribing exactly what the
+        bundle did and training grows it from there."""
+        from swa_stream.errors import SWAStreamError
+
+        ours = self.model.encoder.cfg
+        theirs = SWAConfig.from_dict(config["encoder"])
+        n = theirs.n_layers
+        if n >= ours.n_layers:
+            return weights
+        first = replace(ours, n_layers=n, window=ours.window[:n], dilation=ours.dilation[:n],
+                        downsample=ours.downsample[:n])
+        if first.to_dict() != theirs.to_dict() or any(rate != 1 for rate in ours.downsample[n:]):
+            raise SWAStreamError(f"{directory}: init_from has {n} layers; a deeper model must be the same encoder "
+                                 f"for its first {n} layers (every setting, and windows {list(theirs.window)}), "
+                                 "with new layers at full rate")
+        weights = dict(weights)
+        for name, value in self.model.state_dict().items():
+            parts = name.split(".")
+            if parts[:2] != ["encoder", "blocks"] or int(parts[2]) < theirs.n_layers:
+                continue
+            silent = parts[3:5] in (["attn", "out"], ["ffn", "2"])
+            weights[name] = torch.zeros_like(value) if silent else value.clone()
+        return weights
 
     @staticmethod
     def _grow_head(weights: dict, extra: int) -> dict:

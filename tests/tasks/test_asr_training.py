@@ -139,6 +139,38 @@ def test_init_from_a_bundle_without_the_garbage_label_keeps_its_transcripts(tmp_
     assert lp_new[..., -1].exp().max() < 0.05  # the new label starts silent
 
 
+def test_init_from_a_shallower_bundle_grows_it_with_identity_layers(tmp_path):
+    from swa_stream.bundle import save_bundle
+    from swa_stream.config import SWAConfig
+    from swa_stream.errors import SWAStreamError
+    from swa_stream.tasks.asr.frontend import FrontendConfig
+    from swa_stream.tasks.asr.model import ASRModel
+    from swa_stream.tasks.asr.module import ASRTask
+    from swa_stream.tasks.asr.text import VOCABULARY
+
+    frontend = FrontendConfig(d_model=32, conv_channels=8)
+    shallow = SWAConfig(d_model=32, n_heads=2, n_layers=2, window=[(4, 0), (4, 1)], d_ff=64)
+    old = ASRModel(frontend, shallow, VOCABULARY).eval()
+    save_bundle(tmp_path / "old", old, "asr", old.config())
+    deep = SWAConfig(d_model=32, n_heads=2, n_layers=4, window=[(4, 0), (4, 1), (8, 0), (8, 0)], d_ff=64)
+    new = ASRTask(deep, frontend, VOCABULARY, init_from=str(tmp_path / "old")).model.eval()
+    audio, lengths = torch.randn(2, 16000) * 0.1, torch.tensor([16000, 9000])
+    with torch.no_grad():
+        lp_old, n_old = old(audio, lengths)
+        lp_new, n_new = new(audio, lengths)
+    assert torch.equal(n_new, n_old) and torch.allclose(lp_new, lp_old, atol=1e-6)  # the same function at first
+    new_block = new.encoder.blocks[3]
+    assert new_block.attn.qkv.weight.abs().sum() > 0 and new_block.ffn[0].weight.abs().sum() > 0  # trainable
+    for other in (SWAConfig(d_model=32, n_heads=2, n_layers=3, window=[(8, 0), (4, 1), (8, 0)], d_ff=64),
+                  SWAConfig(d_model=32, n_heads=4, n_layers=3, window=[(4, 0), (4, 1), (8, 0)], d_ff=64),
+                  SWAConfig(d_model=32, n_heads=2, n_layers=3, window=[(4, 0), (4, 1), (8, 0)], d_ff=64,
+                            rope_base=500.0),
+                  SWAConfig(d_model=32, n_heads=2, n_layers=3, window=[(4, 0), (4, 1), (8, 0)], d_ff=64,
+                            downsample=[1, 1, 2])):  # other windows, heads, rotary base; a pooled new layer
+        with pytest.raises(SWAStreamError, match="a deeper model must be the same encoder for its first 2 layers"):
+            ASRTask(other, frontend, VOCABULARY, init_from=str(tmp_path / "old"))
+
+
 def test_init_from_a_bundle_with_other_labels_is_one_line(tmp_path):
     from swa_stream.bundle import save_bundle
     from swa_stream.config import SWAConfig
