@@ -146,7 +146,7 @@ def run(configs_dir: str = "configs", length: int = 2000) -> None:
 
     genes_demo.run()
     score_classifier_example("primate-splice", "primate_splice.fa", "splice junctions of real primate genes",
-                             20, "held-out StatLog test sequences, CC BY 4.0, primate_splice.md; docs/dna.md has "
+                             20, "held-out test sequences, CC BY 4.0, credited in primate_splice.md; docs/dna.md has "
                              "its accuracy on all 1,186")
     score_classifier_example("dna-demo", "dna_demo.fa", "the long-range teaching example (synthetic motifs)", 100,
                              "docs/dna.md gives its accuracy on the benchmark's test set")
