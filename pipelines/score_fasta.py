@@ -105,7 +105,10 @@ class WindowRecord(FastaRecord):
 
 def window_starts(length: int, width: int, stride: int) -> range | list[int]:
     """Where the width-bp windows of a length-bp record start: every `stride` bp, and one more ending at the
-    record's end where the stride does not land there. A record no longer than `width` is one window."""
+    record's end where the stride does not land there. A record no longer than `width` is one window; an
+    empty record has none."""
+    if length == 0:
+        return []
     last = length - width
     if last <= 0:
         return [0]
@@ -277,6 +280,10 @@ def _records(paths: list[Path], options: ScoreOptions, rank: int = 0, trained_on
     for path in paths:  # notices ("qualities are ignored") are said once, by rank 0
         for rec in read_sequences(path, rna=options.rna, column=options.column, notice=quiet):
             if options.windows:
+                if not rec.length and not noted:
+                    quiet(f"note: {rec.file} record {rec.index + 1} ({rec.id}) is empty: it has no windows, and "
+                          "neither has any other empty record")
+                    noted = True
                 for window in windows_of(rec, options):
                     yield number, window
                     number += 1

@@ -603,6 +603,17 @@ def test_a_long_record_for_a_short_record_model_gets_one_note(tmp_path, model_di
     assert "note:" not in capsys.readouterr().err
 
 
+def test_empty_records_have_no_windows(tmp_path, model_dir, capsys):
+    src = tmp_path / "in.fa"
+    src.write_text(">e\n\n>r\n" + "ACGGTCATTAGCCA" * 5 + "\n>f\n")
+    out = tmp_path / "w.zarr"
+    assert main(["score-fasta", str(src), "--out", str(out), "--model", model_dir, "--windows", "40",
+                 "--stride", "30"]) == 0
+    assert Store(out).ids == ["r:1-40(+)", "r:1-40(-)", "r:31-70(+)", "r:31-70(-)"]
+    err = capsys.readouterr().err
+    assert err.count("note:") == 1 and "in.fa record 1 (e) is empty: it has no windows" in err
+
+
 def test_a_windowed_run_refuses_an_unfinished_run_with_other_options(tmp_path, model_dir, capsys):
     src = tmp_path / "in.fa"
     src.write_text(">r\n" + "ACGGTCATTAGCCA" * 30 + "\n")
@@ -627,6 +638,9 @@ def test_window_starts_cover_every_base_in_order(length, width, stride):
     from swa_stream.pipelines.score_fasta import window_starts
 
     starts = list(window_starts(length, width, stride))
+    if not length:
+        assert starts == []  # an empty record has no window (not one of 0 bp at "r:1-0")
+        return
     assert starts[0] == 0 and starts == sorted(set(starts))
     if length <= width:
         assert starts == [0]  # one window: the whole record
