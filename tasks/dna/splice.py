@@ -13,8 +13,11 @@ import argparse
 import random
 from pathlib import Path
 
+import numpy as np
+
 from swa_stream.errors import SWAStreamError
 from swa_stream.tasks.dna.promoters import write_split
+from swa_stream.tasks.dna.tokenizer import ALPHABET, read_fasta
 
 CLASSES = ("n", "ei", "ie")
 FASTA = "statlog_dna_splice.fa"
@@ -24,25 +27,14 @@ WIDTH = 60
 def read_statlog(path: Path) -> dict[str, list[tuple[str, str]]]:
     """split -> [(sequence, class)] in file order, from headers `>dna_0000 class=n split=train`."""
     splits: dict[str, list[tuple[str, str]]] = {"train": [], "test": []}
-    header, seq = None, []
-
-    def close() -> None:
-        if header is None:
-            return
-        fields = dict(f.split("=", 1) for f in header.split()[1:] if "=" in f)
-        label, split, sequence = fields.get("class"), fields.get("split"), "".join(seq).upper()
-        if label not in CLASSES or split not in splits or len(sequence) != WIDTH:
-            raise SWAStreamError(f"{path}: {header.split()[0][1:]}: expected class=n|ei|ie, split=train|test and "
-                                 f"{WIDTH} bases, got {header!r} with {len(sequence)} bases")
-        splits[split].append((sequence, label))
-
-    for line in path.read_text().splitlines():
-        if line.startswith(">"):
-            close()
-            header, seq = line, []
-        elif line.strip():
-            seq.append(line.strip())
-    close()
+    letters = np.frombuffer(ALPHABET.encode(), dtype=np.uint8)
+    for rec in read_fasta(path):
+        fields = dict(f.split("=", 1) for f in rec.description.split()[1:] if "=" in f)
+        label, split = fields.get("class"), fields.get("split")
+        if label not in CLASSES or split not in splits or rec.length != WIDTH:
+            raise SWAStreamError(f"{path}: {rec.id}: expected class=n|ei|ie, split=train|test and {WIDTH} bases, "
+                                 f"got {rec.description!r} with {rec.length} bases")
+        splits[split].append((letters[rec.tokens].tobytes().decode(), label))
     if not splits["train"] or not splits["test"]:
         raise SWAStreamError(f"{path}: no train or no test sequences")
     return splits
