@@ -204,12 +204,12 @@ def call_genes(tokens: np.ndarray, prob: np.ndarray, theta: float = THETA, min_l
 def gene_bases(tokens: np.ndarray, gene: Gene) -> str:
     """The gene's bases 5' to 3' on its own strand, start codon to stop codon (A, C, G, T; N where the record
     had N or an IUPAC code)."""
-    from swa_stream.tasks.dna.tokenizer import ALPHABET, reverse_complement
+    from swa_stream.tasks.dna.tokenizer import decode, reverse_complement
 
     piece = tokens[gene.start : gene.end]
     if gene.strand == "-":
         piece = reverse_complement(piece)
-    return np.frombuffer(ALPHABET.encode(), np.uint8)[piece].tobytes().decode()
+    return decode(piece)
 
 
 def translate(bases: str, start: bool = True, table: int = 11) -> str:

@@ -36,17 +36,11 @@ BACILLUS = {"promoter": "Bacillus_prom.fa", "non_promoter": "Bacillus_non_prom.f
 
 
 def read_sequences(path: Path) -> list[str]:
-    """The sequences of a FASTA file, in order (CNNProm's non-promoter headers are not unique ids)."""
-    seqs, current = [], []
-    for line in path.read_text().splitlines():
-        if line.startswith(">"):
-            if current:
-                seqs.append("".join(current))
-            current = []
-        elif line.strip():
-            current.append(line.strip().upper())
-    if current:
-        seqs.append("".join(current))
+    """The sequences of a FASTA file, in order, read by `read_fasta` (its validation and error lines;
+    CNNProm's non-promoter headers are not unique ids, which it allows)."""
+    from swa_stream.tasks.dna.tokenizer import decode, read_fasta
+
+    seqs = [decode(rec.tokens) for rec in read_fasta(path)]
     if not seqs:
         raise SWAStreamError(f"{path}: no sequences")
     return seqs

@@ -13,11 +13,9 @@ import argparse
 import random
 from pathlib import Path
 
-import numpy as np
-
 from swa_stream.errors import SWAStreamError
 from swa_stream.tasks.dna.promoters import write_split
-from swa_stream.tasks.dna.tokenizer import ALPHABET, read_fasta
+from swa_stream.tasks.dna.tokenizer import decode, read_fasta
 
 CLASSES = ("n", "ei", "ie")
 FASTA = "statlog_dna_splice.fa"
@@ -27,14 +25,13 @@ WIDTH = 60
 def read_statlog(path: Path) -> dict[str, list[tuple[str, str]]]:
     """split -> [(sequence, class)] in file order, from headers `>dna_0000 class=n split=train`."""
     splits: dict[str, list[tuple[str, str]]] = {"train": [], "test": []}
-    letters = np.frombuffer(ALPHABET.encode(), dtype=np.uint8)
     for rec in read_fasta(path):
         fields = dict(f.split("=", 1) for f in rec.description.split()[1:] if "=" in f)
         label, split = fields.get("class"), fields.get("split")
         if label not in CLASSES or split not in splits or rec.length != WIDTH:
             raise SWAStreamError(f"{path}: {rec.id}: expected class=n|ei|ie, split=train|test and {WIDTH} bases, "
                                  f"got {rec.description!r} with {rec.length} bases")
-        splits[split].append((letters[rec.tokens].tobytes().decode(), label))
+        splits[split].append((decode(rec.tokens), label))
     if not splits["train"] or not splits["test"]:
         raise SWAStreamError(f"{path}: no train or no test sequences")
     return splits

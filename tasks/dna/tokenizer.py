@@ -62,6 +62,14 @@ def encode(seq: str | bytes, rna: bool = False) -> np.ndarray:
     return table(rna)[raw]
 
 
+_LETTERS = np.frombuffer(ALPHABET.encode(), dtype=np.uint8)
+
+
+def decode(tokens: np.ndarray) -> str:
+    """The bases of tokens as text, `encode`'s inverse up to IUPAC codes (A, C, G, T; N for N and IUPAC)."""
+    return _LETTERS[tokens].tobytes().decode()
+
+
 def reverse_complement(tokens: np.ndarray) -> np.ndarray:
     return _COMPLEMENT[tokens[::-1]]
 

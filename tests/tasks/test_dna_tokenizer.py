@@ -10,7 +10,7 @@ import pytest
 
 from swa_stream import SWAStreamError
 from swa_stream.tasks.dna.formats import read_sequences
-from swa_stream.tasks.dna.tokenizer import encode, fingerprint, read_fasta, reverse_complement
+from swa_stream.tasks.dna.tokenizer import decode, encode, fingerprint, read_fasta, reverse_complement
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "fasta"
 REAL_FILES = sorted(p for p in REAL.glob("*") if p.suffix in {".fa", ".fasta", ".fna"})
@@ -26,6 +26,12 @@ def test_alphabet_case_and_iupac():
     assert encode("ACGTNacgtn").tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4]
     assert encode("RYKMSWBDHVrykmswbdhv").tolist() == [4] * 20
     assert (encode("ACGU E") == 255).tolist() == [False, False, False, True, True, True]
+
+
+def test_decode_is_encodes_inverse_up_to_case_and_iupac():
+    assert decode(encode("ACGTNacgtn")) == "ACGTNACGTN"
+    assert decode(encode("RYKMSWBDHV")) == "N" * 10
+    assert decode(encode("")) == ""
 
 
 def test_reverse_complement():
