@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from swa_stream.errors import SWAStreamError, printable
+from swa_stream.errors import SWAStreamError, printable, stdin_at_most_once
 from swa_stream.pipelines.sources import (  # noqa: F401 - file_source and mic_source are used from here too
     STDIN,
     file_source,
@@ -170,8 +170,7 @@ def _check_inputs(args) -> list[str | None]:
         return [None]
     if not args.inputs:
         raise SWAStreamError("transcribe: give a PATH, - for stdin, or --mic")
-    if args.inputs.count("-") > 1:
-        raise SWAStreamError("-: given more than once; standard input can be read only once")
+    stdin_at_most_once(args.inputs)
     if len(args.inputs) > 1 and args.format in ("srt", "vtt"):
         raise SWAStreamError(f"--format {args.format}: subtitles are one file per input; give one PATH, or use "
                              "--format text or jsonl, which label each line with its file")

@@ -17,3 +17,9 @@ def printable(text: str) -> str:
     """`text` with a file name's bytes that are not UTF-8 (Python's surrogate escapes) shown as \\xNN: a
     terminal could not print them, and the error line itself would fail."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def stdin_at_most_once(paths) -> None:
+    """Refuse "-" (standard input) among `paths` more than once: a stream can be read only once."""
+    if sum(str(p) == "-" for p in paths) > 1:
+        raise SWAStreamError("-: given more than once; standard input can be read only once")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from swa_stream.errors import SWAStreamError
+from swa_stream.errors import SWAStreamError, stdin_at_most_once
 
 ALPHABET = "ACGTN"
 N_TOKEN = 4
@@ -167,8 +167,7 @@ def check_input(path: str | Path) -> Path:
 
 def check_inputs(paths) -> list[Path]:
     """`check_input` for each, and "-" at most once: standard input can be read only once."""
-    if sum(str(p) == "-" for p in paths) > 1:
-        raise SWAStreamError("-: given more than once; standard input can be read only once")
+    stdin_at_most_once(paths)
     return [check_input(p) for p in paths]
 
 
