@@ -146,6 +146,44 @@ class FeatureNorm(nn.Module):
         return self
 
 
+class RunningMean(nn.Module):
+    """A streaming mean normaliser: each frame, less the running mean of the frames so far (itself
+    included), per mel bin. m_t = m_{t-1} + a (x_t - m_{t-1}), m_{-1} = 0 (FeatureNorm's global mean), and
+    a = 1 / (time_constant x frames per second), so the mean forgets with that time constant. A log-mel
+    shift common to every bin (a speech level) or per bin (a microphone's or a room's colouring) fades
+    from the output as the mean learns it. The same recurrence, frame by frame, offline and in a stream,
+    so a stream emits exactly what `forward` computes. Its state is the mean, (B, n_mels)."""
+
+    def __init__(self, n_mels: int, alpha: float):
+        super().__init__()
+        self.n_mels, self.alpha = n_mels, float(alpha)
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> torch.Tensor:
+        return torch.zeros(batch_size, self.n_mels, device=device, dtype=dtype)
+
+    def run(self, x: torch.Tensor, mean: torch.Tensor, frames: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, t, n_mels), row b's first frames[b] valid -> (normalised x, the mean after each row's last
+        valid frame). Frames past a row's count do not move its mean (padding: they are zeroed later)."""
+        most = max(frames, default=0)
+        if not most:
+            return x, mean
+        out, a = [], self.alpha
+        ragged = min(frames) < most
+        valid = torch.tensor(frames, device=x.device)[:, None] > torch.arange(most, device=x.device) if ragged else None
+        for t in range(most):
+            xt = x[:, t]
+            moved = mean + a * (xt - mean)
+            mean = torch.where(valid[:, t, None], moved, mean) if ragged else moved
+            out.append(xt - mean)
+        y = torch.stack(out, dim=1)
+        return (torch.cat([y, x[:, most:]], dim=1) if x.shape[1] > most else y), mean
+
+    def forward(self, x: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, n_mels) -> the same, normalised from a zero mean at frame 0; `frames` (B,) valid counts."""
+        counts = [x.shape[1]] * x.shape[0] if frames is None else frames.tolist()
+        return self.run(x, self.init_state(x.shape[0], x.device, x.dtype), counts)[0]
+
+
 # ---- causal subsampling ---------------------------------------------------------------------------
 @dataclass
 class ConvState:
@@ -267,11 +305,14 @@ class FrontendState(RowsMixin):
 
     logmel: LogMelState
     conv: ConvState
+    running: torch.Tensor | None = None  # RunningMean's mean (B, n_mels), where the config has one
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """Every tensor by name, e.g. to check that the state never grows or to save it."""
         out = {"logmel.buffer": self.logmel.buffer}
         out.update({f"conv.held.{i}": t for i, t in enumerate(self.conv.held)})
+        if self.running is not None:
+            out["running.mean"] = self.running
         return out
 
     def nbytes(self) -> int:
@@ -279,14 +320,17 @@ class FrontendState(RowsMixin):
 
 
 class Frontend(nn.Module):
-    """(B, N) 16 kHz audio -> (B, T_out, d_model): LogMel -> FeatureNorm -> ConvSubsampling.
-    T_out = F // subsampling with F the complete log-mel frames (see the module docstring)."""
+    """(B, N) 16 kHz audio -> (B, T_out, d_model): LogMel -> FeatureNorm -> [RunningMean] -> ConvSubsampling.
+    T_out = F // subsampling with F the complete log-mel frames (see the module docstring). RunningMean is
+    there when the config's `running_mean_s` is above 0."""
 
     def __init__(self, cfg: FrontendConfig):
         super().__init__()
         self.cfg = cfg
         self.logmel = LogMel(cfg.sample_rate, cfg.n_mels, cfg.win_samples, cfg.hop_samples)
         self.norm = FeatureNorm(cfg.n_mels)
+        frame_rate = cfg.sample_rate / cfg.hop_samples
+        self.running = RunningMean(cfg.n_mels, 1.0 / (cfg.running_mean_s * frame_rate)) if cfg.running_mean_s else None
         self.subsample = ConvSubsampling(cfg.n_mels, cfg.d_model, cfg.conv_channels, cfg.subsampling)
 
     @property
@@ -297,19 +341,28 @@ class Frontend(nn.Module):
         """(B,) sample counts -> (B,) output frame counts."""
         return self.subsample.output_lengths(self.logmel.frame_lengths(sample_lengths))
 
+    def normalise(self, feats: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-mel frames (B, F, n_mels) -> FeatureNorm, then RunningMean from a fresh stream where there is
+        one; `frames` (B,) are the valid counts."""
+        feats = self.norm(feats)
+        return feats if self.running is None else self.running(feats, frames)
+
     def forward(self, audio: torch.Tensor, lengths: torch.Tensor | None = None):
         """audio (B, N) -> (B, T_out, d_model); with lengths (B,) in samples, returns (output, output_lengths)
         with frames past each row's length zeroed."""
-        y = self.subsample(self.norm(self.logmel(audio)))
+        frames = None if lengths is None else self.logmel.frame_lengths(lengths.to(audio.device))
+        y = self.subsample(self.normalise(self.logmel(audio), frames))
         if lengths is None:
             return y
         out_lengths = self.output_lengths(lengths.to(audio.device))
         return zero_past(y, out_lengths), out_lengths
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> FrontendState:
-        return FrontendState(
-            self.logmel.init_state(batch_size, device, dtype), self.subsample.init_state(batch_size, device, dtype)
-        )
+        running, ref = None, self.norm.mean
+        if self.running is not None:
+            running = self.running.init_state(batch_size, device or ref.device, dtype or ref.dtype)
+        return FrontendState(self.logmel.init_state(batch_size, device, dtype),
+                             self.subsample.init_state(batch_size, device, dtype), running)
 
     def step(self, chunk: torch.Tensor, state: FrontendState, counts=None):
         """chunk (B, t) samples, any t >= 0 -> (B, t_out, d_model) final outputs, and the next state; with
@@ -319,12 +372,15 @@ class Frontend(nn.Module):
     def step_rows(self, chunk: torch.Tensor, state: FrontendState, counts: list[int]):
         """`step` on a ragged chunk: (outputs (B, t_out, d_model), per-row output counts, state)."""
         feats, frames, logmel = self.logmel.step_rows(chunk, state.logmel, counts)
-        y, out_counts, conv = self.subsample.step_rows(self.norm(feats), state.conv, frames)
-        return y, out_counts, FrontendState(logmel, conv)
+        feats, running = self.norm(feats), state.running
+        if self.running is not None:
+            feats, running = self.running.run(feats, running, frames)
+        y, out_counts, conv = self.subsample.step_rows(feats, state.conv, frames)
+        return y, out_counts, FrontendState(logmel, conv, running)
 
     def flush(self, state: FrontendState, with_lengths: bool = False):
         """Finish the stream as offline does at the end: (B, t_tail, d_model), empty for this frontend (with
         `with_lengths`, also the per-row lengths (B,): zeros)."""
-        y, conv = self.subsample.step(self.norm(self.logmel.flush(state.logmel)), state.conv)
+        y, conv = self.subsample.step(self.normalise(self.logmel.flush(state.logmel)), state.conv)
         y = torch.cat([y, self.subsample.flush(conv)], dim=1)
         return (y, torch.zeros(y.shape[0], dtype=torch.int64)) if with_lengths else y

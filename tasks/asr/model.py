@@ -101,7 +101,7 @@ class ASRModel(nn.Module):
         audio, lengths = self.pad_end(audio, lengths.to(audio.device))
         fe = self.frontend
         feats, frames = fe.logmel(audio, lengths)
-        feats = fe.norm(feats)
+        feats = fe.normalise(feats, frames)
         if augment is not None:
             feats = augment(feats, frames)
         x, out_lengths = fe.subsample(feats, frames)

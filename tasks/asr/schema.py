@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from swa_stream.config import SWAConfig, is_int
+from swa_stream.config import SWAConfig, in_range, is_int
 from swa_stream.errors import ConfigError
 from swa_stream.tasks.registry import TaskSchema, field, finite, string_list
 
@@ -39,6 +39,7 @@ class FrontendConfig:
     subsampling: int = 4
     d_model: int = 256
     conv_channels: int = 128
+    running_mean_s: float = 0.0  # > 0: a streaming mean normaliser with this time constant (frontend.RunningMean)
 
     def __post_init__(self) -> None:
         for name in ("sample_rate", "n_mels", "d_model", "conv_channels"):
@@ -48,6 +49,7 @@ class FrontendConfig:
         s = self.subsampling
         if not is_int(s) or s < 2 or s & (s - 1):
             raise ConfigError(f"subsampling: must be a power of two >= 2 (one stride-2 conv per factor 2), got {s!r}")
+        in_range("running_mean_s", self.running_mean_s, 0.0)  # seconds; 0: no running mean
         # A hop longer than the window would skip samples, and the stream buffer would have to discard them.
         if self.hop_samples > self.win_samples:
             raise ConfigError(f"hop_ms: must not exceed win_ms ({self.win_ms}), got {self.hop_ms}")
@@ -134,7 +136,8 @@ class ASRSchema(TaskSchema):
         ahead_ms = cfg.lookahead * 1000 / fe.frames_per_second
         return [
             f"frontend          {fe.n_mels} log-mel bins, {fe.win_ms:g} ms windows every {fe.hop_ms:g} ms, "
-            f"{fe.subsampling}x subsampling: {fe.frames_per_second:g} frames/s",
+            f"{fe.subsampling}x subsampling: {fe.frames_per_second:g} frames/s"
+            + (f", a running mean over {fe.running_mean_s:g} s taken out" if fe.running_mean_s else ""),
             f"latency           {chunk_ms + stft_ms + ahead_ms:g} ms at {chunk_ms:g} ms chunks: chunk "
             f"{chunk_ms:g} + STFT window {stft_ms:g} + lookahead {ahead_ms:g} ({cfg.lookahead} frames), "
             "before compute (algorithmic)",

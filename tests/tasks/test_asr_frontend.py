@@ -8,7 +8,7 @@ import torchaudio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swa_stream.tasks.asr.frontend import ConvSubsampling, FeatureNorm, Frontend, FrontendConfig, LogMel
+from swa_stream.tasks.asr.frontend import ConvSubsampling, FeatureNorm, Frontend, FrontendConfig, LogMel, RunningMean
 
 # Chunk sizes below a hop (160), between a hop and a window (400) and above a window, plus empty chunks.
 AUDIO_CHUNKS = st.lists(st.one_of(st.integers(0, 159), st.integers(160, 400), st.integers(401, 1200)), min_size=1)
@@ -37,10 +37,10 @@ def logmel():
     return LogMel()
 
 
-@pytest.fixture(scope="module")
-def frontend():
+@pytest.fixture(scope="module", params=[0.0, 0.3], ids=["fixed-norm", "running-mean"])
+def frontend(request):
     torch.manual_seed(0)
-    m = Frontend(FrontendConfig(d_model=16, conv_channels=8)).eval()
+    m = Frontend(FrontendConfig(d_model=16, conv_channels=8, running_mean_s=request.param)).eval()
     m.norm.mean.uniform_(-5, 5)
     m.norm.std.uniform_(0.5, 3)
     return m
@@ -152,6 +152,34 @@ def test_feature_norm_estimate_ignores_padding_and_round_trips_through_state_dic
     torch.testing.assert_close(fresh(valid[None]), norm(valid[None]))
 
 
+# ---- RunningMean --------------------------------------------------------------------------------------
+def test_running_mean_is_the_exponential_mean_of_the_frames_so_far():
+    x = torch.randn(2, 50, 3, dtype=torch.float64)
+    a = 0.1
+    y = RunningMean(3, a)(x, torch.tensor([50, 20]))
+    for b, n in ((0, 50), (1, 20)):
+        for t in range(n):  # m_t = a * sum_s (1 - a)^(t - s) x_s: the recurrence's closed form, from m = 0
+            weights = a * (1 - a) ** torch.arange(t, -1, -1, dtype=torch.float64)
+            mean = (weights[:, None] * x[b, : t + 1]).sum(0)
+            torch.testing.assert_close(y[b, t], x[b, t] - mean)
+    torch.testing.assert_close(y[1, 20:], x[1, 20:] - mean)  # past a row's count the mean stands still
+
+
+def test_running_mean_forgets_a_level_change_at_its_time_constant():
+    """A gain multiplies the power spectrum, so it shifts every log-mel bin alike; the running mean takes
+    the shift out of the output as exp(-t / time constant), which fixed statistics never do."""
+    cfg = FrontendConfig(d_model=8, conv_channels=2, running_mean_s=0.5)
+    fe = Frontend(cfg)
+    x = torch.randn(1, 3 * 16000, generator=torch.Generator().manual_seed(0))
+    quiet = fe.normalise(fe.logmel(x * 10 ** (-30 / 20)))
+    loud = fe.normalise(fe.logmel(x))
+    gap = (loud - quiet).mean(-1)[0].tolist()  # 30 dB is 6.9 in natural-log power: the gap starts near 6.9 x (1 - a)
+    assert gap[0] > 6.0
+    kept = 1 - 1 / 50  # a = 1 / (0.5 s x 100 frames per second): after 0.5 s, (1 - a)^50, about 1/e, is left
+    assert gap[50] == pytest.approx(gap[0] * kept**50, rel=0.02)
+    assert gap[-1] == pytest.approx(gap[0] * kept ** (len(gap) - 1), rel=0.02) and gap[-1] < 0.02
+
+
 # ---- Frontend -----------------------------------------------------------------------------------------
 @settings(deadline=None, max_examples=25)
 @given(n=st.integers(0, 5000), batch=st.sampled_from([1, 2]), sizes=AUDIO_CHUNKS, seed=st.integers(0, 10**6))
@@ -212,6 +240,9 @@ def test_frames_per_second():
         ("subsampling", 1),
         ("d_model", 0),
         ("conv_channels", 2.5),
+        ("running_mean_s", -1.0),
+        ("running_mean_s", "2"),
+        ("running_mean_s", float("nan")),
     ],
 )
 def test_bad_config_raises_naming_the_field(field, value):

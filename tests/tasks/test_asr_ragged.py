@@ -13,16 +13,18 @@ from swa_stream.tasks.asr.model import ASRModel, ASRState
 from swa_stream.tasks.asr.text import VOCABULARY
 
 
-def build(**encoder) -> ASRModel:
+def build(running_mean_s: float = 0.0, **encoder) -> ASRModel:
     torch.manual_seed(0)
     fields = dict(d_model=32, n_heads=2, n_layers=3, window=[(6, 0), (4, 2), (8, 1)], **encoder)
-    m = ASRModel(FrontendConfig(d_model=32, conv_channels=8), SWAConfig(**fields), VOCABULARY).eval()
+    frontend = FrontendConfig(d_model=32, conv_channels=8, running_mean_s=running_mean_s)
+    m = ASRModel(frontend, SWAConfig(**fields), VOCABULARY).eval()
     m.frontend.norm.mean.fill_(-6.0)
     m.frontend.norm.std.fill_(3.0)
     return m
 
 
-MODELS = {"plain": {}, "variants": dict(sink_tokens=2, global_tokens=1, downsample=[1, 2, 1])}
+MODELS = {"plain": {}, "variants": dict(sink_tokens=2, global_tokens=1, downsample=[1, 2, 1]),
+          "running-mean": dict(running_mean_s=0.3)}
 
 
 @pytest.fixture(scope="module", params=list(MODELS))
