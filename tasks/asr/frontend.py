@@ -1,4 +1,4 @@
-"""The ASR frontend: 16 kHz audio -> log-mel frames -> fixed normalisation -> causal 4x subsampling.
+"""The ASR frontend: 16 kHz audio -> log-mel frames -> fixed normalisation [-> running mean] -> causal 4x subsampling.
 
 Every part follows the project's one protocol (`init_state` / `step` / `flush` / `forward`), and a stream
 emits exactly what `forward` computes. Alignment, for a window of W samples, a hop of H and N samples:
