@@ -29,7 +29,7 @@ import numpy as np
 
 from swa_stream.tasks.dna.formats import read_sequences
 from swa_stream.tasks.dna.promoters import convergent_gaps
-from swa_stream.tasks.dna.tokenizer import ALPHABET
+from swa_stream.tasks.dna.tokenizer import decode
 
 THRESHOLDS = (0.5, 0.9, 0.99)
 
@@ -79,7 +79,7 @@ def main() -> None:
         genome = args.genome
         if args.first:
             rec = next(iter(read_sequences(genome)))
-            bases = "".join(ALPHABET[t] for t in rec.tokens[: args.first])
+            bases = decode(rec.tokens[: args.first])
             genome = work / "region.fa"
             genome.write_text(f">{rec.id}_first_{args.first}\n{bases}\n")
         swa_stream("call-genes", str(genome), "--gff", str(work / "genes.gff3"))

@@ -27,7 +27,7 @@ def main() -> None:
     import pyrodigal
 
     from swa_stream.tasks.dna.formats import read_sequences
-    from swa_stream.tasks.dna.tokenizer import ALPHABET
+    from swa_stream.tasks.dna.tokenizer import decode
 
     ours: dict[tuple, str] = {}
     with open(args.faa) as f:
@@ -36,7 +36,7 @@ def main() -> None:
             ours[name.rsplit("_", 1)[0], int(start), int(end), int(strand)] = protein
     theirs: dict[tuple, str] = {}
     for rec in read_sequences(args.genome, formats=("fasta",)):
-        seq = "".join(ALPHABET[t] for t in rec.tokens.tolist())
+        seq = decode(rec.tokens)
         finder = pyrodigal.GeneFinder()
         finder.train(seq)
         for g in finder.find_genes(seq):

@@ -28,8 +28,13 @@ from swa_stream.tasks.dna.tokenizer import read_fasta
 L2 = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3)
 
 
+def read_labels(folder: Path, split: str) -> dict[str, str]:
+    """id -> class, from the split's labels.tsv (a header line, then id<TAB>class)."""
+    return dict(line.split("\t") for line in (folder / f"{split}.labels.tsv").read_text().splitlines()[1:])
+
+
 def load(folder: Path, split: str, classes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    labels = dict(line.split("\t") for line in (folder / f"{split}.labels.tsv").read_text().splitlines()[1:])
+    labels = read_labels(folder, split)
     records = list(read_fasta(folder / f"{split}.fa"))
     tokens = torch.tensor([r.tokens.tolist() for r in records])  # (N, 60); 0-3 bases, 4 = N
     x = F.one_hot(tokens.clamp(max=4), 5)[..., :4].flatten(1).float()  # N counts as no base
@@ -59,7 +64,7 @@ def accuracy(model, x, y) -> float:
 
 def ours(data: Path, model: str, classes: list[str]) -> dict:
     """score-fasta on test.fa, the command a user runs; the TSV's p_<class> columns against the labels."""
-    labels = dict(line.split("\t") for line in (data / "test.labels.tsv").read_text().splitlines()[1:])
+    labels = read_labels(data, "test")
     with tempfile.TemporaryDirectory() as tmp:
         cli = Path(sys.executable).with_name("swa-stream")
         subprocess.run([str(cli), "score-fasta", str(data / "test.fa"), "--model", model, "--out", f"{tmp}/s.zarr",

@@ -12,6 +12,7 @@ from torch import nn
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from swa_stream.config import SWAConfig, in_range
+from swa_stream.errors import SWAStreamError
 from swa_stream.tasks.asr.audio import read_audio
 from swa_stream.tasks.asr.decoder import greedy_decode
 from swa_stream.tasks.asr.frontend import FrontendConfig
@@ -127,7 +128,6 @@ class ASRTask(L.LightningModule):
     def _load_initial_weights(self, directory: str) -> None:
         from swa_stream.attention import VARIANT_PARAMETERS
         from swa_stream.bundle import load_bundle, load_weights
-        from swa_stream.errors import SWAStreamError
 
         config, weights = load_bundle(directory, kind="asr")
         old, new = list(config.get("labels") or []), self.model.labels
@@ -143,8 +143,6 @@ class ASRTask(L.LightningModule):
         layers and append ours as identities (each new block's attention output and second ffn product start
         at zero, so its residual adds nothing), so the deeper model begins by transcribing exactly what the
         bundle did and training grows it from there."""
-        from swa_stream.errors import SWAStreamError
-
         ours = self.model.encoder.cfg
         theirs = SWAConfig.from_dict(config["encoder"])
         n = theirs.n_layers

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from swa_stream.tasks.dna.tokenizer import ALPHABET
+from swa_stream.tasks.dna.tokenizer import ALPHABET, decode
 
 MOTIF_A = "CACGTGACGT"
 MOTIF_B = "GATAAGGCCT"
@@ -101,7 +101,7 @@ def make_records(
         for start, name in ((first, names[0]), (first + gap, names[1])):
             _plant(tokens[i], start, motifs[name], rng, mutation)
             placed.append((start, start + len(motifs[name]), name))
-        sequence = "".join(ALPHABET[t] for t in tokens[i])
+        sequence = decode(tokens[i])
         records.append(SyntheticRecord(f"{split}_{i:06d}", sequence, label, placed))
     return records
 
